@@ -1,0 +1,148 @@
+# ngx_segura_module
+#
+#   make            build build/ngx_http_segura_module.so (Debian's nginx-dev)
+#   make run        install, build, start PostgreSQL + nginx on 127.0.0.1:8080
+#   make test       install, build (warnings are errors), run every test
+#   make test ASAN=1    the same with the module under AddressSanitizer
+#   make fuzz       libFuzzer on the WebSocket frame parser (FUZZ_SECONDS)
+#   make bench      the benchmark against plain ssh
+#
+# NGINX_SRC=<upstream nginx source tree> builds against that tree instead.
+
+SHELL        := /bin/bash
+TOP          := $(CURDIR)
+PORT         ?= 8080
+ASAN         ?= 0
+FUZZ_SECONDS ?= 180
+DEMO         ?= 1
+
+DEBIAN_SRC   := /usr/share/nginx/src
+
+ifeq ($(ASAN),1)
+BUILD        := $(TOP)/build/asan
+SAN_CC       := -fsanitize=address -fno-omit-frame-pointer
+SAN_LD       := -fsanitize=address
+else
+BUILD        := $(TOP)/build/release
+SAN_CC       :=
+SAN_LD       :=
+endif
+
+# nginx's own configure adds -W -Wall -Wpointer-arith -Wno-unused-parameter
+# -Werror; say it once more so that no tree can drop it
+CC_OPT       := -g -O2 -Wall -Wextra -Werror -Wno-unused-parameter \
+                -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC $(SAN_CC)
+LD_OPT       := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN_LD)
+
+SRCS         := config $(wildcard ngx_segura_module/*.c ngx_segura_module/*.h)
+MODULE       := $(TOP)/build/ngx_http_segura_module.so
+
+ifeq ($(ASAN),1)
+MODULE       := $(TOP)/build/ngx_http_segura_module.asan.so
+endif
+
+ifdef NGINX_SRC
+NGX_TREE     := $(NGINX_SRC)
+NGX_BIN      := $(NGINX_SRC)/objs/nginx
+else
+NGX_TREE     := $(BUILD)/nginx
+NGX_BIN      := /usr/sbin/nginx
+endif
+
+UNIT_SRCS    := $(wildcard ngx_segura_module/ngx_segura_ws.c \
+                           ngx_segura_module/ngx_segura_vault.c \
+                           ngx_segura_module/ngx_segura_sshkey.c)
+UNIT_TESTS   := $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
+UNIT_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
+                -fsanitize=address,undefined -fno-omit-frame-pointer \
+                -Ingx_segura_module
+
+.PHONY: all deps build module tools run test unit e2e fuzz bench clean distclean
+
+all: build
+
+deps:
+	@tools/deps.sh build
+
+build: module tools
+
+module: $(MODULE)
+
+tools: build/segura-passwd
+
+build/segura-passwd: tools/segura-passwd.c | build/.dir
+	$(CC) -std=gnu99 -Wall -Wextra -Werror -O2 -g -o $@ $< -largon2 -lcrypto
+
+build/.dir:
+	@mkdir -p build && touch $@
+
+# Debian's tree has no top-level Makefile: configure with the flags the
+# package was built with (conf_flags), so the module is binary-compatible
+# with /usr/sbin/nginx, then build the modules target only.
+
+ifdef NGINX_SRC
+
+$(NGX_TREE)/objs/Makefile: config
+	cd $(NGX_TREE) && ./configure --with-compat --with-threads \
+	    --with-http_ssl_module --with-cc-opt='$(CC_OPT)' \
+	    --with-ld-opt='$(LD_OPT)' --add-dynamic-module=$(TOP)
+
+else
+
+$(NGX_TREE)/objs/Makefile: config
+	@tools/deps.sh build
+	rm -rf $(NGX_TREE) && mkdir -p $(dir $(NGX_TREE))
+	cp -a $(DEBIAN_SRC) $(NGX_TREE)
+	cd $(NGX_TREE) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt='$(CC_OPT)' --with-ld-opt='$(LD_OPT)' \
+	    --add-dynamic-module=$(TOP) >$(NGX_TREE)/configure.log 2>&1 \
+	    || { tail -30 $(NGX_TREE)/configure.log; exit 1; }
+
+endif
+
+$(MODULE): $(NGX_TREE)/objs/Makefile $(SRCS)
+	$(MAKE) -C $(NGX_TREE) -f objs/Makefile modules
+	cp $(NGX_TREE)/objs/ngx_http_segura_module.so $@
+
+run: deps-run build
+	@PORT=$(PORT) DEMO=$(DEMO) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) \
+	    tools/run.sh
+
+deps-run:
+	@tools/deps.sh build run
+
+test: deps-test build unit
+	@ASAN=$(ASAN) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) t/run-tests $(TESTS)
+
+deps-test:
+	@tools/deps.sh build test
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+
+build/unit/%: t/unit/%.c $(UNIT_SRCS) $(wildcard ngx_segura_module/*.h)
+	@mkdir -p build/unit
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(UNIT_SRCS) -lcmocka -lssh -lcrypto
+
+fuzz: build/fuzz_ws
+	@mkdir -p build/fuzz-corpus
+	cp -n t/fuzz/corpus_ws/* build/fuzz-corpus/ 2>/dev/null || true
+	./build/fuzz_ws -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build/ build/fuzz-corpus t/fuzz/corpus_ws
+
+build/fuzz_ws: t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c \
+               ngx_segura_module/ngx_segura_ws.h
+	@tools/deps.sh fuzz
+	@mkdir -p build
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Ingx_segura_module \
+	    -o $@ t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c -lcrypto
+
+bench: build
+	@tools/deps.sh bench
+	@NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) bench/run
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf .run node_modules html/node_modules

@@ -1,0 +1,945 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * Directives, configuration create/merge, worker init and exit, the module
+ * object, and the two shared writers of HTTP errors and JSON responses.
+ * Configuration handlers run in the master at configuration time; the
+ * writers run on the event loop only.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_db.h"
+#include "ngx_segura_auth.h"
+#include "ngx_segura_api.h"
+#include "ngx_segura_session.h"
+
+#include <jansson.h>
+#include <libssh/libssh.h>
+#include <openssl/crypto.h>
+
+
+static void *ngx_http_segura_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_segura_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_segura_database(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_master_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_segura_wipe_key(void *data);
+static char *ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_segura_init_process(ngx_cycle_t *cycle);
+static void ngx_http_segura_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_segura_max_message_bounds = {
+    ngx_conf_check_num_bounds, 125, 64 * 1024 * 1024
+};
+
+static ngx_conf_num_bounds_t  ngx_http_segura_max_body_bounds = {
+    ngx_conf_check_num_bounds, 1024, 16 * 1024 * 1024
+};
+
+
+static ngx_conf_enum_t  ngx_http_segura_host_key_policies[] = {
+    { ngx_string("tofu"), NGX_SEGURA_HOST_KEY_TOFU },
+    { ngx_string("strict"), NGX_SEGURA_HOST_KEY_STRICT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_segura_commands[] = {
+
+    { ngx_string("segura_database"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_segura_database,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("segura_master_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_segura_master_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("segura_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("segura_session"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_segura_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_segura_session_handler },
+
+    { ngx_string("segura_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_segura_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_segura_api_handler },
+
+    { ngx_string("segura_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("segura_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("segura_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("segura_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("segura_login_lifetime"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, login_lifetime),
+      NULL },
+
+    { ngx_string("segura_login_idle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, login_idle),
+      NULL },
+
+    { ngx_string("segura_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, max_message),
+      &ngx_http_segura_max_message_bounds },
+
+    { ngx_string("segura_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, max_body),
+      &ngx_http_segura_max_body_bounds },
+
+    { ngx_string("segura_host_key_policy"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, host_key_policy),
+      &ngx_http_segura_host_key_policies },
+
+    { ngx_string("segura_allowed_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_segura_allowed_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_segura_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_segura_create_main_conf,      /* create main configuration */
+    ngx_http_segura_init_main_conf,        /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_segura_create_loc_conf,       /* create location configuration */
+    ngx_http_segura_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_segura_module = {
+    NGX_MODULE_V1,
+    &ngx_http_segura_module_ctx,           /* module context */
+    ngx_http_segura_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_segura_init_process,          /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_segura_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+ngx_segura_err_t  ngx_segura_errors[] = {
+    { 200, ngx_string("ok"), ngx_string("OK") },
+    { 400, ngx_string("bad_request"), ngx_string("Bad request") },
+    { 400, ngx_string("invalid_json"),
+      ngx_string("The request body is not valid JSON") },
+    { 422, ngx_string("invalid_field"), ngx_string("Invalid field") },
+    { 401, ngx_string("unauthenticated"),
+      ngx_string("Log in first") },
+    { 403, ngx_string("forbidden"), ngx_string("Not allowed") },
+    { 403, ngx_string("foreign_origin"),
+      ngx_string("The request came from a foreign origin") },
+    { 404, ngx_string("not_found"), ngx_string("Not found") },
+    { 405, ngx_string("method_not_allowed"),
+      ngx_string("Method not allowed") },
+    { 409, ngx_string("conflict"), ngx_string("The name is already taken") },
+    { 413, ngx_string("too_large"), ngx_string("The request body is too large") },
+    { 415, ngx_string("unsupported_media_type"),
+      ngx_string("Send Content-Type: application/json") },
+    { 429, ngx_string("too_many_attempts"),
+      ngx_string("Too many attempts, try again later") },
+    { 503, ngx_string("database_unavailable"),
+      ngx_string("The database is unavailable") },
+    { 500, ngx_string("internal_error"), ngx_string("Internal error") },
+    { 501, ngx_string("not_available"),
+      ngx_string("Not available in this build") },
+    { 0, ngx_null_string, ngx_null_string }
+};
+
+
+static void *
+ngx_http_segura_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_segura_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_segura_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     smcf->database = { 0, NULL };
+     *     smcf->thread_pool_name = { 0, NULL };
+     *     smcf->thread_pool = NULL;
+     *     smcf->db = NULL;
+     *     smcf->used = 0;
+     */
+
+    smcf->db_connections = NGX_CONF_UNSET_UINT;
+
+    if (ngx_array_init(&smcf->keys, cf->pool, 2,
+                       sizeof(ngx_segura_master_key_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return smcf;
+}
+
+
+static char *
+ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    ngx_str_t  name = ngx_string("default");
+
+    ngx_conf_init_uint_value(smcf->db_connections, 8);
+
+    if (!smcf->used) {
+        return NGX_CONF_OK;
+    }
+
+    if (smcf->database.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"segura_database\" is required by the segura "
+                      "handlers, see %s:%ui",
+                      smcf->used_file, smcf->used_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->keys.nelts == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"segura_master_key\" is required by the segura "
+                      "handlers, see %s:%ui",
+                      smcf->used_file, smcf->used_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->thread_pool == NULL) {
+        /* "default" is the pool nginx creates when nobody defines it */
+
+        smcf->thread_pool_name = name;
+        smcf->thread_pool = ngx_thread_pool_add(cf, &name);
+        if (smcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_segura_loc_conf_t  *slcf;
+
+    slcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_segura_loc_conf_t));
+    if (slcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     slcf->user = NULL;
+     *     slcf->allowed_origins = NULL;
+     */
+
+    slcf->user = NGX_CONF_UNSET_PTR;
+    slcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    slcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    slcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    slcf->login_lifetime = NGX_CONF_UNSET_MSEC;
+    slcf->login_idle = NGX_CONF_UNSET_MSEC;
+    slcf->max_message = NGX_CONF_UNSET_SIZE;
+    slcf->max_body = NGX_CONF_UNSET_SIZE;
+    slcf->host_key_policy = NGX_CONF_UNSET_UINT;
+    slcf->allowed_origins = NGX_CONF_UNSET_PTR;
+
+    return slcf;
+}
+
+
+static char *
+ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_segura_loc_conf_t *prev = parent;
+    ngx_http_segura_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
+    ngx_conf_merge_msec_value(conf->connect_timeout,
+                              prev->connect_timeout, 10000);
+    ngx_conf_merge_msec_value(conf->idle_timeout,
+                              prev->idle_timeout, 15 * 60000);
+    ngx_conf_merge_msec_value(conf->ping_interval,
+                              prev->ping_interval, 30000);
+    ngx_conf_merge_msec_value(conf->login_lifetime,
+                              prev->login_lifetime, 12 * 3600000);
+    ngx_conf_merge_msec_value(conf->login_idle,
+                              prev->login_idle, 30 * 60000);
+    ngx_conf_merge_size_value(conf->max_message,
+                              prev->max_message, 1024 * 1024);
+    ngx_conf_merge_size_value(conf->max_body, prev->max_body, 64 * 1024);
+    ngx_conf_merge_uint_value(conf->host_key_policy,
+                              prev->host_key_policy,
+                              NGX_SEGURA_HOST_KEY_TOFU);
+    ngx_conf_merge_ptr_value(conf->allowed_origins,
+                             prev->allowed_origins, NULL);
+
+    if (conf->connect_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"segura_connect_timeout\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->ping_interval == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"segura_ping_interval\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->login_idle == 0 || conf->login_lifetime < conf->login_idle) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"segura_login_idle\" must be positive and not "
+                           "longer than \"segura_login_lifetime\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_database(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    u_char     *p;
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (smcf->database.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || ngx_strlchr(value[1].data,
+                                         value[1].data + value[1].len, '\0'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* libpq wants a NUL-terminated string; the conf parser provides one */
+
+    p = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, value[1].data, value[1].len);
+    p[value[1].len] = '\0';
+
+    smcf->database.data = p;
+    smcf->database.len = value[1].len;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "connections=", 12) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\" directive",
+                               &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_atoi(value[2].data + 12, value[2].len - 12);
+        if (n == NGX_ERROR || n < 1 || n > 256) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive, "
+                               "connections must be 1-256",
+                               &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        smcf->db_connections = n;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_master_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    char                     *rv;
+    u_char                    buf[NGX_SEGURA_MASTER_KEY_LEN + 1];
+    ssize_t                   n;
+    ngx_fd_t                  fd;
+    ngx_int_t                 id;
+    ngx_str_t                *value, file;
+    ngx_uint_t                i;
+    ngx_file_info_t           fi;
+    ngx_pool_cleanup_t       *cln;
+    ngx_segura_master_key_t  *key;
+
+    value = cf->args->elts;
+    id = 1;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "id=", 3) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\" directive",
+                               &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        id = ngx_atoi(value[2].data + 3, value[2].len - 3);
+        if (id == NGX_ERROR || id < 1 || id > 255) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive, "
+                               "id must be 1-255", &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    key = smcf->keys.elts;
+    for (i = 0; i < smcf->keys.nelts; i++) {
+        if (key[i].id == (ngx_uint_t) id) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" directive with id=%i is duplicate",
+                               &cmd->name, id);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (smcf->keys.nelts == NGX_SEGURA_MAX_MASTER_KEYS) {
+        return "is given too many times";
+    }
+
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\" directive: "
+                           ngx_open_file_n " \"%V\" failed",
+                           &cmd->name, &file);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\" directive: " ngx_fd_info_n " \"%V\" failed",
+                           &cmd->name, &file);
+        goto done;
+    }
+
+    if (!ngx_is_file(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: \"%V\" is not a regular file",
+                           &cmd->name, &file);
+        goto done;
+    }
+
+    if (fi.st_mode & (S_IRWXG|S_IRWXO)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: \"%V\" is accessible by group "
+                           "or others (mode %04o), use chmod 600",
+                           &cmd->name, &file,
+                           (unsigned) (fi.st_mode & 07777));
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf));
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\" directive: " ngx_read_fd_n " \"%V\" failed",
+                           &cmd->name, &file);
+        goto done;
+    }
+
+    if (n != NGX_SEGURA_MASTER_KEY_LEN
+        || ngx_file_size(&fi) != NGX_SEGURA_MASTER_KEY_LEN)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: \"%V\" must hold exactly %d "
+                           "bytes, it holds %O", &cmd->name, &file,
+                           NGX_SEGURA_MASTER_KEY_LEN, ngx_file_size(&fi));
+        goto done;
+    }
+
+    key = ngx_array_push(&smcf->keys);
+    if (key == NULL) {
+        goto done;
+    }
+
+    key->id = id;
+    key->key = NULL;
+
+    cln = ngx_pool_cleanup_add(cf->cycle->pool, NGX_SEGURA_MASTER_KEY_LEN);
+    if (cln == NULL) {
+        smcf->keys.nelts--;
+        goto done;
+    }
+
+    /* the key lives in the cleanup's own buffer, wiped when the cycle ends */
+
+    ngx_memcpy(cln->data, buf, NGX_SEGURA_MASTER_KEY_LEN);
+    cln->handler = ngx_http_segura_wipe_key;
+    key->key = cln->data;
+
+    rv = NGX_CONF_OK;
+
+done:
+
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", &file);
+    }
+
+    return rv;
+}
+
+
+static void
+ngx_http_segura_wipe_key(void *data)
+{
+    OPENSSL_cleanse(data, NGX_SEGURA_MASTER_KEY_LEN);
+}
+
+
+static char *
+ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    ngx_str_t  *value;
+
+    if (smcf->thread_pool != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /*
+     * nginx creates the pool named "default" by itself; any other pool
+     * must be defined by a "thread_pool" directive before the http block,
+     * so that a typo stops "nginx -t" with this directive's name
+     */
+
+    if (!(value[1].len == 7
+          && ngx_strncmp(value[1].data, "default", 7) == 0)
+        && ngx_thread_pool_get(cf->cycle, &value[1]) == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: unknown thread pool \"%V\", "
+                           "define it with \"thread_pool %V threads=N;\" "
+                           "before the http block",
+                           &cmd->name, &value[1], &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->thread_pool_name = value[1];
+    smcf->thread_pool = ngx_thread_pool_add(cf, &value[1]);
+    if (smcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_segura_main_conf_t  *smcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: the location already has a "
+                           "content handler", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_segura_module);
+
+    if (!smcf->used) {
+        smcf->used = 1;
+        smcf->used_file = cf->conf_file->file.name.data;
+        smcf->used_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_allowed_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
+    u_char      *p, *last;
+    ngx_str_t   *value, *origin;
+    ngx_uint_t   i;
+
+    if (slcf->allowed_origins != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    slcf->allowed_origins = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                             sizeof(ngx_str_t));
+    if (slcf->allowed_origins == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        /* an origin is scheme "://" host [ ":" port ], nothing more */
+
+        p = value[i].data;
+        last = p + value[i].len;
+
+        if (value[i].len > 8 && ngx_strncmp(p, "https://", 8) == 0) {
+            p += 8;
+
+        } else if (value[i].len > 7 && ngx_strncmp(p, "http://", 7) == 0) {
+            p += 7;
+
+        } else {
+            goto invalid;
+        }
+
+        for ( /* void */ ; p < last; p++) {
+            if (!(*p >= 'a' && *p <= 'z') && !(*p >= '0' && *p <= '9')
+                && *p != '.' && *p != '-' && *p != ':' && *p != '['
+                && *p != ']')
+            {
+                goto invalid;
+            }
+        }
+
+        origin = ngx_array_push(slcf->allowed_origins);
+        if (origin == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *origin = value[i];
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, an origin "
+                       "is \"http[s]://host[:port]\" in lower case",
+                       &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_segura_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_segura_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_segura_module);
+
+    if (smcf == NULL || !smcf->used) {
+        return NGX_OK;
+    }
+
+    if (ssh_init() != SSH_OK) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "ssh_init() failed");
+        return NGX_ERROR;
+    }
+
+    smcf->db = ngx_segura_db_pool_create(cycle, &smcf->database,
+                                         smcf->db_connections);
+    if (smcf->db == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_segura_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_segura_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_segura_module);
+
+    if (smcf == NULL || !smcf->used) {
+        return;
+    }
+
+    /* the thread pools have been joined by now: no task holds a handle */
+
+    if (smcf->db != NULL) {
+        ngx_segura_db_pool_destroy(smcf->db);
+        smcf->db = NULL;
+    }
+
+    (void) ssh_finalize();
+}
+
+
+ngx_segura_master_key_t *
+ngx_http_segura_current_key(ngx_http_segura_main_conf_t *smcf)
+{
+    /* the first key listed encrypts; the others only decrypt */
+
+    return smcf->keys.elts;
+}
+
+
+ngx_segura_master_key_t *
+ngx_http_segura_find_key(ngx_http_segura_main_conf_t *smcf, ngx_uint_t id)
+{
+    ngx_uint_t                i;
+    ngx_segura_master_key_t  *key;
+
+    key = smcf->keys.elts;
+
+    for (i = 0; i < smcf->keys.nelts; i++) {
+        if (key[i].id == id) {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_segura_send_error(ngx_http_request_t *r, ngx_segura_err_e err,
+    const char *field, const char *message)
+{
+    char              *body;
+    size_t             len;
+    json_t            *json, *e;
+    ngx_int_t          rc;
+    ngx_segura_err_t  *se;
+
+    se = &ngx_segura_errors[err];
+
+    e = json_object();
+    json = json_object();
+
+    if (e == NULL || json == NULL) {
+        json_decref(e);
+        json_decref(json);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_object_set_new(e, "code",
+                        json_stringn((char *) se->code.data, se->code.len));
+
+    if (message != NULL) {
+        json_object_set_new(e, "message", json_string(message));
+
+    } else {
+        json_object_set_new(e, "message",
+                            json_stringn((char *) se->message.data,
+                                         se->message.len));
+    }
+
+    if (field != NULL) {
+        json_object_set_new(e, "field", json_string(field));
+    }
+
+    json_object_set_new(json, "error", e);
+
+    body = json_dumps(json, JSON_COMPACT);
+    json_decref(json);
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(body);
+
+    rc = ngx_http_segura_send_json(r, se->status, (u_char *) body, len);
+
+    free(body);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *json, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len + 1;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    /* responses carry per-user data: never cached, never sniffed */
+
+    if (ngx_http_segura_add_header(r, "Cache-Control", "no-store") != NGX_OK
+        || ngx_http_segura_add_header(r, "X-Content-Type-Options", "nosniff")
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, json, len);
+    *b->last++ = '\n';
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
+    const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
+}

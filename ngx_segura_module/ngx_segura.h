@@ -1,0 +1,117 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_H_INCLUDED_
+#define _NGX_SEGURA_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_thread_pool.h>
+
+
+#define NGX_SEGURA_VERSION           "0.1.0"
+
+#define NGX_SEGURA_MASTER_KEY_LEN    32
+#define NGX_SEGURA_MAX_MASTER_KEYS   8
+
+#define NGX_SEGURA_HOST_KEY_TOFU     0
+#define NGX_SEGURA_HOST_KEY_STRICT   1
+
+
+typedef struct ngx_segura_db_pool_s  ngx_segura_db_pool_t;
+
+
+typedef struct {
+    ngx_uint_t                 id;
+    u_char                    *key;          /* 32 bytes, wiped on pool destroy */
+} ngx_segura_master_key_t;
+
+
+typedef struct {
+    ngx_str_t                  database;     /* NUL-terminated conninfo */
+    ngx_uint_t                 db_connections;
+
+    ngx_array_t                keys;         /* ngx_segura_master_key_t */
+
+    ngx_str_t                  thread_pool_name;
+    ngx_thread_pool_t         *thread_pool;
+
+    /* per worker, set up in init process */
+    ngx_segura_db_pool_t      *db;
+
+    unsigned                   used:1;
+    u_char                    *used_file;
+    ngx_uint_t                 used_line;
+} ngx_http_segura_main_conf_t;
+
+
+typedef struct {
+    ngx_http_complex_value_t  *user;         /* segura_user */
+
+    ngx_msec_t                 connect_timeout;
+    ngx_msec_t                 idle_timeout;
+    ngx_msec_t                 ping_interval;
+    ngx_msec_t                 login_lifetime;
+    ngx_msec_t                 login_idle;
+
+    size_t                     max_message;
+    size_t                     max_body;
+
+    ngx_uint_t                 host_key_policy;
+
+    ngx_array_t               *allowed_origins;   /* ngx_str_t */
+} ngx_http_segura_loc_conf_t;
+
+
+/* error codes that reach a client: one enum, one table of wire names */
+
+typedef enum {
+    NGX_SEGURA_ERR_OK = 0,
+    NGX_SEGURA_ERR_BAD_REQUEST,
+    NGX_SEGURA_ERR_INVALID_JSON,
+    NGX_SEGURA_ERR_INVALID_FIELD,
+    NGX_SEGURA_ERR_UNAUTHENTICATED,
+    NGX_SEGURA_ERR_FORBIDDEN,
+    NGX_SEGURA_ERR_FOREIGN_ORIGIN,
+    NGX_SEGURA_ERR_NOT_FOUND,
+    NGX_SEGURA_ERR_METHOD,
+    NGX_SEGURA_ERR_CONFLICT,
+    NGX_SEGURA_ERR_TOO_LARGE,
+    NGX_SEGURA_ERR_MEDIA_TYPE,
+    NGX_SEGURA_ERR_TOO_MANY,
+    NGX_SEGURA_ERR_DB_UNAVAILABLE,
+    NGX_SEGURA_ERR_INTERNAL,
+    NGX_SEGURA_ERR_UNAVAILABLE,
+    NGX_SEGURA_ERR_LAST
+} ngx_segura_err_e;
+
+
+typedef struct {
+    ngx_uint_t                 status;
+    ngx_str_t                  code;
+    ngx_str_t                  message;
+} ngx_segura_err_t;
+
+
+extern ngx_module_t  ngx_http_segura_module;
+extern ngx_segura_err_t  ngx_segura_errors[];
+
+
+ngx_int_t ngx_http_segura_send_error(ngx_http_request_t *r,
+    ngx_segura_err_e err, const char *field, const char *message);
+ngx_int_t ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *json, size_t len);
+ngx_int_t ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
+    const char *value);
+ngx_segura_master_key_t *ngx_http_segura_current_key(
+    ngx_http_segura_main_conf_t *smcf);
+ngx_segura_master_key_t *ngx_http_segura_find_key(
+    ngx_http_segura_main_conf_t *smcf, ngx_uint_t id);
+
+
+#endif /* _NGX_SEGURA_H_INCLUDED_ */

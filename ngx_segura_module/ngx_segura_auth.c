@@ -1,0 +1,284 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * Identity at the HTTP boundary: the segura_session cookie (read and
+ * written), the Origin check shared by the API and /session, and the
+ * media type check.  Event loop only; the token lookup and password
+ * checks run in pool threads (ngx_segura_api.c).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_auth.h"
+#include "ngx_segura_api.h"
+
+#include <openssl/crypto.h>
+
+
+/* base64url of 32 bytes without padding */
+#define NGX_SEGURA_TOKEN_B64_LEN  43
+
+
+ngx_table_elt_t *
+ngx_http_segura_find_header(ngx_http_request_t *r, const char *lowcase_name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(lowcase_name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) lowcase_name, len)
+               == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+ngx_int_t
+ngx_http_segura_origin_ok(ngx_http_request_t *r,
+    ngx_http_segura_loc_conf_t *slcf)
+{
+    ngx_str_t         origin, host, *allowed;
+    ngx_uint_t        i, https;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_segura_find_header(r, "origin");
+
+    if (h == NULL) {
+        /* not a browser, or a same-origin GET: nothing to check */
+        return NGX_OK;
+    }
+
+    origin = h->value;
+
+    if (slcf->allowed_origins) {
+        allowed = slcf->allowed_origins->elts;
+
+        for (i = 0; i < slcf->allowed_origins->nelts; i++) {
+            if (allowed[i].len == origin.len
+                && ngx_strncasecmp(allowed[i].data, origin.data, origin.len)
+                   == 0)
+            {
+                return NGX_OK;
+            }
+        }
+    }
+
+    if (r->headers_in.host == NULL) {
+        return NGX_DECLINED;
+    }
+
+    host = r->headers_in.host->value;
+
+#if (NGX_HTTP_SSL)
+    https = (r->connection->ssl != NULL);
+#else
+    https = 0;
+#endif
+
+    /* same origin: the scheme we were reached by, and the Host header */
+
+    if (https) {
+        if (origin.len < 8 || ngx_strncasecmp(origin.data,
+                                              (u_char *) "https://", 8) != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        origin.data += 8;
+        origin.len -= 8;
+
+    } else {
+        if (origin.len < 7 || ngx_strncasecmp(origin.data,
+                                              (u_char *) "http://", 7) != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        origin.data += 7;
+        origin.len -= 7;
+    }
+
+    if (origin.len == host.len
+        && ngx_strncasecmp(origin.data, host.data, host.len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_uint_t
+ngx_http_segura_is_json(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    ngx_str_t   type;
+
+    if (r->headers_in.content_type == NULL) {
+        return 0;
+    }
+
+    type = r->headers_in.content_type->value;
+
+    if (type.len < 16
+        || ngx_strncasecmp(type.data, (u_char *) "application/json", 16) != 0)
+    {
+        return 0;
+    }
+
+    /* "application/json" alone or followed by parameters */
+
+    p = type.data + 16;
+    last = type.data + type.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    return p == last || *p == ';';
+}
+
+
+ngx_int_t
+ngx_http_segura_get_cookie(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_str_t  name = ngx_string(NGX_SEGURA_COOKIE_NAME);
+
+#if (nginx_version >= 1023000)
+
+    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, &name,
+                                          value)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+#else
+
+    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, &name,
+                                          value)
+        == NGX_DECLINED)
+    {
+        return NGX_DECLINED;
+    }
+
+#endif
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_segura_decode_token(ngx_str_t *value, u_char *token)
+{
+    u_char     buf[NGX_SEGURA_TOKEN_LEN + 3];
+    ngx_str_t  dst;
+
+    if (value->len != NGX_SEGURA_TOKEN_B64_LEN) {
+        return NGX_DECLINED;
+    }
+
+    dst.data = buf;
+
+    if (ngx_decode_base64url(&dst, value) != NGX_OK
+        || dst.len != NGX_SEGURA_TOKEN_LEN)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(token, buf, NGX_SEGURA_TOKEN_LEN);
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_segura_set_cookie(ngx_http_request_t *r, u_char *token,
+    ngx_msec_t lifetime, ngx_uint_t secure)
+{
+    u_char           *p, *start;
+    size_t            len;
+    ngx_str_t         src, dst;
+    ngx_table_elt_t  *h;
+
+    len = sizeof(NGX_SEGURA_COOKIE_NAME "=") - 1
+          + NGX_SEGURA_TOKEN_B64_LEN + 1
+          + sizeof("; Path=/; Max-Age=") - 1 + NGX_TIME_T_LEN
+          + sizeof("; HttpOnly; SameSite=Strict; Secure") - 1;
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = start;
+
+    p = ngx_cpymem(p, NGX_SEGURA_COOKIE_NAME "=",
+                   sizeof(NGX_SEGURA_COOKIE_NAME "=") - 1);
+
+    if (token != NULL) {
+        src.data = token;
+        src.len = NGX_SEGURA_TOKEN_LEN;
+
+        dst.data = p;
+        ngx_encode_base64url(&dst, &src);
+        p += dst.len;
+
+        p = ngx_sprintf(p, "; Path=/; Max-Age=%T",
+                        (time_t) (lifetime / 1000));
+
+    } else {
+        /* logout: an empty value that expires at once */
+        p = ngx_cpymem(p, "; Path=/; Max-Age=0", 19);
+    }
+
+    p = ngx_cpymem(p, "; HttpOnly; SameSite=Strict",
+                   sizeof("; HttpOnly; SameSite=Strict") - 1);
+
+    if (secure) {
+        p = ngx_cpymem(p, "; Secure", sizeof("; Secure") - 1);
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    ngx_str_set(&h->key, "Set-Cookie");
+    h->value.data = start;
+    h->value.len = p - start;
+
+    return NGX_OK;
+}

@@ -1,0 +1,30 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_DB_H_INCLUDED_
+#define _NGX_SEGURA_DB_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <libpq-fe.h>
+
+
+ngx_segura_db_pool_t *ngx_segura_db_pool_create(ngx_cycle_t *cycle,
+    ngx_str_t *conninfo, ngx_uint_t max);
+void ngx_segura_db_pool_destroy(ngx_segura_db_pool_t *db);
+
+/* pool threads only */
+PGconn *ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err,
+    size_t errlen);
+void ngx_segura_db_release(ngx_segura_db_pool_t *db, PGconn *conn);
+PGresult *ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
+    const char *sql, int nparams, const char *const *params, char *err,
+    size_t errlen);
+ngx_uint_t ngx_segura_db_broken(PGconn *conn);
+
+
+#endif /* _NGX_SEGURA_DB_H_INCLUDED_ */

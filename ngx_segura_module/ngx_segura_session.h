@@ -1,0 +1,20 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_SESSION_H_INCLUDED_
+#define _NGX_SEGURA_SESSION_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+
+
+ngx_int_t ngx_segura_session_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_SEGURA_SESSION_H_INCLUDED_ */
