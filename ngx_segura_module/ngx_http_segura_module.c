@@ -42,16 +42,20 @@ static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_segura_init_process(ngx_cycle_t *cycle);
 static void ngx_http_segura_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_http_segura_max_message_bounds = {
-    ngx_conf_check_num_bounds, 125, 64 * 1024 * 1024
+    ngx_http_segura_check_bounds, 125, 64 * 1024 * 1024
 };
 
 static ngx_conf_num_bounds_t  ngx_http_segura_max_body_bounds = {
-    ngx_conf_check_num_bounds, 1024, 16 * 1024 * 1024
+    ngx_http_segura_check_bounds, 1024, 16 * 1024 * 1024
 };
 
 
@@ -157,7 +161,7 @@ static ngx_command_t  ngx_http_segura_commands[] = {
 
     { ngx_string("segura_host_key_policy"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_segura_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, host_key_policy),
       &ngx_http_segura_host_key_policies },
@@ -535,9 +539,11 @@ ngx_http_segura_master_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (fi.st_mode & (S_IRWXG|S_IRWXO)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" directive: \"%V\" is accessible by group "
-                           "or others (mode %04o), use chmod 600",
+                           "or others (mode 0%ui%ui%ui), use chmod 600",
                            &cmd->name, &file,
-                           (unsigned) (fi.st_mode & 07777));
+                           (ngx_uint_t) (fi.st_mode >> 6) & 7,
+                           (ngx_uint_t) (fi.st_mode >> 3) & 7,
+                           (ngx_uint_t) fi.st_mode & 7);
         goto done;
     }
 
@@ -736,6 +742,66 @@ invalid:
                        "invalid value \"%V\" in \"%V\" directive, an origin "
                        "is \"http[s]://host[:port]\" in lower case",
                        &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    size_t                 *sp = data;
+
+    ngx_str_t  *value;
+
+    /* the stock bounds check does not name the directive: this one does */
+
+    if (*sp >= (size_t) bounds->low && *sp <= (size_t) bounds->high) {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, it must be "
+                       "between %i and %i", &value[1], &value[0],
+                       bounds->low, bounds->high);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t        *value;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive",
+                       &value[1], &cmd->name);
+
     return NGX_CONF_ERROR;
 }
 
