@@ -1,11 +1,13 @@
 #!/usr/bin/perl
-# Grants: segura_grant_check() reason codes and their order, and
-# segura_key_devices_for() (the Remote Access report).
+# Grants: segura_grant_check() reason codes and their order,
+# segura_key_devices_for() (the Remote Access report), and the
+# segura_grant_changed notifications.
 
 use strict;
 use warnings;
 
 use Test::More;
+use Time::HiRes qw(time sleep);
 
 use SeguraTest::Pg;
 
@@ -246,6 +248,60 @@ is_deeply($dbh->selectall_arrayref(q{
 
     is_deeply($db->key_devices_for($f->{user}, $no_id), [],
               'key_devices_for: an unknown key has no devices');
+}
+
+
+# --- NOTIFY segura_grant_changed ------------------------------------------------------
+
+{
+    my $l = $db->new_dbh;
+    $l->do('listen segura_grant_changed');
+
+    # payloads received up to a sentinel sent now from the test's session
+    # (so whatever it sent before arrives first)
+    my $collect = sub {
+        $dbh->do(q{select pg_notify('segura_grant_changed', 'sentinel')});
+        my @got;
+        my $deadline = time + 10;
+        while (time < $deadline) {
+            while (my $n = $l->pg_notifies) {
+                return \@got if $n->[2] eq 'sentinel';
+                push @got, $n->[2];
+            }
+            sleep 0.02;
+        }
+        fail('timed out waiting for the sentinel notification');
+        return \@got;
+    };
+    my $seen = sub {
+        my ($action) = @_;
+        $collect->();
+        $action->();
+        return $collect->();
+    };
+
+    my $f = fixture();
+    is_deeply($seen->(sub {
+        $dbh->do('delete from group_members where user_id = ?', undef,
+                 $f->{user});
+    }), ['group_members'], 'revoking a membership notifies');
+    is_deeply($seen->(sub { set(users => $f->{user}, status => 'inactive') }),
+              ['users'], 'deactivating a user notifies');
+    is_deeply($seen->(sub {
+        $dbh->do('update users set failed_logins = failed_logins + 1
+                   where id = ?', undef, $f->{user});
+    }), [], 'counting a failed login does not notify');
+    is_deeply($seen->(sub {
+        set(access_groups => $f->{group}, remote_session => 0);
+    }), ['access_groups'], 'changing a permission notifies');
+    is_deeply($seen->(sub { set(ssh_keys => $f->{key}, status => 'inactive') }),
+              ['ssh_keys'], 'deactivating a key notifies');
+    my $got = $seen->(sub {
+        $dbh->do('delete from devices where id = ?', undef, $f->{device});
+    });
+    ok((grep { $_ eq 'devices' } @$got), 'deleting a device notifies')
+        or diag explain $got;
+    $l->disconnect;
 }
 
 done_testing;
