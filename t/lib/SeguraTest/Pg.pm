@@ -5,7 +5,8 @@ package SeguraTest::Pg;
 #
 # Cluster: if SEGURA_TEST_PGHOST (a socket directory) is set, that cluster is
 # used as is (`make test` starts one for the whole run); otherwise a private
-# one is started on first use under /tmp (or SEGURA_TEST_TMPDIR) with
+# one is started on first use under /tmp (or SEGURA_TEST_TMPDIR, or
+# SEGURA_TEST_TMP) with
 # t/bin/pg-cluster --fast and stopped and removed at END, test failure or
 # die included (SEGURA_TEST_KEEP=1 keeps its directory for a post mortem).
 # Either way the superuser is "postgres" (SEGURA_TEST_PGSUPERUSER) and the
@@ -20,6 +21,15 @@ package SeguraTest::Pg;
 # Databases are dropped when their object goes away or at END, whichever
 # comes first; only the process that created them drops them (a forked child
 # exiting touches nothing).
+#
+# Class functions: root(), host(), run(@cmd) -> ($rc, $out, $err),
+# conninfo_for($db[, $user]), connect_to($db[, $user]), admin_dbh(),
+# template().
+# Methods: new_database(empty => 0|1), name, conninfo, dbh, new_dbh,
+# psql($sql), psql_run($sql, @psql_args), migrate([$sqldir]), drop,
+# insert_user, insert_group, insert_device, insert_key, grant, associate,
+# insert_ssh_session, insert_web_session, grant_check($u, $k, $d),
+# key_devices_for($u, $k).
 
 use strict;
 use warnings;
@@ -96,7 +106,7 @@ sub host {
         return $HOST;
     }
 
-    my $base = $ENV{SEGURA_TEST_TMPDIR} || '/tmp';
+    my $base = $ENV{SEGURA_TEST_TMPDIR} || $ENV{SEGURA_TEST_TMP} || '/tmp';
     my $dir = tempdir('segura-pg-XXXXXX', DIR => $base);
     my ($rc, $out, $err) = run("$ROOT/t/bin/pg-cluster", 'start', '--fast',
                                $dir);
