@@ -7,8 +7,9 @@
 /*
  * Identity at the HTTP boundary: the segura_session cookie (read and
  * written), the Origin check shared by the API and /session, and the
- * media type check.  Event loop only; the token lookup and password
- * checks run in pool threads (ngx_segura_api.c).
+ * media type check run on the event loop.  ngx_segura_auth_identify()
+ * and ngx_segura_auth_token_hash_hex() run in pool threads only: they
+ * use libpq and OpenSSL, never nginx pools, logs or events.
  */
 
 
@@ -18,6 +19,8 @@
 #include "ngx_segura.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
+#include "ngx_segura_db.h"
+#include "ngx_segura_vault.h"
 
 #include <openssl/crypto.h>
 
@@ -281,4 +284,138 @@ ngx_http_segura_set_cookie(ngx_http_request_t *r, u_char *token,
     h->value.len = p - start;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_auth_token_hash_hex(const u_char *token, char *out)
+{
+    u_char  *p;
+    u_char   hash[NGX_SEGURA_VAULT_SHA256_LEN];
+
+    if (ngx_segura_vault_sha256(token, NGX_SEGURA_TOKEN_LEN, hash) != 0) {
+        return NGX_ERROR;
+    }
+
+    p = (u_char *) out;
+    *p++ = '\\';
+    *p++ = 'x';
+    p = ngx_hex_dump(p, hash, sizeof(hash));
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+ngx_segura_err_e
+ngx_segura_auth_identify(ngx_segura_db_pool_t *db, PGconn **conn,
+    const u_char *token, const char *delegated, ngx_msec_t login_idle,
+    ngx_segura_identity_t *identity, char *err, size_t errlen)
+{
+    char              *v;
+    char               hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
+    char               idle[NGX_INT64_LEN + 1];
+    PGresult          *res;
+    ngx_segura_err_e   rc;
+    const char        *params[2];
+
+    ngx_memzero(identity, sizeof(ngx_segura_identity_t));
+
+    if (delegated != NULL && delegated[0] != '\0') {
+
+        /* the front (auth_basic, auth_request, a certificate) decided */
+
+        params[0] = delegated;
+
+        res = ngx_segura_db_query(db, conn,
+                                  "select id, username, is_admin from users"
+                                  " where username = $1"
+                                  " and status = 'active'",
+                                  1, params, err, errlen);
+
+        if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            return ngx_segura_db_broken(*conn) ? NGX_SEGURA_ERR_DB_UNAVAILABLE
+                                               : NGX_SEGURA_ERR_INTERNAL;
+        }
+
+        rc = NGX_SEGURA_ERR_FORBIDDEN;
+        goto found;
+    }
+
+    if (token == NULL) {
+        return NGX_SEGURA_ERR_UNAUTHENTICATED;
+    }
+
+    if (ngx_segura_auth_token_hash_hex(token, hash) != NGX_OK) {
+        (void) ngx_cpystrn((u_char *) err, (u_char *) "SHA-256 failed",
+                           errlen);
+        return NGX_SEGURA_ERR_INTERNAL;
+    }
+
+    (void) ngx_snprintf((u_char *) idle, sizeof(idle), "%M%Z", login_idle);
+
+    params[0] = hash;
+    params[1] = idle;
+
+    /*
+     * one statement: a live session is touched, a dead one (expired, idle
+     * too long) is revoked so that it cannot come back; a revoked one or
+     * one whose user was deactivated only fails
+     */
+
+    res = ngx_segura_db_query(db, conn,
+              "with s as ("
+                "select w.id, u.id as uid, u.username, u.is_admin,"
+                " (w.revoked_at is null and w.expires_at > now()"
+                "  and w.last_seen_at"
+                "      > now() - make_interval(secs => $2::float8 / 1000)"
+                " ) as live,"
+                " u.status = 'active' as active"
+                " from web_sessions w join users u on u.id = w.user_id"
+                " where w.token_hash = $1::bytea),"
+              " t as ("
+                "update web_sessions w"
+                " set last_seen_at = case when s.live and s.active"
+                "                    then now() else w.last_seen_at end,"
+                " revoked_at = case when not s.live"
+                "              then coalesce(w.revoked_at, now())"
+                "              else w.revoked_at end"
+                " from s where w.id = s.id returning w.id)"
+              " select uid, username, is_admin from s, t"
+              " where s.live and s.active",
+              2, params, err, errlen);
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        PQclear(res);
+        return ngx_segura_db_broken(*conn) ? NGX_SEGURA_ERR_DB_UNAVAILABLE
+                                           : NGX_SEGURA_ERR_INTERNAL;
+    }
+
+    rc = NGX_SEGURA_ERR_UNAUTHENTICATED;
+
+found:
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return rc;
+    }
+
+    identity->id = ngx_atoof((u_char *) PQgetvalue(res, 0, 0),
+                             PQgetlength(res, 0, 0));
+
+    v = PQgetvalue(res, 0, 1);
+    (void) ngx_cpystrn((u_char *) identity->username, (u_char *) v,
+                       sizeof(identity->username));
+
+    identity->admin = (PQgetvalue(res, 0, 2)[0] == 't');
+
+    PQclear(res);
+
+    if (identity->id <= 0) {
+        (void) ngx_cpystrn((u_char *) err, (u_char *) "bad user id", errlen);
+        return NGX_SEGURA_ERR_INTERNAL;
+    }
+
+    return NGX_SEGURA_ERR_OK;
 }

@@ -183,17 +183,29 @@ ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
     size_t errlen)
 {
     PGresult        *res;
+    ngx_uint_t       idle;
     ExecStatusType   st;
 
     /*
      * runs one statement with text parameters; when the connection turned
      * out to be dead and no transaction was open, reconnects once and
-     * retries, so that a PostgreSQL restart costs no failed request
+     * retries, so that a PostgreSQL restart costs no failed request.
+     * Inside a transaction a retry would run the statement outside it.
      */
+
+    idle = (PQtransactionStatus(*conn) == PQTRANS_IDLE);
 
     res = PQexecParams(*conn, sql, nparams, NULL, params, NULL, NULL, 0);
 
     if (res == NULL || PQstatus(*conn) != CONNECTION_OK) {
+
+        if (!idle) {
+            ngx_segura_db_error(err, errlen, "PQexecParams()",
+                                PQerrorMessage(*conn));
+            PQclear(res);
+            return NULL;
+        }
+
         PQclear(res);
 
         PQfinish(*conn);
