@@ -513,6 +513,9 @@ test_text_one_frame(void **state)
 
     (void) state;
 
+    /* per session: thousands must fit in a few pages */
+    assert_true(sizeof(ngx_segura_ws_parser_t) <= 192);
+
     len = frame(buf, FIN | NGX_SEGURA_WS_OP_TEXT, 0, key1, "Hello", 5);
     assert_int_equal(len, 11);
 
