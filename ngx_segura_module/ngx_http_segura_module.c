@@ -885,6 +885,15 @@ ngx_int_t
 ngx_http_segura_send_error(ngx_http_request_t *r, ngx_segura_err_e err,
     const char *field, const char *message)
 {
+    return ngx_http_segura_send_error_reason(r, err, field, message, NULL);
+}
+
+
+ngx_int_t
+ngx_http_segura_send_error_reason(ngx_http_request_t *r,
+    ngx_segura_err_e err, const char *field, const char *message,
+    const char *reason)
+{
     char              *body;
     size_t             len;
     json_t            *json, *e;
@@ -916,6 +925,10 @@ ngx_http_segura_send_error(ngx_http_request_t *r, ngx_segura_err_e err,
 
     if (field != NULL) {
         json_object_set_new(e, "field", json_string(field));
+    }
+
+    if (reason != NULL) {
+        json_object_set_new(e, "reason", json_string(reason));
     }
 
     json_object_set_new(json, "error", e);

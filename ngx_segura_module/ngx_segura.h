@@ -104,6 +104,9 @@ extern ngx_segura_err_t  ngx_segura_errors[];
 
 ngx_int_t ngx_http_segura_send_error(ngx_http_request_t *r,
     ngx_segura_err_e err, const char *field, const char *message);
+ngx_int_t ngx_http_segura_send_error_reason(ngx_http_request_t *r,
+    ngx_segura_err_e err, const char *field, const char *message,
+    const char *reason);
 ngx_int_t ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len);
 ngx_int_t ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
