@@ -24,6 +24,21 @@
 #include "ngx_segura_db.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
+
+
+typedef struct {
+    const char                 *name;
+    ngx_segura_api_handler_pt   handler;
+    unsigned                    anonymous:1;   /* no identity needed */
+    unsigned                    collection:1;  /* no ids below it */
+} ngx_segura_api_route_t;
+
+
+typedef struct {
+    const char                 *constraint;
+    const char                 *field;
+} ngx_segura_api_constraint_t;
 
 
 static void ngx_segura_api_body_handler(ngx_http_request_t *r);
@@ -36,7 +51,46 @@ static ngx_int_t ngx_segura_api_respond(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_free_json(void *data);
 static void ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn);
-static void ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn);
+static void ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
+    PGresult *res, const char *err);
+
+
+static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
+    { "health", ngx_segura_api_health, 1, 1 },
+    { "login", ngx_segura_api_login, 1, 1 },
+    { "logout", ngx_segura_api_logout, 1, 1 },
+    { "me", ngx_segura_api_me, 0, 1 },
+    { "users", ngx_segura_api_users, 0, 0 },
+    { "groups", ngx_segura_api_groups, 0, 0 },
+    { "devices", ngx_segura_api_devices, 0, 0 },
+    { "keys", ngx_segura_api_keys, 0, 0 },
+    { "sessions", ngx_segura_api_sessions, 0, 1 },
+    { NULL, NULL, 0, 0 }
+};
+
+
+/*
+ * constraint names whose field is not the column between the table name
+ * and the "_key", "_check" or "_fkey" suffix PostgreSQL gives them
+ */
+
+static ngx_segura_api_constraint_t  ngx_segura_api_constraints[] = {
+    { "users_username_lower_key", "username" },
+    { "users_password_hash_check", "password" },
+    { "group_members_user_id_fkey", "members" },
+    { "group_keys_key_id_fkey", "keys" },
+    { "group_devices_device_id_fkey", "devices" },
+    { "key_devices_device_id_fkey", "devices" },
+    { "key_devices_one_main_idx", "main_device" },
+    { "devices_check", "host_key" },
+    { "ssh_keys_key_type_check", "private_key" },
+    { "ssh_keys_bits_check", "private_key" },
+    { "ssh_keys_private_key_enc_check", "private_key" },
+    { "ssh_keys_passphrase_enc_check", "passphrase" },
+    { NULL, NULL }
+};
 
 
 ngx_int_t
@@ -234,9 +288,15 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         return NGX_ERROR;
     }
 
+    /*
+     * the body may carry a password or a private key: the copy is wiped
+     * by the task (ngx_segura_api_task), the client buffers right here
+     */
+
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b->last = ngx_cpymem(b->last, cl->buf->pos,
                              cl->buf->last - cl->buf->pos);
+        OPENSSL_cleanse(cl->buf->pos, cl->buf->last - cl->buf->pos);
     }
 
     *b->last = '\0';
@@ -284,7 +344,16 @@ ngx_segura_api_task(void *data, ngx_log_t *log)
 
     ngx_segura_api_route(ctx, &conn);
 
+    if (conn != NULL && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        /* a handler's bug; the pool would close the connection anyway */
+        PQclear(PQexec(conn, "rollback"));
+    }
+
     ngx_segura_db_release(ctx->smcf->db, conn);
+
+    if (ctx->body != NULL) {
+        OPENSSL_cleanse(ctx->body, ctx->body_len);
+    }
 }
 
 
@@ -417,19 +486,162 @@ ngx_segura_api_fail_db(ngx_segura_api_ctx_t *ctx, PGconn *conn,
 }
 
 
+void
+ngx_segura_api_fail_field(ngx_segura_api_ctx_t *ctx, ngx_segura_err_e err,
+    const char *field, const char *message)
+{
+    /* field may be request data (an unknown member): keep a copy */
+
+    (void) ngx_cpystrn((u_char *) ctx->field_buf, (u_char *) field,
+                       sizeof(ctx->field_buf));
+
+    ngx_segura_api_fail(ctx, err, ctx->field_buf, message);
+}
+
+
+void
+ngx_segura_api_fail_reason(ngx_segura_api_ctx_t *ctx, const char *field,
+    const char *reason, const char *message)
+{
+    json_t            *e;
+    ngx_segura_err_t  *se;
+
+    /*
+     * a key that failed validation: the error object also names the
+     * reason ("passphrase_wrong"), so the body is built here
+     */
+
+    ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, field, message);
+
+    se = &ngx_segura_errors[NGX_SEGURA_ERR_INVALID_FIELD];
+
+    e = json_pack("{s:{s:s%, s:s, s:s?, s:s}}",
+                  "error",
+                  "code", se->code.data, se->code.len,
+                  "message", message,
+                  "field", field,
+                  "reason", reason);
+    if (e == NULL) {
+        return;
+    }
+
+    ctx->json = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+
+    ctx->status = se->status;
+}
+
+
+ngx_int_t
+ngx_segura_api_need_admin(ngx_segura_api_ctx_t *ctx)
+{
+    if (ctx->me.admin) {
+        return NGX_OK;
+    }
+
+    ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_FORBIDDEN, NULL,
+                        "Administrators only");
+
+    return NGX_ERROR;
+}
+
+
 static void
 ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 {
-    if (ngx_strcmp(ctx->path, "health") == 0) {
-        if (ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
-            ngx_segura_api_health(ctx, conn);
+    char                    *p, *sub;
+    size_t                   len;
+    int64_t                  id;
+    ngx_segura_err_e         rc;
+    ngx_segura_api_route_t  *rt;
+    char                     err[NGX_SEGURA_ERRLEN];
 
-        } else {
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+    p = ctx->path;
+    len = ngx_strlen(p);
+
+    for (rt = ngx_segura_api_routes; rt->name; rt++) {
+        if (ngx_strncmp(p, rt->name, ngx_strlen(rt->name)) == 0
+            && (p[ngx_strlen(rt->name)] == '\0'
+                || p[ngx_strlen(rt->name)] == '/'))
+        {
+            break;
+        }
+    }
+
+    if (rt->name == NULL) {
+        goto not_found;
+    }
+
+    /* "<name>", "<name>/", "<name>/<id>", "<name>/<id>/<sub>" */
+
+    p += ngx_strlen(rt->name);
+    id = 0;
+    sub = "";
+
+    if (*p == '/') {
+        p++;
+    }
+
+    if (*p != '\0') {
+        if (rt->collection) {
+            goto not_found;
         }
 
-        return;
+        for (len = 0; p[len] >= '0' && p[len] <= '9'; len++) {
+            /* void */
+        }
+
+        if (len == 0 || len > 18 || p[0] == '0'
+            || (p[len] != '\0' && p[len] != '/'))
+        {
+            goto not_found;
+        }
+
+        id = ngx_atoof((u_char *) p, len);
+        sub = p + len;
+
+        if (*sub == '/') {
+            sub++;
+        }
     }
+
+    if (!rt->anonymous) {
+        err[0] = '\0';
+
+        rc = ngx_segura_auth_identify(ctx->smcf->db, conn,
+                                      ctx->has_token ? ctx->token : NULL,
+                                      ctx->delegated, ctx->login_idle,
+                                      &ctx->me, err, sizeof(err));
+
+        switch (rc) {
+
+        case NGX_SEGURA_ERR_OK:
+            break;
+
+        case NGX_SEGURA_ERR_UNAUTHENTICATED:
+            ngx_segura_api_fail(ctx, rc, NULL, NULL);
+            return;
+
+        case NGX_SEGURA_ERR_FORBIDDEN:
+            ngx_segura_api_fail(ctx, rc, NULL,
+                                "The delegated user is not an active user");
+            ctx->log_level = NGX_LOG_INFO;
+            (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                                "delegated user \"%s\" refused%Z",
+                                ctx->delegated);
+            return;
+
+        default:
+            ngx_segura_api_fail_db(ctx, *conn, err);
+            return;
+        }
+    }
+
+    rt->handler(ctx, conn, id, sub);
+
+    return;
+
+not_found:
 
     ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL,
                         "No such API endpoint");
@@ -437,11 +649,17 @@ ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
 
 static void
-ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn)
+ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
+    const char *sub)
 {
     char       err[NGX_SEGURA_ERRLEN];
     json_t    *json;
     PGresult  *res;
+
+    if (!(ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
 
     res = ngx_segura_db_query(ctx->smcf->db, conn,
                               "select coalesce(max(version), 0)"
@@ -469,4 +687,606 @@ ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn)
     json_decref(json);
 
     ctx->status = 200;
+}
+
+
+PGresult *
+ngx_segura_api_query(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *sql, int nparams, const char *const *params)
+{
+    char       err[NGX_SEGURA_ERRLEN];
+    PGresult  *res;
+
+    /* runs a statement; on failure the request fails and NULL is returned */
+
+    err[0] = '\0';
+
+    res = ngx_segura_db_query(ctx->smcf->db, conn, sql, nparams, params,
+                              err, sizeof(err));
+
+    if (res != NULL
+        && (PQresultStatus(res) == PGRES_TUPLES_OK
+            || PQresultStatus(res) == PGRES_COMMAND_OK))
+    {
+        return res;
+    }
+
+    ngx_segura_api_fail_sql(ctx, *conn, res, err);
+    PQclear(res);
+
+    return NULL;
+}
+
+
+static void
+ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
+    PGresult *res, const char *err)
+{
+    char                         *state, *constraint, *table, *column;
+    size_t                        n, len;
+    const char                   *field;
+    ngx_segura_api_constraint_t  *c;
+    char                          buf[NGX_SEGURA_FIELDLEN];
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state == NULL || ngx_segura_db_broken(conn)
+        || (ngx_strncmp(state, "23", 2) != 0
+            && ngx_strncmp(state, "22", 2) != 0))
+    {
+        ngx_segura_api_fail_db(ctx, conn, err);
+        return;
+    }
+
+    /*
+     * the schema's constraints are the last check: a unique violation is
+     * a conflict, any other integrity or data error is the client's field
+     */
+
+    constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+    table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
+    column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+
+    field = column;
+
+    if (constraint != NULL) {
+        for (c = ngx_segura_api_constraints; c->constraint; c++) {
+            if (ngx_strcmp(c->constraint, constraint) == 0) {
+                field = c->field;
+                break;
+            }
+        }
+
+        if (c->constraint == NULL && table != NULL) {
+            n = ngx_strlen(table);
+            len = ngx_strlen(constraint);
+
+            if (len > n + 1 && ngx_strncmp(constraint, table, n) == 0
+                && constraint[n] == '_')
+            {
+                (void) ngx_cpystrn((u_char *) buf,
+                                   (u_char *) constraint + n + 1,
+                                   sizeof(buf));
+                len = ngx_strlen(buf);
+
+                if (len > 5 && ngx_strcmp(buf + len - 5, "_fkey") == 0) {
+                    buf[len - 5] = '\0';
+
+                } else if (len > 6
+                           && ngx_strcmp(buf + len - 6, "_check") == 0)
+                {
+                    buf[len - 6] = '\0';
+
+                } else if (len > 4
+                           && ngx_strcmp(buf + len - 4, "_key") == 0)
+                {
+                    buf[len - 4] = '\0';
+                }
+
+                field = buf;
+            }
+        }
+    }
+
+    ctx->log_level = NGX_LOG_INFO;
+    (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                        "refused by constraint \"%s\"%Z",
+                        constraint ? constraint : state);
+
+    if (ngx_strcmp(state, "23505") == 0) {
+        if (field != NULL) {
+            ngx_segura_api_fail_field(ctx, NGX_SEGURA_ERR_CONFLICT, field,
+                                      NULL);
+        } else {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_CONFLICT, NULL, NULL);
+        }
+
+        return;
+    }
+
+    if (field != NULL) {
+        ngx_segura_api_fail_field(ctx, NGX_SEGURA_ERR_INVALID_FIELD, field,
+                                  ngx_strcmp(state, "23503") == 0
+                                  ? "No such id" : "Invalid value");
+    } else {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, NULL, NULL);
+    }
+}
+
+
+ngx_int_t
+ngx_segura_api_query_json(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    ngx_uint_t status, const char *sql, int nparams,
+    const char *const *params)
+{
+    PGresult  *res;
+
+    /*
+     * a query that builds the whole response as one json value; no row or
+     * a null value is 404
+     */
+
+    res = ngx_segura_api_query(ctx, conn, sql, nparams, params);
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    if (ctx->json != NULL) {
+        free(ctx->json);
+    }
+
+    ctx->json = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    ctx->status = status;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_api_begin(ngx_segura_api_ctx_t *ctx, PGconn **conn)
+{
+    PGresult  *res;
+
+    res = ngx_segura_api_query(ctx, conn, "begin", 0, NULL);
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    PQclear(res);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_segura_api_end(ngx_segura_api_ctx_t *ctx, PGconn **conn)
+{
+    PGresult  *res;
+
+    /* commits when the request succeeded, else nothing it did remains */
+
+    if (*conn == NULL || PQtransactionStatus(*conn) == PQTRANS_IDLE) {
+        return;
+    }
+
+    if (ctx->err != NGX_SEGURA_ERR_OK || ctx->json == NULL
+        || ctx->status >= 300)
+    {
+        PQclear(PQexec(*conn, "rollback"));
+        return;
+    }
+
+    res = ngx_segura_api_query(ctx, conn, "commit", 0, NULL);
+    if (res == NULL) {
+        PQclear(PQexec(*conn, "rollback"));
+        return;
+    }
+
+    PQclear(res);
+}
+
+
+ngx_int_t
+ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *action, const char *type, const char *id, json_t *detail)
+{
+    char        *d;
+    char         actor[NGX_INT64_LEN + 1];
+    PGresult    *res;
+    const char  *params[7];
+
+    d = detail ? json_dumps(detail, JSON_COMPACT) : NULL;
+
+    if (ctx->me.id > 0) {
+        (void) ngx_snprintf((u_char *) actor, sizeof(actor), "%L%Z",
+                            ctx->me.id);
+        params[0] = actor;
+        params[1] = ctx->me.username;
+
+    } else {
+        params[0] = NULL;
+        params[1] = NULL;
+    }
+
+    params[2] = action;
+    params[3] = type;
+    params[4] = id;
+    params[5] = ctx->client_addr;
+    params[6] = d ? d : "{}";
+
+    res = ngx_segura_api_query(ctx, conn,
+                               "insert into audit_log (actor_id, actor_name,"
+                               " action, object_type, object_id,"
+                               " client_addr, detail)"
+                               " values ($1, $2, $3, $4, $5, left($6, 64),"
+                               " $7::jsonb)",
+                               7, params);
+    free(d);
+
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    PQclear(res);
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
+{
+    json_t              *obj, *v;
+    const char          *key;
+    json_error_t         e;
+    const char *const   *a;
+
+    if (ctx->body == NULL || ctx->body_len == 0) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_JSON, NULL,
+                            "The request needs a JSON object body");
+        return NULL;
+    }
+
+    obj = json_loadb(ctx->body, ctx->body_len, JSON_REJECT_DUPLICATES, &e);
+
+    if (obj == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_JSON, NULL, NULL);
+        return NULL;
+    }
+
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_JSON, NULL,
+                            "The request body must be a JSON object");
+        return NULL;
+    }
+
+    /* unknown members are refused: a typo must not be silently ignored */
+
+    json_object_foreach(obj, key, v) {
+        for (a = allowed; *a; a++) {
+            if (ngx_strcmp(*a, key) == 0) {
+                break;
+            }
+        }
+
+        if (*a == NULL) {
+            ngx_segura_api_fail_field(ctx, NGX_SEGURA_ERR_INVALID_FIELD, key,
+                                      "Unknown field");
+            json_decref(obj);
+            return NULL;
+        }
+    }
+
+    return obj;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_string(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, size_t min, size_t max, const char **value)
+{
+    json_t      *v;
+    size_t       len;
+    const char  *s;
+
+    v = json_object_get(obj, name);
+    if (v == NULL) {
+        return NGX_SEGURA_API_ABSENT;
+    }
+
+    if (!json_is_string(v)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Must be a string");
+        return NGX_ERROR;
+    }
+
+    s = json_string_value(v);
+    len = json_string_length(v);
+
+    if (ngx_strlen(s) != len) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Must not contain NUL");
+        return NGX_ERROR;
+    }
+
+    if (len < min || len > max) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            len < min ? "Too short" : "Too long");
+        return NGX_ERROR;
+    }
+
+    *value = s;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_bool(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, const char **value)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, name);
+    if (v == NULL) {
+        return NGX_SEGURA_API_ABSENT;
+    }
+
+    if (!json_is_boolean(v)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Must be true or false");
+        return NGX_ERROR;
+    }
+
+    *value = json_is_true(v) ? "t" : "f";
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_int(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, int64_t min, int64_t max, char *buf)
+{
+    json_t     *v;
+    json_int_t  n;
+
+    /* buf holds NGX_INT64_LEN + 1 bytes */
+
+    v = json_object_get(obj, name);
+    if (v == NULL) {
+        return NGX_SEGURA_API_ABSENT;
+    }
+
+    if (!json_is_integer(v)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Must be an integer");
+        return NGX_ERROR;
+    }
+
+    n = json_integer_value(v);
+
+    if (n < min || n > max) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Out of range");
+        return NGX_ERROR;
+    }
+
+    (void) ngx_snprintf((u_char *) buf, NGX_INT64_LEN + 1, "%L%Z",
+                        (int64_t) n);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_ids(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, char **value)
+{
+    json_t  *v, *e;
+    size_t   i;
+
+    /* an array of positive integers, handed to SQL as a JSON array text;
+     * *value is malloc()ed, the caller frees it */
+
+    v = json_object_get(obj, name);
+    if (v == NULL) {
+        return NGX_SEGURA_API_ABSENT;
+    }
+
+    if (!json_is_array(v)) {
+        goto invalid;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (!json_is_integer(e) || json_integer_value(e) <= 0) {
+            goto invalid;
+        }
+    }
+
+    *value = json_dumps(v, JSON_COMPACT);
+    if (*value == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                        "Must be an array of ids");
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_tags(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, char **value)
+{
+    json_t      *v, *e;
+    size_t       i, len;
+    const char  *s;
+
+    v = json_object_get(obj, name);
+    if (v == NULL) {
+        return NGX_SEGURA_API_ABSENT;
+    }
+
+    if (!json_is_array(v) || json_array_size(v) > 64) {
+        goto invalid;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e)) {
+            goto invalid;
+        }
+
+        s = json_string_value(e);
+        len = json_string_length(e);
+
+        if (len == 0 || len > 64 || ngx_strlen(s) != len) {
+            goto invalid;
+        }
+    }
+
+    *value = json_dumps(v, JSON_COMPACT);
+    if (*value == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                        "Must be an array of at most 64 strings "
+                        "of 1 to 64 characters");
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_segura_api_get_status(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char **value)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_segura_api_get_string(ctx, obj, "status", 1, 16, value);
+
+    if (rc == NGX_OK
+        && ngx_strcmp(*value, "active") != 0
+        && ngx_strcmp(*value, "inactive") != 0)
+    {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "status",
+                            "Must be \"active\" or \"inactive\"");
+        return NGX_ERROR;
+    }
+
+    return rc;
+}
+
+
+void
+ngx_segura_api_wipe_string(json_t *obj, const char *name)
+{
+    json_t  *v;
+
+    /* jansson frees without wiping: clear a secret's bytes first */
+
+    v = json_object_get(obj, name);
+
+    if (v != NULL && json_is_string(v)) {
+        OPENSSL_cleanse((char *) json_string_value(v), json_string_length(v));
+    }
+}
+
+
+ngx_int_t
+ngx_segura_api_arg(ngx_segura_api_ctx_t *ctx, const char *name, char *buf,
+    size_t len)
+{
+    u_char  *p, *last, *v, *dst;
+    size_t   n;
+
+    /* the first "name=value" of the query, percent-decoded into buf */
+
+    n = ngx_strlen(name);
+    p = (u_char *) ctx->args;
+    last = p + ngx_strlen(ctx->args);
+
+    while (p < last) {
+        v = (u_char *) ngx_strchr(p, '&');
+        if (v == NULL) {
+            v = last;
+        }
+
+        if ((size_t) (v - p) > n && ngx_strncmp(p, name, n) == 0
+            && p[n] == '=')
+        {
+            p += n + 1;
+
+            if ((size_t) (v - p) >= len) {
+                return NGX_ERROR;
+            }
+
+            dst = (u_char *) buf;
+            ngx_unescape_uri(&dst, &p, v - p, NGX_UNESCAPE_URI);
+            *dst = '\0';
+
+            if (ngx_strlen(buf) != (size_t) (dst - (u_char *) buf)) {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+        }
+
+        p = v + 1;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+json_t *
+ngx_segura_api_fields(json_t *body)
+{
+    json_t      *a, *v;
+    const char  *key;
+
+    /* the names of the fields a request set, for the audit (no values) */
+
+    a = json_array();
+    if (a == NULL) {
+        return NULL;
+    }
+
+    json_object_foreach(body, key, v) {
+        (void) json_array_append_new(a, json_string(key));
+    }
+
+    return json_pack("{s:o}", "fields", a);
+}
+
+
+void
+ngx_segura_api_id(int64_t id, char *buf)
+{
+    /* buf holds NGX_INT64_LEN + 1 bytes */
+    (void) ngx_snprintf((u_char *) buf, NGX_INT64_LEN + 1, "%L%Z", id);
 }

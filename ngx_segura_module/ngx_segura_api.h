@@ -12,13 +12,19 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_segura.h"
+#include "ngx_segura_auth.h"
 
 #include <libpq-fe.h>
+#include <jansson.h>
 
 
 #define NGX_SEGURA_TOKEN_LEN       32
 #define NGX_SEGURA_COOKIE_NAME     "segura_session"
 #define NGX_SEGURA_ERRLEN          256
+#define NGX_SEGURA_FIELDLEN        64
+
+/* ngx_segura_api_get_*() results besides NGX_OK and NGX_ERROR */
+#define NGX_SEGURA_API_ABSENT      NGX_DECLINED
 
 
 /*
@@ -56,7 +62,17 @@ typedef struct {
     u_char                        new_token[NGX_SEGURA_TOKEN_LEN];
     unsigned                      set_cookie:1;
     unsigned                      clear_cookie:1;
+
+    /* the task's own state */
+    ngx_segura_identity_t         me;
+    char                          field_buf[NGX_SEGURA_FIELDLEN];
 } ngx_segura_api_ctx_t;
+
+
+/* a resource handler: id is 0 for the collection, sub the rest of the
+ * path after the id ("" when none) */
+typedef void (*ngx_segura_api_handler_pt)(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, int64_t id, const char *sub);
 
 
 ngx_int_t ngx_segura_api_handler(ngx_http_request_t *r);
@@ -66,6 +82,65 @@ void ngx_segura_api_fail(ngx_segura_api_ctx_t *ctx, ngx_segura_err_e err,
     const char *field, const char *message);
 void ngx_segura_api_fail_db(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     const char *err);
+void ngx_segura_api_fail_field(ngx_segura_api_ctx_t *ctx,
+    ngx_segura_err_e err, const char *field, const char *message);
+void ngx_segura_api_fail_reason(ngx_segura_api_ctx_t *ctx, const char *field,
+    const char *reason, const char *message);
+ngx_int_t ngx_segura_api_need_admin(ngx_segura_api_ctx_t *ctx);
+
+PGresult *ngx_segura_api_query(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *sql, int nparams, const char *const *params);
+ngx_int_t ngx_segura_api_query_json(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    ngx_uint_t status, const char *sql, int nparams,
+    const char *const *params);
+ngx_int_t ngx_segura_api_begin(ngx_segura_api_ctx_t *ctx, PGconn **conn);
+void ngx_segura_api_end(ngx_segura_api_ctx_t *ctx, PGconn **conn);
+ngx_int_t ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *action, const char *type, const char *id, json_t *detail);
+
+json_t *ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx,
+    const char *const *allowed);
+ngx_int_t ngx_segura_api_get_string(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, size_t min, size_t max, const char **value);
+ngx_int_t ngx_segura_api_get_bool(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, const char **value);
+ngx_int_t ngx_segura_api_get_int(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, int64_t min, int64_t max, char *buf);
+ngx_int_t ngx_segura_api_get_ids(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, char **value);
+ngx_int_t ngx_segura_api_get_tags(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char *name, char **value);
+ngx_int_t ngx_segura_api_get_status(ngx_segura_api_ctx_t *ctx, json_t *obj,
+    const char **value);
+void ngx_segura_api_wipe_string(json_t *obj, const char *name);
+json_t *ngx_segura_api_fields(json_t *body);
+void ngx_segura_api_id(int64_t id, char *buf);
+ngx_int_t ngx_segura_api_arg(ngx_segura_api_ctx_t *ctx, const char *name,
+    char *buf, size_t len);
+
+/* argon2id with the defaults of new hashes; encoded holds
+ * NGX_SEGURA_API_HASH_LEN bytes */
+#define NGX_SEGURA_API_HASH_LEN    128
+ngx_int_t ngx_segura_api_hash_password(ngx_segura_api_ctx_t *ctx,
+    const char *password, char *encoded, size_t len);
+
+/* resources: ngx_segura_api_<resource>.c */
+void ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_logout(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_me(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_users(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_groups(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
 
 
 #endif /* _NGX_SEGURA_API_H_INCLUDED_ */

@@ -1,0 +1,299 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * /api/devices: administrators write; a user reads the devices granted
+ * to one of their groups (others are 404, so existence is not revealed).
+ * Pool threads only.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_api.h"
+#include "ngx_segura_sshkey.h"
+
+
+#define NGX_SEGURA_API_DEVICE_JSON                                           \
+    "json_build_object('id', d.id, 'name', d.name,"                          \
+    " 'description', d.description, 'address', d.address, 'port', d.port,"   \
+    " 'status', d.status, 'tags', to_json(d.tags), 'host_key', d.host_key,"  \
+    " 'host_key_fingerprint', d.host_key_fingerprint,"                       \
+    " 'created_at', d.created_at, 'updated_at', d.updated_at)"
+
+/* $1: the caller's id, $2: 't' for an administrator */
+#define NGX_SEGURA_API_DEVICE_VISIBLE                                        \
+    " ($2::bool or exists (select 1 from group_devices gd"                   \
+    "   join group_members m on m.group_id = gd.group_id"                    \
+    "   where gd.device_id = d.id and m.user_id = $1::bigint))"
+
+
+static void ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, int64_t id);
+
+
+static const char *const  ngx_segura_api_device_fields[] = {
+    "name", "description", "address", "port", "status", "tags", "host_key",
+    NULL
+};
+
+
+void
+ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
+    const char *sub)
+{
+    PGresult    *res;
+    const char  *params[6];
+    char         me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
+    char         status[16], tag[128], q[256];
+
+    if (*sub != '\0') {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return;
+    }
+
+    ngx_segura_api_id(ctx->me.id, me);
+    ngx_segura_api_id(id, idbuf);
+
+    params[0] = me;
+    params[1] = ctx->me.admin ? "t" : "f";
+    params[2] = idbuf;
+
+    if (ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+
+        if (id != 0) {
+            (void) ngx_segura_api_query_json(ctx, conn, 200,
+                       "select " NGX_SEGURA_API_DEVICE_JSON
+                       " from devices d where d.id = $3::bigint and"
+                       NGX_SEGURA_API_DEVICE_VISIBLE, 3, params);
+            return;
+        }
+
+        params[2] = ngx_segura_api_arg(ctx, "status", status, sizeof(status))
+                    == NGX_OK ? status : NULL;
+        params[3] = ngx_segura_api_arg(ctx, "tag", tag, sizeof(tag))
+                    == NGX_OK ? tag : NULL;
+        params[4] = ngx_segura_api_arg(ctx, "q", q, sizeof(q))
+                    == NGX_OK ? q : NULL;
+
+        (void) ngx_segura_api_query_json(ctx, conn, 200,
+                   "select json_build_object('items', coalesce(json_agg("
+                   NGX_SEGURA_API_DEVICE_JSON " order by d.id), '[]'))"
+                   " from devices d where" NGX_SEGURA_API_DEVICE_VISIBLE
+                   " and ($3::text is null or d.status = $3)"
+                   " and ($4::text is null or $4 = any(d.tags))"
+                   " and ($5::text is null"
+                   "      or strpos(lower(d.name), lower($5)) > 0)",
+                   5, params);
+        return;
+    }
+
+    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
+        return;
+    }
+
+    if ((ctx->method == NGX_HTTP_POST && id == 0)
+        || (ctx->method == NGX_HTTP_PATCH && id != 0))
+    {
+        ngx_segura_api_device_write(ctx, conn, id);
+        return;
+    }
+
+    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
+
+    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
+        return;
+    }
+
+    res = ngx_segura_api_query(ctx, conn,
+                               "delete from devices where id = $1"
+                               " returning json_build_object('id', id,"
+                               " 'deleted', true)", 1, &params[2]);
+    if (res == NULL) {
+        goto end;
+    }
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        goto end;
+    }
+
+    ctx->json = strdup(PQgetvalue(res, 0, 0));
+    ctx->status = 200;
+    PQclear(res);
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        goto end;
+    }
+
+    (void) ngx_segura_api_audit(ctx, conn, "delete", "device", idbuf, NULL);
+
+end:
+
+    ngx_segura_api_end(ctx, conn);
+}
+
+
+static void
+ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id)
+{
+    char                      *tags;
+    json_t                    *body, *detail, *hk;
+    PGresult                  *res;
+    ngx_int_t                  rc;
+    const char                *name, *descr, *address, *status, *host_key;
+    const char                *params[10];
+    char                       idbuf[NGX_INT64_LEN + 1];
+    char                       port[NGX_INT64_LEN + 1];
+    ngx_segura_sshkey_info_t   info;
+
+    body = ngx_segura_api_parse(ctx, ngx_segura_api_device_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    name = NULL;
+    descr = NULL;
+    address = NULL;
+    status = NULL;
+    host_key = NULL;
+    tags = NULL;
+
+    if (ngx_segura_api_get_string(ctx, body, "name", 1, 128, &name)
+        == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "description", 0, 1024,
+                                     &descr) == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "address", 1, 253, &address)
+           == NGX_ERROR
+        || ngx_segura_api_get_status(ctx, body, &status) == NGX_ERROR
+        || ngx_segura_api_get_tags(ctx, body, "tags", &tags) == NGX_ERROR)
+    {
+        goto done;
+    }
+
+    rc = ngx_segura_api_get_int(ctx, body, "port", 1, 65535, port);
+    if (rc == NGX_ERROR) {
+        goto done;
+    }
+
+    if (id == 0 && (name == NULL || address == NULL)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD,
+                            name == NULL ? "name" : "address", "Required");
+        goto done;
+    }
+
+    /* host_key: absent keeps it, null removes it, a line pins it */
+
+    hk = json_object_get(body, "host_key");
+
+    if (hk != NULL && !json_is_null(hk)) {
+        if (ngx_segura_api_get_string(ctx, body, "host_key", 1,
+                                      NGX_SEGURA_SSHKEY_MAX_PUBLIC,
+                                      &host_key)
+            != NGX_OK)
+        {
+            goto done;
+        }
+
+        if (ngx_segura_sshkey_public_info(host_key, ngx_strlen(host_key),
+                                          &info)
+            != 0)
+        {
+            ngx_segura_api_fail_reason(ctx, "host_key",
+                                   ngx_segura_sshkey_reason_name(info.reason),
+                                   ngx_segura_sshkey_message(info.reason));
+            goto done;
+        }
+    }
+
+    ngx_segura_api_id(id, idbuf);
+
+    params[0] = idbuf;
+    params[1] = name;
+    params[2] = descr;
+    params[3] = address;
+    params[4] = rc == NGX_OK ? port : NULL;
+    params[5] = status;
+    params[6] = tags;
+    params[7] = hk != NULL ? "t" : "f";
+    params[8] = host_key ? info.public_key : NULL;
+    params[9] = host_key ? info.fingerprint : NULL;
+
+    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
+        goto done;
+    }
+
+    if (id == 0) {
+        res = ngx_segura_api_query(ctx, conn,
+                  "insert into devices (name, description, address, port,"
+                  " status, tags, host_key, host_key_fingerprint)"
+                  " values ($2, coalesce($3, ''), $4, coalesce($5::int, 22),"
+                  " coalesce($6, 'active'), coalesce(array(select"
+                  " jsonb_array_elements_text($7::jsonb)), '{}'),"
+                  " $9, $10) returning id, $1::bigint, $8::bool",
+                  10, params);
+    } else {
+        res = ngx_segura_api_query(ctx, conn,
+                  "update devices set name = coalesce($2, name),"
+                  " description = coalesce($3, description),"
+                  " address = coalesce($4, address),"
+                  " port = coalesce($5::int, port),"
+                  " status = coalesce($6, status),"
+                  " tags = case when $7::jsonb is null then tags else"
+                  " array(select jsonb_array_elements_text($7::jsonb)) end,"
+                  " host_key = case when $8::bool then $9 else host_key end,"
+                  " host_key_fingerprint = case when $8::bool then $10"
+                  " else host_key_fingerprint end"
+                  " where id = $1 returning id",
+                  10, params);
+    }
+
+    if (res == NULL) {
+        goto end;
+    }
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        goto end;
+    }
+
+    (void) ngx_cpystrn((u_char *) idbuf, (u_char *) PQgetvalue(res, 0, 0),
+                       sizeof(idbuf));
+    PQclear(res);
+
+    detail = ngx_segura_api_fields(body);
+    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create", "device",
+                              idbuf, detail);
+    json_decref(detail);
+
+    if (rc != NGX_OK) {
+        goto end;
+    }
+
+    params[0] = idbuf;
+
+    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
+               "select " NGX_SEGURA_API_DEVICE_JSON
+               " from devices d where d.id = $1", 1, params);
+
+end:
+
+    ngx_segura_api_end(ctx, conn);
+
+done:
+
+    free(tags);
+    json_decref(body);
+}

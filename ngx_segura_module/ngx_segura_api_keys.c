@@ -1,0 +1,538 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * /api/keys and the Remote Access report /api/keys/{id}/devices.
+ * Administrators write; a user reads the keys granted to one of their
+ * groups that may use credentials (others are 404).  The private key and
+ * its passphrase are checked (ngx_segura_sshkey), sealed with the current
+ * master key (ngx_segura_vault) under the associated data
+ * "ssh_keys/<id>/private_key" and "ssh_keys/<id>/passphrase", and never
+ * written anywhere else.  Pool threads only.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_api.h"
+#include "ngx_segura_sshkey.h"
+#include "ngx_segura_vault.h"
+
+#include <openssl/crypto.h>
+
+
+#define NGX_SEGURA_API_KEY_JSON                                              \
+    "json_build_object('id', k.id, 'name', k.name, 'status', k.status,"      \
+    " 'tags', to_json(k.tags), 'owner', k.owner, 'username', k.username,"    \
+    " 'type', k.key_type, 'bits', k.bits, 'public_key', k.public_key,"       \
+    " 'fingerprint', k.fingerprint,"                                         \
+    " 'has_passphrase', k.passphrase_enc is not null,"                       \
+    " 'main_device', (select kd.device_id from key_devices kd"               \
+    "   where kd.key_id = k.id and kd.is_main),"                             \
+    " 'devices', coalesce((select json_agg(kd.device_id"                     \
+    "   order by kd.is_main desc, kd.device_id)"                             \
+    "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
+    " 'created_at', k.created_at, 'updated_at', k.updated_at)"
+
+/* $1: the caller's id, $2: 't' for an administrator */
+#define NGX_SEGURA_API_KEY_VISIBLE                                           \
+    " ($2::bool or exists (select 1 from group_keys gk"                      \
+    "   join access_groups g on g.id = gk.group_id and g.use_credentials"    \
+    "   join group_members m on m.group_id = g.id"                           \
+    "   where gk.key_id = k.id and m.user_id = $1::bigint))"
+
+/* the sealed form of a secret as a bytea literal: "\x" and hex */
+#define NGX_SEGURA_API_SEALED_HEX(n)                                         \
+    (2 + 2 * (NGX_SEGURA_VAULT_OVERHEAD + (n)) + 1)
+
+
+static void ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *const *params);
+static void ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, int64_t id);
+static char *ngx_segura_api_key_seal(ngx_segura_api_ctx_t *ctx,
+    const char *id, const char *column, const char *plain);
+
+
+static const char *const  ngx_segura_api_key_fields[] = {
+    "name", "status", "tags", "owner", "username", "private_key",
+    "passphrase", "public_key", "main_device", "devices", NULL
+};
+
+
+void
+ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
+    const char *sub)
+{
+    PGresult    *res;
+    const char  *params[6];
+    char         me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
+    char         status[16], tag[128], q[256];
+
+    ngx_segura_api_id(ctx->me.id, me);
+    ngx_segura_api_id(id, idbuf);
+
+    params[0] = me;
+    params[1] = ctx->me.admin ? "t" : "f";
+    params[2] = idbuf;
+
+    if (*sub != '\0') {
+        if (id == 0 || ngx_strcmp(sub, "devices") != 0) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+            return;
+        }
+
+        if (!(ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+            return;
+        }
+
+        ngx_segura_api_key_report(ctx, conn, params);
+        return;
+    }
+
+    if (ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+
+        if (id != 0) {
+            (void) ngx_segura_api_query_json(ctx, conn, 200,
+                       "select " NGX_SEGURA_API_KEY_JSON
+                       " from ssh_keys k where k.id = $3::bigint and"
+                       NGX_SEGURA_API_KEY_VISIBLE, 3, params);
+            return;
+        }
+
+        params[2] = ngx_segura_api_arg(ctx, "status", status, sizeof(status))
+                    == NGX_OK ? status : NULL;
+        params[3] = ngx_segura_api_arg(ctx, "tag", tag, sizeof(tag))
+                    == NGX_OK ? tag : NULL;
+        params[4] = ngx_segura_api_arg(ctx, "q", q, sizeof(q))
+                    == NGX_OK ? q : NULL;
+
+        (void) ngx_segura_api_query_json(ctx, conn, 200,
+                   "select json_build_object('items', coalesce(json_agg("
+                   NGX_SEGURA_API_KEY_JSON " order by k.id), '[]'))"
+                   " from ssh_keys k where" NGX_SEGURA_API_KEY_VISIBLE
+                   " and ($3::text is null or k.status = $3)"
+                   " and ($4::text is null or $4 = any(k.tags))"
+                   " and ($5::text is null"
+                   "      or strpos(lower(k.name), lower($5)) > 0)",
+                   5, params);
+        return;
+    }
+
+    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
+        return;
+    }
+
+    if ((ctx->method == NGX_HTTP_POST && id == 0)
+        || (ctx->method == NGX_HTTP_PATCH && id != 0))
+    {
+        ngx_segura_api_key_write(ctx, conn, id);
+        return;
+    }
+
+    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
+
+    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
+        return;
+    }
+
+    res = ngx_segura_api_query(ctx, conn,
+                               "delete from ssh_keys where id = $1"
+                               " returning json_build_object('id', id,"
+                               " 'deleted', true)", 1, &params[2]);
+    if (res == NULL) {
+        goto end;
+    }
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        goto end;
+    }
+
+    ctx->json = strdup(PQgetvalue(res, 0, 0));
+    ctx->status = 200;
+    PQclear(res);
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        goto end;
+    }
+
+    (void) ngx_segura_api_audit(ctx, conn, "delete", "ssh_key", idbuf, NULL);
+
+end:
+
+    ngx_segura_api_end(ctx, conn);
+}
+
+
+static void
+ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *const *params)
+{
+    /*
+     * the Remote Access report: segura_grant_check() for the caller on
+     * every device associated with the key, main device first
+     */
+
+    (void) ngx_segura_api_query_json(ctx, conn, 200,
+               "select json_build_object('key', json_build_object("
+               " 'id', k.id, 'name', k.name, 'status', k.status),"
+               " 'items', coalesce((select json_agg(json_build_object("
+               "   'id', d.id, 'name', d.name, 'address', d.address,"
+               "   'port', d.port, 'status', d.status, 'main', f.is_main,"
+               "   'can_start', f.reason = 'ok',"
+               "   'reason', nullif(f.reason, 'ok'))"
+               "   order by f.is_main desc, f.device_id)"
+               "   from segura_key_devices_for($1::bigint, k.id) f"
+               "   join devices d on d.id = f.device_id), '[]'))"
+               " from ssh_keys k where k.id = $3::bigint and"
+               NGX_SEGURA_API_KEY_VISIBLE, 3, params);
+}
+
+
+static void
+ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id)
+{
+    char                      *tags, *devices, *sealed_key, *sealed_pass;
+    json_t                    *body, *detail;
+    PGresult                  *res;
+    ngx_int_t                  rc, rc_main;
+    const char                *name, *status, *owner, *username, *pkey;
+    const char                *pass, *pub, *params[14];
+    char                       idbuf[NGX_INT64_LEN + 1];
+    char                       main_dev[NGX_INT64_LEN + 1];
+    char                       bits[NGX_INT64_LEN + 1];
+    ngx_segura_sshkey_info_t   info;
+
+    body = ngx_segura_api_parse(ctx, ngx_segura_api_key_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    name = NULL;
+    status = NULL;
+    owner = NULL;
+    username = NULL;
+    pkey = NULL;
+    pass = NULL;
+    pub = NULL;
+    tags = NULL;
+    devices = NULL;
+    sealed_key = NULL;
+    sealed_pass = NULL;
+    res = NULL;
+
+    if (ngx_segura_api_get_string(ctx, body, "name", 1, 128, &name)
+        == NGX_ERROR
+        || ngx_segura_api_get_status(ctx, body, &status) == NGX_ERROR
+        || ngx_segura_api_get_tags(ctx, body, "tags", &tags) == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "owner", 0, 256, &owner)
+           == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "username", 1, 64, &username)
+           == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "private_key", 1,
+                                     NGX_SEGURA_SSHKEY_MAX_PRIVATE, &pkey)
+           == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "passphrase", 0,
+                                     NGX_SEGURA_SSHKEY_MAX_PASSPHRASE, &pass)
+           == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "public_key", 1,
+                                     NGX_SEGURA_SSHKEY_MAX_PUBLIC, &pub)
+           == NGX_ERROR
+        || ngx_segura_api_get_ids(ctx, body, "devices", &devices)
+           == NGX_ERROR)
+    {
+        goto done;
+    }
+
+    rc_main = ngx_segura_api_get_int(ctx, body, "main_device", 1,
+                                     INT64_MAX, main_dev);
+    if (rc_main == NGX_ERROR) {
+        goto done;
+    }
+
+    if (id == 0 && (name == NULL || username == NULL || pkey == NULL)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD,
+                            name == NULL ? "name"
+                            : username == NULL ? "username" : "private_key",
+                            "Required");
+        goto done;
+    }
+
+    /* the passphrase and the public key belong to the key text */
+
+    if (pkey == NULL && (pass != NULL || pub != NULL)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD,
+                            pass != NULL ? "passphrase" : "public_key",
+                            "Send it together with the private key");
+        goto done;
+    }
+
+    if (pkey != NULL
+        && ngx_segura_sshkey_inspect(pkey, ngx_strlen(pkey),
+                                     pass && pass[0] ? pass : NULL, pub,
+                                     &info)
+           != 0)
+    {
+        ngx_segura_api_fail_reason(ctx,
+                                   ngx_segura_sshkey_field_name(info.field),
+                                   ngx_segura_sshkey_reason_name(info.reason),
+                                   ngx_segura_sshkey_message(info.reason));
+        goto done;
+    }
+
+    if (pkey != NULL) {
+        ngx_segura_api_id(info.bits, bits);
+    }
+
+    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
+        goto done;
+    }
+
+    /* the row id is bound into the sealed blobs: take it first */
+
+    if (id == 0) {
+        res = ngx_segura_api_query(ctx, conn,
+                  "select nextval(pg_get_serial_sequence('ssh_keys', 'id'))",
+                  0, NULL);
+        if (res == NULL) {
+            goto end;
+        }
+
+        (void) ngx_cpystrn((u_char *) idbuf,
+                           (u_char *) PQgetvalue(res, 0, 0), sizeof(idbuf));
+        PQclear(res);
+        res = NULL;
+
+    } else {
+        ngx_segura_api_id(id, idbuf);
+    }
+
+    if (pkey != NULL) {
+        sealed_key = ngx_segura_api_key_seal(ctx, idbuf, "private_key", pkey);
+        if (sealed_key == NULL) {
+            goto end;
+        }
+
+        if (pass != NULL && pass[0] != '\0') {
+            sealed_pass = ngx_segura_api_key_seal(ctx, idbuf, "passphrase",
+                                                  pass);
+            if (sealed_pass == NULL) {
+                goto end;
+            }
+        }
+    }
+
+    ngx_segura_api_wipe_string(body, "private_key");
+    ngx_segura_api_wipe_string(body, "passphrase");
+
+    params[0] = idbuf;
+    params[1] = name;
+    params[2] = status;
+    params[3] = tags;
+    params[4] = owner;
+    params[5] = username;
+    params[6] = pkey ? info.type : NULL;
+    params[7] = pkey && info.bits ? bits : NULL;
+    params[8] = pkey ? info.public_key : NULL;
+    params[9] = pkey ? info.fingerprint : NULL;
+    params[10] = sealed_key;
+    params[11] = sealed_pass;
+    params[12] = pkey ? "t" : "f";
+
+    if (id == 0) {
+        res = ngx_segura_api_query(ctx, conn,
+                  "insert into ssh_keys (id, name, status, tags, owner,"
+                  " username, key_type, bits, public_key, fingerprint,"
+                  " private_key_enc, passphrase_enc)"
+                  " overriding system value"
+                  " values ($1::bigint, $2, coalesce($3, 'active'),"
+                  " coalesce(array(select"
+                  " jsonb_array_elements_text($4::jsonb)), '{}'),"
+                  " coalesce($5, ''), $6, $7, $8::int, $9, $10,"
+                  " $11::bytea, $12::bytea) returning id, $13::bool",
+                  13, params);
+    } else {
+        res = ngx_segura_api_query(ctx, conn,
+                  "update ssh_keys set name = coalesce($2, name),"
+                  " status = coalesce($3, status),"
+                  " tags = case when $4::jsonb is null then tags else"
+                  " array(select jsonb_array_elements_text($4::jsonb)) end,"
+                  " owner = coalesce($5, owner),"
+                  " username = coalesce($6, username),"
+                  " key_type = coalesce($7, key_type),"
+                  " bits = case when $13::bool then $8::int else bits end,"
+                  " public_key = coalesce($9, public_key),"
+                  " fingerprint = coalesce($10, fingerprint),"
+                  " private_key_enc = coalesce($11::bytea, private_key_enc),"
+                  " passphrase_enc = case when $13::bool then $12::bytea"
+                  " else passphrase_enc end"
+                  " where id = $1::bigint returning id",
+                  13, params);
+    }
+
+    if (res == NULL) {
+        goto end;
+    }
+
+    if (PQntuples(res) != 1) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        goto end;
+    }
+
+    PQclear(res);
+    res = NULL;
+
+    /*
+     * the associations: "devices" replaces the set (the main device is
+     * always in it); "main_device" alone picks the main one and adds it
+     */
+
+    if (devices != NULL || rc_main == NGX_OK) {
+        params[1] = devices;
+        params[2] = rc_main == NGX_OK ? main_dev : NULL;
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "with cur as (select coalesce(jsonb_agg(device_id),"
+                  " '[]') as ids, max(device_id) filter (where is_main)"
+                  " as main from key_devices where key_id = $1::bigint),"
+                  " del as (delete from key_devices where key_id = $1::bigint)"
+                  " select coalesce($2::jsonb, cur.ids)"
+                  " || coalesce(to_jsonb($3::bigint), '[]'::jsonb),"
+                  " coalesce($3::bigint, cur.main) from cur",
+                  3, params);
+        if (res == NULL) {
+            goto end;
+        }
+
+        params[1] = PQgetvalue(res, 0, 0);
+        params[2] = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+
+        rc = NGX_OK;
+
+        {
+            PGresult  *ins;
+
+            ins = ngx_segura_api_query(ctx, conn,
+                      "insert into key_devices (key_id, device_id, is_main)"
+                      " select $1::bigint, s.d,"
+                      " coalesce(s.d = $3::bigint, false)"
+                      " from (select distinct x::bigint as d"
+                      " from jsonb_array_elements_text($2::jsonb) as t(x)) s",
+                      3, params);
+            if (ins == NULL) {
+                rc = NGX_ERROR;
+            }
+
+            PQclear(ins);
+        }
+
+        PQclear(res);
+        res = NULL;
+
+        if (rc != NGX_OK) {
+            goto end;
+        }
+    }
+
+    detail = ngx_segura_api_fields(body);
+    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create", "ssh_key",
+                              idbuf, detail);
+    json_decref(detail);
+
+    if (rc != NGX_OK) {
+        goto end;
+    }
+
+    params[0] = idbuf;
+
+    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
+               "select " NGX_SEGURA_API_KEY_JSON
+               " from ssh_keys k where k.id = $1::bigint", 1, params);
+
+end:
+
+    PQclear(res);
+    ngx_segura_api_end(ctx, conn);
+
+done:
+
+    free(sealed_key);
+    free(sealed_pass);
+    free(tags);
+    free(devices);
+    ngx_segura_api_wipe_string(body, "private_key");
+    ngx_segura_api_wipe_string(body, "passphrase");
+    json_decref(body);
+}
+
+
+static char *
+ngx_segura_api_key_seal(ngx_segura_api_ctx_t *ctx, const char *id,
+    const char *column, const char *plain)
+{
+    u_char                   *blob, *p;
+    char                     *hex;
+    size_t                    len, n;
+    ngx_segura_vault_err_e    verr;
+    ngx_segura_master_key_t  *key;
+    char                      aad[NGX_INT64_LEN + 64];
+
+    /*
+     * returns the sealed value as a bytea literal, malloc()ed (the caller
+     * frees it); ciphertext is not secret, the plaintext is only read
+     */
+
+    key = ngx_http_segura_current_key(ctx->smcf);
+
+    len = ngx_strlen(plain);
+    n = ngx_segura_vault_sealed_size(len);
+
+    blob = malloc(n);
+    hex = malloc(2 + 2 * n + 1);
+
+    if (blob == NULL || hex == NULL || n == 0) {
+        free(blob);
+        free(hex);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NULL;
+    }
+
+    p = ngx_snprintf((u_char *) aad, sizeof(aad) - 1, "ssh_keys/%s/%s",
+                     id, column);
+
+    if (ngx_segura_vault_seal(key->key, key->id, aad, p - (u_char *) aad,
+                              (const u_char *) plain, len, blob, &verr)
+        != 0)
+    {
+        free(blob);
+        free(hex);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                            "ngx_segura_vault_seal() failed: %s%Z",
+                            ngx_segura_vault_strerror(verr));
+        return NULL;
+    }
+
+    hex[0] = '\\';
+    hex[1] = 'x';
+    p = ngx_hex_dump((u_char *) hex + 2, blob, n);
+    *p = '\0';
+
+    free(blob);
+
+    return hex;
+}
