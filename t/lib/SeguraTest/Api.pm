@@ -90,4 +90,25 @@ sub dump_tables {
     return $out;
 }
 
+# a request that must be refused: checks the status, the error code and
+# field (when given), and that the database did not change; returns the
+# response.  $want: { status => 422, code => 'invalid_field',
+# field => 'name', reason => 'passphrase_wrong' }
+sub refused {
+    my ($self, $db, $method, $path, $body, $want, $name) = @_;
+    my $before = dump_tables($db);
+    my $res = $self->request($method, $path, $body);
+    my $e = eval { $res->json->{error} } || {};
+    Test::More::is($res->code, $want->{status}, "$name: $want->{status}")
+        or Test::More::diag($res->body);
+    Test::More::is($e->{code}, $want->{code}, "$name: code $want->{code}")
+        if $want->{code};
+    Test::More::is($e->{field}, $want->{field}, "$name: field $want->{field}")
+        if exists $want->{field};
+    Test::More::is($e->{reason}, $want->{reason}, "$name: reason $want->{reason}")
+        if $want->{reason};
+    Test::More::is(dump_tables($db), $before, "$name: database unchanged");
+    return $res;
+}
+
 1;
