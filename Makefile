@@ -68,10 +68,15 @@ build: module tools
 
 module: $(MODULE)
 
-tools: build/segura-passwd
+tools: build/segura-passwd build/segura-vault
 
 build/segura-passwd: tools/segura-passwd.c | build/.dir
 	$(CC) -std=gnu99 -Wall -Wextra -Werror -O2 -g -o $@ $< -largon2 -lcrypto
+
+build/segura-vault: tools/segura-vault.c ngx_segura_module/ngx_segura_vault.c \
+                    ngx_segura_module/ngx_segura_vault.h | build/.dir
+	$(CC) -std=gnu99 -Wall -Wextra -Werror -O2 -g -Ingx_segura_module -o $@ \
+	    tools/segura-vault.c ngx_segura_module/ngx_segura_vault.c -lcrypto
 
 build/.dir:
 	@mkdir -p build && touch $@

@@ -26,6 +26,7 @@
 #include <openssl/crypto.h>
 
 
+static ngx_int_t ngx_http_segura_preconfiguration(ngx_conf_t *cf);
 static void *ngx_http_segura_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_segura_create_loc_conf(ngx_conf_t *cf);
@@ -178,7 +179,7 @@ static ngx_command_t  ngx_http_segura_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_segura_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_segura_preconfiguration,      /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_segura_create_main_conf,      /* create main configuration */
@@ -235,6 +236,13 @@ ngx_segura_err_t  ngx_segura_errors[] = {
       ngx_string("Not available in this build") },
     { 0, ngx_null_string, ngx_null_string }
 };
+
+
+static ngx_int_t
+ngx_http_segura_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_segura_session_add_variables(cf);
+}
 
 
 static void *

@@ -98,8 +98,36 @@ typedef struct {
 } ngx_segura_err_t;
 
 
+/* errors of a terminal session after the upgrade: event + close code */
+
+typedef enum {
+    NGX_SEGURA_WS_ERR_NONE = 0,
+    NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
+    NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT,
+    NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH,
+    NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN,
+    NGX_SEGURA_WS_ERR_AUTH_REJECTED,
+    NGX_SEGURA_WS_ERR_KEY_UNUSABLE,
+    NGX_SEGURA_WS_ERR_SHELL_FAILED,
+    NGX_SEGURA_WS_ERR_SESSION_TERMINATED,
+    NGX_SEGURA_WS_ERR_IDLE_TIMEOUT,
+    NGX_SEGURA_WS_ERR_DATABASE,
+    NGX_SEGURA_WS_ERR_INTERNAL,
+    NGX_SEGURA_WS_ERR_BAD_MESSAGE,
+    NGX_SEGURA_WS_ERR_LAST
+} ngx_segura_ws_err_e;
+
+
+typedef struct {
+    ngx_str_t                  code;
+    ngx_uint_t                 close;        /* WebSocket close code */
+    const char                *message;
+} ngx_segura_ws_error_t;
+
+
 extern ngx_module_t  ngx_http_segura_module;
 extern ngx_segura_err_t  ngx_segura_errors[];
+extern ngx_segura_ws_error_t  ngx_segura_ws_errors[];
 
 
 ngx_int_t ngx_http_segura_send_error(ngx_http_request_t *r,

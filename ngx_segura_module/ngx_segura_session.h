@@ -15,6 +15,7 @@
 
 
 ngx_int_t ngx_segura_session_handler(ngx_http_request_t *r);
+ngx_int_t ngx_segura_session_add_variables(ngx_conf_t *cf);
 
 
 #endif /* _NGX_SEGURA_SESSION_H_INCLUDED_ */
