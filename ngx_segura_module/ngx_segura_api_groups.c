@@ -264,7 +264,8 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[3] = devices ? devices : "[]";
 
     res = ngx_segura_api_query(ctx, conn,
-              "with a as (delete from group_members where group_id = $1::bigint),"
+              "with a as (delete from group_members"
+              " where group_id = $1::bigint),"
               " b as (delete from group_keys where group_id = $1::bigint)"
               " delete from group_devices where group_id = $1::bigint",
               1, params);

@@ -46,10 +46,6 @@
     "   join group_members m on m.group_id = g.id"                           \
     "   where gk.key_id = k.id and m.user_id = $1::bigint))"
 
-/* the sealed form of a secret as a bytea literal: "\x" and hex */
-#define NGX_SEGURA_API_SEALED_HEX(n)                                         \
-    (2 + 2 * (NGX_SEGURA_VAULT_OVERHEAD + (n)) + 1)
-
 
 static void ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx,
     PGconn **conn, const char *const *params);
@@ -207,7 +203,7 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 {
     char                      *tags, *devices, *sealed_key, *sealed_pass;
     json_t                    *body, *detail;
-    PGresult                  *res;
+    PGresult                  *res, *ins;
     ngx_int_t                  rc, rc_main;
     const char                *name, *status, *owner, *username, *pkey;
     const char                *pass, *pub, *params[14];
@@ -420,31 +416,22 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         params[1] = PQgetvalue(res, 0, 0);
         params[2] = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
 
-        rc = NGX_OK;
-
-        {
-            PGresult  *ins;
-
-            ins = ngx_segura_api_query(ctx, conn,
-                      "insert into key_devices (key_id, device_id, is_main)"
-                      " select $1::bigint, s.d,"
-                      " coalesce(s.d = $3::bigint, false)"
-                      " from (select distinct x::bigint as d"
-                      " from jsonb_array_elements_text($2::jsonb) as t(x)) s",
-                      3, params);
-            if (ins == NULL) {
-                rc = NGX_ERROR;
-            }
-
-            PQclear(ins);
-        }
+        ins = ngx_segura_api_query(ctx, conn,
+                  "insert into key_devices (key_id, device_id, is_main)"
+                  " select $1::bigint, s.d,"
+                  " coalesce(s.d = $3::bigint, false)"
+                  " from (select distinct x::bigint as d"
+                  " from jsonb_array_elements_text($2::jsonb) as t(x)) s",
+                  3, params);
 
         PQclear(res);
         res = NULL;
 
-        if (rc != NGX_OK) {
+        if (ins == NULL) {
             goto end;
         }
+
+        PQclear(ins);
     }
 
     detail = ngx_segura_api_fields(body);
