@@ -513,6 +513,11 @@ ngx_segura_api_fail_reason(ngx_segura_api_ctx_t *ctx, const char *field,
 
     ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, field, message);
 
+    ctx->log_level = NGX_LOG_INFO;
+    (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                        "refused \"%s\": %s%Z", field ? field : "-",
+                        reason);
+
     se = &ngx_segura_errors[NGX_SEGURA_ERR_INVALID_FIELD];
 
     e = json_pack("{s:{s:s%, s:s, s:s?, s:s}}",

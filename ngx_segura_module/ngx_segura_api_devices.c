@@ -210,6 +210,15 @@ ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                                           &info)
             != 0)
         {
+            if (info.reason == NGX_SEGURA_SSHKEY_INTERNAL_ERROR) {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+                ctx->log_level = NGX_LOG_ERR;
+                (void) ngx_cpystrn((u_char *) ctx->log,
+                                   (u_char *) "SSH key inspection failed",
+                                   sizeof(ctx->log));
+                goto done;
+            }
+
             ngx_segura_api_fail_reason(ctx, "host_key",
                                    ngx_segura_sshkey_reason_name(info.reason),
                                    ngx_segura_sshkey_message(info.reason));

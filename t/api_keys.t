@@ -124,4 +124,12 @@ $res = $api->patch("/api/keys/$kid", { devices => [] });
 is_deeply($res->json->{devices}, [], 'devices emptied');
 is($res->json->{main_device}, undef, 'and no main device');
 
+$t->stop;
+my $log = SeguraTest::slurp($t->error_log);
+like($log, qr/\[info\].*segura api: refused "passphrase": passphrase_wrong/,
+     'a refused key is logged at info with its reason');
+like($log, qr/\[info\].*segura api: refused by constraint "ssh_keys_name_key"/,
+     'a conflict is logged at info with the constraint');
+ok($log !~ /\[error\]/, 'bad input is no [error]');
+
 SeguraTest::done();
