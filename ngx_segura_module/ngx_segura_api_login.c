@@ -276,10 +276,16 @@ ngx_segura_api_login_failed(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[0] = username;
     params[1] = uid;
 
-    /* one statement: it counts even when a later one would fail */
+    /*
+     * one statement: it counts even when a later one would fail; records
+     * quiet for a day are dropped, so names tried once do not pile up
+     */
 
     res = ngx_segura_api_query(ctx, conn,
-              "with f as (insert into login_failures (username, count)"
+              "with o as (delete from login_failures"
+              " where last_at < now() - interval '1 day'"
+              " and username <> lower(left($1, 256))),"
+              " f as (insert into login_failures (username, count)"
               " values (lower(left($1, 256)), 1)"
               " on conflict (username) do update"
               " set count = login_failures.count + 1, last_at = now())"

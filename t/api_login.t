@@ -135,6 +135,12 @@ is($db->dbh->selectrow_array(q{select failed_logins from users where username = 
 $db->dbh->do(q{update login_failures set last_at = now() - interval '2 seconds'});
 is($api->login('alice', $password)->code, 200, 'after the wait (2^0 s) a login works again');
 
+# a failure record quiet for a day is dropped by the next failure
+$db->dbh->do(q{insert into login_failures (username, count, last_at) values ('stale', 9, now() - interval '2 days')});
+$api->login('someone', 'wrong');
+is($db->dbh->selectrow_array(q{select count(*) from login_failures where username = 'stale'}), 0,
+   'stale failure records are dropped');
+
 # audit
 my $n = $db->dbh->selectrow_array(q{select count(*) from audit_log where action = 'login_failed'});
 ok($n >= 10, 'failed logins are audited');
@@ -172,5 +178,22 @@ $t->stop;
 my $log = SeguraTest::slurp($t->error_log);
 like($log, qr/\[info\].*segura api: login of "alice" failed/, 'failure logged at info');
 like($log, qr/\[info\].*segura api: delegated user "mallory" refused/, 'refused delegation logged');
+
+# the database down: every endpoint that needs it answers 503
+my $t2 = SeguraTest->new(no_db => 1);
+$t2->run(<<'EOF2', no_defaults => 1);
+    segura_database "host=/nonexistent dbname=segura user=segura";
+    segura_master_key %%MASTER_KEY%%;
+    segura_thread_pool segura;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location /api/ { segura_api; }
+    }
+EOF2
+my $down = SeguraTest::Api->new($t2);
+$res = $down->login('alice', $password);
+is($res->code, 503, 'login with the database down: 503');
+is($res->json->{error}{code}, 'database_unavailable', '503 code');
+is($down->get('/api/keys')->code, 503, 'a resource with the database down: 503');
 
 SeguraTest::done();
