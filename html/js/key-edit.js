@@ -1,0 +1,395 @@
+// SSH Key registration (create and edit): tabs Information, Key data,
+// Devices, Review.  The private key and the password are write-only: they
+// are sent once and never read back.
+import { get, post, patch, h, idParam, banner, errorText, statusPill, ApiError } from './api.js';
+import { mountShell } from './shell.js';
+
+await mountShell('keys', { adminOnly: true });
+
+const form = document.getElementById('key-form');
+const msg = document.getElementById('page-msg');
+const keyId = idParam('id');
+const TABS = ['info', 'keydata', 'devices', 'review'];
+const FIELD_TAB = {
+  name: 'info', status: 'info', tags: 'info', owner: 'info',
+  username: 'keydata', private_key: 'keydata', public_key: 'keydata', passphrase: 'keydata',
+  main_device: 'devices', devices: 'devices',
+};
+const LABEL = {
+  name: 'Key name', status: 'Status', tags: 'Tags', owner: 'SSH key owner', username: 'Username',
+  private_key: 'Private Key', public_key: 'Public Key', passphrase: 'Key password',
+  main_device: 'Main device', devices: 'Devices',
+};
+
+let allDevices = new Map();   // id -> device
+let assoc = [];               // device ids, in order
+let mainId = null;
+let original = null;          // the key being edited
+
+/* ---------- tabs ---------- */
+
+let current = 'info';
+function showTab(name, focus = false) {
+  current = name;
+  for (const t of TABS) {
+    const tab = document.getElementById('tab-' + t);
+    const on = t === name;
+    tab.setAttribute('aria-selected', String(on));
+    tab.tabIndex = on ? 0 : -1;
+    document.getElementById('panel-' + t).hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  const i = TABS.indexOf(name);
+  document.getElementById('prev-tab').hidden = i === 0;
+  document.getElementById('next-tab').hidden = i === TABS.length - 1;
+  document.getElementById('save').hidden = name !== 'review';
+  if (name === 'review') renderSummary();
+}
+for (const t of TABS) {
+  const tab = document.getElementById('tab-' + t);
+  tab.addEventListener('click', () => showTab(t));
+  tab.addEventListener('keydown', ev => {
+    const i = TABS.indexOf(t);
+    let j = null;
+    if (ev.key === 'ArrowRight') j = (i + 1) % TABS.length;
+    if (ev.key === 'ArrowLeft') j = (i - 1 + TABS.length) % TABS.length;
+    if (ev.key === 'Home') j = 0;
+    if (ev.key === 'End') j = TABS.length - 1;
+    if (j !== null) { ev.preventDefault(); showTab(TABS[j], true); }
+  });
+}
+document.getElementById('prev-tab').addEventListener('click', () => showTab(TABS[TABS.indexOf(current) - 1]));
+document.getElementById('next-tab').addEventListener('click', () => showTab(TABS[TABS.indexOf(current) + 1]));
+
+/* ---------- field errors ---------- */
+
+function fieldInput(field) {
+  if (field === 'devices') return document.getElementById('add-devices');
+  return document.getElementById(field);
+}
+
+function fieldContainer(field) {
+  if (field === 'devices') return document.getElementById('devices-field');
+  return document.getElementById(field)?.closest('.field');
+}
+
+function clearErrors(scope = document) {
+  for (const e of scope.querySelectorAll('.field .error')) e.remove();
+  for (const e of scope.querySelectorAll('[aria-invalid="true"]')) e.removeAttribute('aria-invalid');
+  for (const b of document.querySelectorAll('[role="tab"] .badge')) b.remove();
+  banner(document.getElementById('review-errors'), 'error', '');
+}
+
+function setFieldError(field, text, prefix = '') {
+  const input = document.getElementById(prefix + field) || (prefix ? null : fieldInput(field));
+  const box = prefix ? input?.closest('.field') : fieldContainer(field);
+  if (!box) return false;
+  box.querySelector('.error')?.remove();
+  const id = (prefix + field) + '-error';
+  const err = h('div', { class: 'error', id }, text);
+  box.append(err);
+  if (input) {
+    input.setAttribute('aria-invalid', 'true');
+    const d = (input.getAttribute('aria-describedby') || '').split(' ').filter(x => x && x !== id);
+    input.setAttribute('aria-describedby', [...d, id].join(' '));
+  }
+  if (!prefix) {
+    const tab = document.getElementById('tab-' + FIELD_TAB[field]);
+    if (tab && !tab.querySelector('.badge')) tab.append(h('span', { class: 'badge', 'aria-label': 'has errors' }, '!'));
+  }
+  return true;
+}
+
+const REASONS = {
+  unparsable: 'This is not a private key that can be read (PEM, PKCS#8 or OpenSSH format).',
+  too_long: 'The key is too long.',
+  dsa_not_supported: 'DSA keys are not supported: use RSA (2048 bits or more), ECDSA or Ed25519.',
+  weak_key: 'RSA keys must have at least 2048 bits.',
+  unsupported_type: 'This key type is not supported.',
+  unsupported_cipher: 'The cipher protecting this key is not supported.',
+  passphrase_required: 'This key is protected: tick "Set current password" and enter its password.',
+  passphrase_wrong: 'The password does not open this key.',
+  passphrase_not_needed: 'This key has no password: untick "Set current password".',
+  mismatch: 'The public key does not belong to this private key.',
+};
+
+function explain(e) {
+  if (e.reason && REASONS[e.reason]) return REASONS[e.reason];
+  if (e.code === 'conflict') return 'This name is already taken.';
+  return e.message;
+}
+
+/* ---------- key data ---------- */
+
+const setPw = document.getElementById('set_password');
+const pw = document.getElementById('passphrase');
+const eye = document.getElementById('toggle-passphrase');
+setPw.addEventListener('change', () => {
+  document.getElementById('passphrase-field').hidden = !setPw.checked;
+  if (setPw.checked) pw.focus();
+});
+eye.addEventListener('click', () => {
+  const show = pw.type === 'password';
+  pw.type = show ? 'text' : 'password';
+  eye.setAttribute('aria-pressed', String(show));
+  eye.setAttribute('aria-label', show ? 'Hide password' : 'Show password');
+  eye.textContent = show ? '🙈' : '👁';
+});
+document.getElementById('generate-passphrase').addEventListener('click', () => {
+  const abc = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.!@#%+=';
+  const r = crypto.getRandomValues(new Uint32Array(24));
+  pw.value = Array.from(r, x => abc[x % abc.length]).join('');
+  if (pw.type === 'password') eye.click();
+  pw.focus();
+});
+
+const priv = document.getElementById('private_key');
+const pub = document.getElementById('public_key');
+function syncKeyFields() {
+  if (!keyId) return;
+  // editing: the password and public key belong to a new private key
+  const fresh = priv.value.trim() !== '';
+  pub.readOnly = !fresh;
+  setPw.disabled = !fresh;
+  if (!fresh) { setPw.checked = false; document.getElementById('passphrase-field').hidden = true; pw.value = ''; }
+  if (fresh && original && pub.value.trim() === original.public_key) pub.value = '';
+  if (!fresh && original) pub.value = original.public_key;
+}
+priv.addEventListener('input', syncKeyFields);
+
+/* ---------- devices ---------- */
+
+const mainSel = document.getElementById('main_device');
+
+function renderMainSelect() {
+  const opts = [h('option', { value: '' }, '— None —')];
+  for (const d of [...allDevices.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    opts.push(h('option', { value: d.id, selected: d.id === mainId }, `${d.name} (${d.address}:${d.port})`));
+  }
+  mainSel.replaceChildren(...opts);
+  mainSel.value = mainId === null ? '' : String(mainId);
+}
+
+function setMain(id) {
+  mainId = id;
+  if (id !== null && !assoc.includes(id)) assoc.unshift(id);
+  renderMainSelect();
+  renderAssoc();
+}
+
+mainSel.addEventListener('change', () => setMain(mainSel.value ? Number(mainSel.value) : null));
+
+function renderAssoc() {
+  const ids = mainId !== null ? [mainId, ...assoc.filter(x => x !== mainId)] : assoc;
+  document.getElementById('assoc-body').replaceChildren(...ids.map(id => {
+    const d = allDevices.get(id) || { id, name: `#${id}`, address: '?', port: '', status: '' };
+    return h('tr', { dataset: { deviceId: id } },
+      h('td', {}, h('strong', {}, d.name)),
+      h('td', {}, `${d.address}:${d.port}`),
+      h('td', {}, statusPill(d.status)),
+      h('td', {}, id === mainId ? h('span', { class: 'pill main' }, 'Main')
+                               : h('button', { type: 'button', onclick: () => setMain(id) }, 'Make main')),
+      h('td', { class: 'actions' }, h('button', { type: 'button', class: 'danger', 'aria-label': `Remove ${d.name}`,
+        onclick: () => { assoc = assoc.filter(x => x !== id); if (mainId === id) mainId = null; renderMainSelect(); renderAssoc(); } }, 'Remove')));
+  }));
+  document.getElementById('assoc-empty').hidden = ids.length > 0;
+}
+
+// Register new device, inline
+const regBox = document.getElementById('register-device');
+const regOpen = document.getElementById('register-device-open');
+function toggleRegister(open) {
+  regBox.hidden = !open;
+  regOpen.setAttribute('aria-expanded', String(open));
+  if (open) document.getElementById('dev-name').focus();
+}
+regOpen.addEventListener('click', () => toggleRegister(regBox.hidden));
+document.getElementById('register-device-cancel').addEventListener('click', () => toggleRegister(false));
+document.getElementById('register-device-save').addEventListener('click', async () => {
+  clearErrors(regBox);
+  const dm = document.getElementById('device-msg');
+  banner(dm, 'error', '');
+  const v = n => document.getElementById('dev-' + n).value.trim();
+  const body = { name: v('name'), address: v('address') };
+  const port = v('port');
+  if (port !== '') {
+    if (!/^[0-9]+$/.test(port)) { setFieldError('port', 'The port is a number from 1 to 65535.', 'dev-'); return; }
+    body.port = Number(port);
+  }
+  const tags = splitTags(v('tags'));
+  if (tags.length) body.tags = tags;
+  if (v('host_key')) body.host_key = v('host_key');
+  if (!body.name) { setFieldError('name', 'Required', 'dev-'); return; }
+  if (!body.address) { setFieldError('address', 'Required', 'dev-'); return; }
+  try {
+    const d = await post('/api/devices', body);
+    allDevices.set(d.id, d);
+    if (mainId === null) setMain(d.id); else { assoc.push(d.id); renderMainSelect(); renderAssoc(); }
+    for (const n of ['name', 'address', 'tags', 'host_key']) document.getElementById('dev-' + n).value = '';
+    document.getElementById('dev-port').value = '22';
+    toggleRegister(false);
+    banner(document.getElementById('page-msg'), 'ok', `Device "${d.name}" registered and added.`);
+  } catch (e) {
+    if (e instanceof ApiError && e.field && setFieldError(e.field, explain(e), 'dev-')) return;
+    banner(dm, 'error', errorText(e));
+  }
+});
+
+// the Devices modal
+const modal = document.getElementById('devices-modal');
+const modalList = document.getElementById('modal-list');
+const modalFilter = document.getElementById('modal-filter');
+function renderModal() {
+  const f = modalFilter.value.trim().toLowerCase();
+  const avail = [...allDevices.values()].filter(d => !assoc.includes(d.id))
+    .filter(d => !f || d.name.toLowerCase().includes(f) || d.address.toLowerCase().includes(f))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  modalList.replaceChildren(...avail.map(d => h('li', {},
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', value: d.id }),
+      h('span', {}, h('strong', {}, d.name), ` — ${d.address}:${d.port}`, d.status === 'inactive' ? ' (inactive)' : '')))));
+  document.getElementById('modal-empty').hidden = avail.length > 0;
+}
+document.getElementById('add-devices').addEventListener('click', () => {
+  modalFilter.value = '';
+  renderModal();
+  modal.showModal();
+  modalFilter.focus();
+});
+modalFilter.addEventListener('input', renderModal);
+document.getElementById('modal-cancel').addEventListener('click', () => modal.close());
+document.getElementById('modal-add').addEventListener('click', () => {
+  for (const c of modalList.querySelectorAll('input:checked')) {
+    const id = Number(c.value);
+    if (!assoc.includes(id)) assoc.push(id);
+  }
+  modal.close();
+  renderAssoc();
+  document.getElementById('add-devices').focus();
+});
+
+/* ---------- review and save ---------- */
+
+function splitTags(s) {
+  return s.split(',').map(x => x.trim()).filter(Boolean);
+}
+
+function deviceLabel(id) {
+  const d = allDevices.get(id);
+  return d ? `${d.name} (${d.address}:${d.port})` : `#${id}`;
+}
+
+function renderSummary() {
+  const v = n => form.elements[n].value.trim();
+  const rows = [
+    ['Key name', v('name') || '—'],
+    ['Status', form.elements.status.value === 'active' ? 'Active' : 'Inactive'],
+    ['Tags', splitTags(v('tags')).join(', ') || '—'],
+    ['SSH key owner', v('owner') || '—'],
+    ['Username', v('username') || '—'],
+    ['Private Key', priv.value.trim() ? 'Provided (stored encrypted, never shown again)'
+                    : keyId ? 'Unchanged (stored)' : 'Missing'],
+    ['Public Key', pub.value.trim() ? pub.value.trim().slice(0, 60) + (pub.value.trim().length > 60 ? '…' : '')
+                   : 'Derived from the private key'],
+    ['Key password', setPw.checked && pw.value ? 'Set (write-only)'
+                     : keyId && !priv.value.trim() ? (original?.has_passphrase ? 'Unchanged (set)' : 'None') : 'None'],
+    ['Main device', mainId === null ? '—' : deviceLabel(mainId)],
+    ['Devices', assoc.length ? assoc.map(deviceLabel).join(', ') : '—'],
+  ];
+  document.getElementById('summary').replaceChildren(...rows.flatMap(([k, val]) => [h('dt', {}, k), h('dd', {}, val)]));
+}
+
+function localCheck() {
+  const errs = [];
+  if (!form.elements.name.value.trim()) errs.push(['name', 'Required']);
+  if (!form.elements.username.value.trim()) errs.push(['username', 'Required']);
+  if (!keyId && !priv.value.trim()) errs.push(['private_key', 'Required']);
+  if (setPw.checked && !pw.value) errs.push(['passphrase', 'Enter the key password, or untick "Set current password".']);
+  return errs;
+}
+
+form.addEventListener('submit', async ev => {
+  ev.preventDefault();
+  clearErrors();
+  const errs = localCheck();
+  if (errs.length) {
+    for (const [f, t] of errs) setFieldError(f, t);
+    showTab(FIELD_TAB[errs[0][0]]);
+    fieldInput(errs[0][0])?.focus();
+    return;
+  }
+  const v = n => form.elements[n].value.trim();
+  const body = {
+    name: v('name'),
+    status: form.elements.status.value,
+    tags: splitTags(v('tags')),
+    username: v('username'),
+    devices: mainId !== null ? [mainId, ...assoc.filter(x => x !== mainId)] : [...assoc],
+  };
+  if (v('owner') || keyId) body.owner = v('owner');
+  if (priv.value.trim()) {
+    body.private_key = priv.value.replace(/\r\n/g, '\n').trim() + '\n';
+    if (pub.value.trim()) body.public_key = pub.value.trim();
+    if (setPw.checked && pw.value) body.passphrase = pw.value;
+  }
+  if (mainId !== null) body.main_device = mainId;
+
+  const save = document.getElementById('save');
+  save.disabled = true;
+  try {
+    const k = keyId ? await patch(`/api/keys/${keyId}`, body) : await post('/api/keys', body);
+    // nothing secret stays in the page
+    priv.value = ''; pw.value = '';
+    sessionStorage.setItem('segura-flash', `The SSH key "${k.name}" was saved (${k.type}, ${k.fingerprint}).`);
+    location.assign('keys.html');
+  } catch (e) {
+    if (e instanceof ApiError && e.field && FIELD_TAB[e.field.replace(/\[.*$/, '')]) {
+      const f = e.field.replace(/\[.*$/, '');
+      setFieldError(f, explain(e));
+      banner(document.getElementById('review-errors'), 'error',
+        `Not saved: ${LABEL[f]} — ${explain(e)}`);
+      showTab(FIELD_TAB[f]);
+      fieldInput(f)?.focus();
+    } else {
+      banner(document.getElementById('review-errors'), 'error', 'Not saved: ' + errorText(e));
+      showTab('review');
+    }
+  } finally {
+    save.disabled = false;
+  }
+});
+
+/* ---------- load ---------- */
+
+try {
+  const d = await get('/api/devices');
+  allDevices = new Map(d.items.map(x => [x.id, x]));
+} catch (e) {
+  banner(msg, 'error', 'The devices could not be loaded: ' + errorText(e));
+}
+
+if (keyId) {
+  document.getElementById('page-title').textContent = 'SSH Key registration: edit';
+  try {
+    original = await get(`/api/keys/${keyId}`);
+  } catch (e) {
+    banner(msg, 'error', e.status === 404 ? 'This SSH key does not exist.' : errorText(e));
+    form.hidden = true;
+    throw e;
+  }
+  document.title = `Edit ${original.name} — Segura PAM Core`;
+  form.elements.name.value = original.name;
+  form.elements.status.value = original.status;
+  form.elements.tags.value = (original.tags || []).join(', ');
+  form.elements.owner.value = original.owner || '';
+  form.elements.username.value = original.username || '';
+  priv.placeholder = 'Stored encrypted. Leave empty to keep it; paste a new private key to replace it.';
+  document.getElementById('private_key-hint').textContent =
+    `Stored: ${original.type}${original.bits ? ' ' + original.bits + ' bits' : ''}, ${original.fingerprint}` +
+    (original.has_passphrase ? ', protected by a password' : '') + '. It is never shown.';
+  assoc = [...(original.devices || [])];
+  mainId = original.main_device ?? null;
+  syncKeyFields();
+}
+renderMainSelect();
+renderAssoc();
+showTab('info');
