@@ -48,6 +48,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <sys/ioctl.h>
 
 
 #define NGX_SEGURA_SESSION_IN_SIZE     16384
@@ -116,6 +117,7 @@ typedef struct {
     size_t                         pong_len;
 
     ngx_event_t                    timer;
+    ngx_event_t                    watchdog;
     ngx_msec_t                     last_client;
     ngx_msec_t                     last_any;
     ngx_msec_t                     closing_since;
@@ -150,6 +152,7 @@ static ngx_int_t ngx_segura_session_post(ngx_segura_session_t *s,
     void (*handler)(void *data, ngx_log_t *log),
     ngx_event_handler_pt done);
 static ngx_segura_session_t *ngx_segura_session_from_event(ngx_event_t *ev);
+static void ngx_segura_session_watchdog(ngx_event_t *ev);
 static void ngx_segura_session_check(void *data, ngx_log_t *log);
 static ngx_int_t ngx_segura_session_load_key(ngx_segura_session_t *s,
     PGresult *res);
@@ -554,7 +557,36 @@ ngx_segura_session_post(ngx_segura_session_t *s,
 
     s->r->main->blocked++;
 
+    /*
+     * the watchdog also keeps a gracefully exiting worker alive until the
+     * task is back: nginx waits for timers, not for thread tasks
+     */
+
+    s->watchdog.handler = ngx_segura_session_watchdog;
+    s->watchdog.data = s;
+    s->watchdog.log = s->c->log;
+
+    ngx_add_timer(&s->watchdog, s->slcf->connect_timeout + 60000);
+
     return NGX_OK;
+}
+
+
+static void
+ngx_segura_session_watchdog(ngx_event_t *ev)
+{
+    ngx_segura_session_t *s = ev->data;
+
+    /*
+     * every blocking call of a task has its own timeout (libssh, libpq
+     * connect and statement timeouts); a task past all of them is a bug
+     */
+
+    ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
+                  "segura session: a pool task of state %d has not "
+                  "finished", s->state);
+
+    ngx_add_timer(&s->watchdog, 10000);
 }
 
 
@@ -566,6 +598,10 @@ ngx_segura_session_from_event(ngx_event_t *ev)
     s = ev->data;
 
     s->r->main->blocked--;
+
+    if (s->watchdog.timer_set) {
+        ngx_del_timer(&s->watchdog);
+    }
 
     return s;
 }
@@ -1362,6 +1398,7 @@ ngx_segura_session_peer_handler(ngx_event_t *ev)
 static void
 ngx_segura_session_relay(ngx_segura_session_t *s)
 {
+    int                pending;
     ngx_int_t          progress;
     ngx_uint_t         pass;
     ngx_connection_t  *c;
@@ -1459,6 +1496,23 @@ done:
     {
         /* libssh could not send everything: it tries again when writable */
         (void) ssh_blocking_flush(s->ssh.session, 0);
+    }
+
+    if (s->peer != NULL && s->state == NGX_SEGURA_SESSION_RELAY
+        && (size_t) (s->out.end - s->out.last)
+           >= NGX_SEGURA_SESSION_RESERVE + 4 + 1024)
+    {
+        /*
+         * libssh reads the socket 4 KiB per call and may have stopped
+         * short of EAGAIN: with edge-triggered events the rest would
+         * wait for the next packet, so look whether bytes are left
+         */
+
+        if (ioctl(s->ssh.fd, FIONREAD, &pending) == 0 && pending > 0
+            && !s->peer->read->posted)
+        {
+            ngx_post_event(s->peer->read, &ngx_posted_events);
+        }
     }
 }
 
@@ -1894,10 +1948,18 @@ ngx_segura_session_from_device(ngx_segura_session_t *s)
      * close, so wait for the close unless the session is gone
      */
 
-    if (!ssh_channel_is_closed(ch)
-        && ssh_is_connected(s->ssh.session))
-    {
-        return moved ? NGX_OK : NGX_AGAIN;
+    if (!ssh_channel_is_closed(ch) && ssh_is_connected(s->ssh.session)) {
+
+        /*
+         * after EOF libssh reads the socket only when asked: this asks
+         * once, without blocking, for the exit status and the close
+         */
+
+        (void) ssh_channel_get_exit_status(ch);
+
+        if (!ssh_channel_is_closed(ch) && ssh_is_connected(s->ssh.session)) {
+            return moved ? NGX_OK : NGX_AGAIN;
+        }
     }
 
     status = ssh_channel_get_exit_status(ch);
@@ -2337,6 +2399,10 @@ ngx_segura_session_cleanup(void *data)
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);
+    }
+
+    if (s->watchdog.timer_set) {
+        ngx_del_timer(&s->watchdog);
     }
 
     OPENSSL_cleanse(s->token, sizeof(s->token));
