@@ -118,8 +118,8 @@ typedef struct {
 
     ngx_event_t                    timer;
     ngx_event_t                    watchdog;
-    ngx_msec_t                     last_client;
-    ngx_msec_t                     last_any;
+    ngx_msec_t                     last_client;  /* any bytes from it */
+    ngx_msec_t                     last_any;     /* terminal data */
     ngx_msec_t                     closing_since;
 
     off_t                          bytes_in;
@@ -129,7 +129,6 @@ typedef struct {
 
     unsigned                       has_token:1;
     unsigned                       pong_pending:1;
-    unsigned                       ping_sent:1;
     unsigned                       text_skip:1;
     unsigned                       client_closed:1;  /* close frame seen */
     unsigned                       client_gone:1;    /* TCP closed */
@@ -1542,7 +1541,6 @@ ngx_segura_session_send(ngx_segura_session_t *s)
         }
 
         s->out.pos += n;
-        s->last_any = ngx_current_msec;
     }
 
     s->out.pos = s->out.start;
@@ -1666,8 +1664,6 @@ ngx_segura_session_to_device(ngx_segura_session_t *s)
 
         s->in.last += n;
         s->last_client = ngx_current_msec;
-        s->last_any = ngx_current_msec;
-        s->ping_sent = 0;
         moved = 1;
     }
 }
@@ -1714,6 +1710,8 @@ ngx_segura_session_frame(ngx_segura_session_t *s, ngx_segura_ws_event_t *ev)
 
         /* keystrokes and paste go to the shell byte for byte */
 
+        s->last_any = ngx_current_msec;
+
         w = ssh_channel_write(s->ssh.channel, ev->data, (uint32_t) ev->len);
 
         if (w == SSH_ERROR) {
@@ -1743,7 +1741,6 @@ ngx_segura_session_frame(ngx_segura_session_t *s, ngx_segura_ws_event_t *ev)
         return NGX_OK;
 
     case NGX_SEGURA_WS_PONG:
-        s->ping_sent = 0;
         return NGX_OK;
 
     case NGX_SEGURA_WS_CLOSE:
@@ -2133,7 +2130,7 @@ ngx_segura_session_timer_handler(ngx_event_t *ev)
         return;
     }
 
-    if (now - s->last_client >= s->slcf->ping_interval && !s->ping_sent) {
+    if (now - s->last_client >= s->slcf->ping_interval) {
 
         /* RFC 6455 5.5.2: keep middleboxes from dropping a quiet client */
 
@@ -2144,7 +2141,6 @@ ngx_segura_session_timer_handler(ngx_event_t *ev)
                                      sizeof(payload))
             == NGX_OK)
         {
-            s->ping_sent = 1;
             s->last_client = now;
         }
     }
