@@ -225,6 +225,41 @@ sub worker_fds {
     return scalar @fd;
 }
 
+# descriptors of a worker that are TCP sockets to or from one of @ports
+# (the client side of nginx's port, or a device's port)
+sub worker_tcp_fds {
+    my ($self, $pid, @ports) = @_;
+    my %want = map { $_ => 1 } @ports;
+    my %inode;
+
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        <$fh>;
+        while (<$fh>) {
+            my @c = split ' ';
+            my ($lport) = $c[1] =~ /:([0-9A-F]+)$/;
+            my ($rport) = $c[2] =~ /:([0-9A-F]+)$/;
+            next if $c[3] eq '0A';    # listening
+            $inode{$c[9]} = 1 if $want{hex $lport} || $want{hex $rport};
+        }
+    }
+
+    my $n = 0;
+    opendir my $dh, "/proc/$pid/fd" or return -1;
+    for my $fd (grep { /^\d+$/ } readdir $dh) {
+        my $l = readlink "/proc/$pid/fd/$fd" or next;
+        $n++ if $l =~ /^socket:\[(\d+)\]$/ && $inode{$1};
+    }
+    return $n;
+}
+
+sub worker_rss_kb {
+    my ($self, $pid) = @_;
+    my $s = slurp("/proc/$pid/status");
+    my ($kb) = $s =~ /^VmRSS:\s+(\d+)/m;
+    return $kb;
+}
+
 sub reload {
     my ($self) = @_;
     kill 'HUP', $self->{nginx_pid};
