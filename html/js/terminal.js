@@ -106,11 +106,15 @@ term.onData(d => send(enc.encode(d)));
 term.onBinary(d => send(Uint8Array.from(d, c => c.charCodeAt(0) & 0xff)));
 term.onResize(({ cols, rows }) => send(JSON.stringify({ type: 'resize', cols, rows })));
 
+// the terminal fills what the window leaves it (a banner shown or hidden
+// changes that too): refit, and xterm.js tells the server (onResize)
 let resizeTimer = 0;
-window.addEventListener('resize', () => {
+const refit = () => {
   clearTimeout(resizeTimer);
-  resizeTimer = setTimeout(() => fit.fit(), 80);
-});
+  resizeTimer = setTimeout(() => { try { fit.fit(); } catch { /* hidden */ } }, 60);
+};
+window.addEventListener('resize', refit);
+new ResizeObserver(refit).observe(document.getElementById('terminal'));
 
 function connect() {
   opened = false; exitStatus = null; lastError = null; userClosed = false;
