@@ -169,6 +169,7 @@ static void ngx_segura_session_connect_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_session_attach(ngx_segura_session_t *s);
 static void ngx_segura_session_client_handler(ngx_event_t *ev);
 static void ngx_segura_session_peer_handler(ngx_event_t *ev);
+static void ngx_segura_session_shutdown(ngx_segura_session_t *s);
 static void ngx_segura_session_relay(ngx_segura_session_t *s);
 static ngx_int_t ngx_segura_session_send(ngx_segura_session_t *s);
 static ngx_int_t ngx_segura_session_to_device(ngx_segura_session_t *s);
@@ -1358,9 +1359,7 @@ ngx_segura_session_client_handler(ngx_event_t *ev)
 
     if (c->close) {
         /* worker_shutdown_timeout: the worker is going away */
-        ngx_segura_session_close(s, NGX_SEGURA_WS_CLOSE_GOING_AWAY,
-                                 "server shutdown", "shutdown");
-        ngx_segura_session_finish(s);
+        ngx_segura_session_shutdown(s);
         return;
     }
 
@@ -1384,13 +1383,34 @@ ngx_segura_session_peer_handler(ngx_event_t *ev)
     }
 
     if (peer->close) {
-        ngx_segura_session_close(s, NGX_SEGURA_WS_CLOSE_GOING_AWAY,
-                                 "server shutdown", "shutdown");
-        ngx_segura_session_finish(s);
+        ngx_segura_session_shutdown(s);
         return;
     }
 
     ngx_segura_session_relay(s);
+}
+
+
+static void
+ngx_segura_session_shutdown(ngx_segura_session_t *s)
+{
+    ngx_log_error(NGX_LOG_INFO, s->c->log, 0,
+                  "segura session %s: closed by the worker's shutdown",
+                  s->id);
+
+    ngx_segura_session_close(s, NGX_SEGURA_WS_CLOSE_GOING_AWAY,
+                             "server shutdown", "shutdown");
+
+    /*
+     * one attempt to tell the client, whatever nginx marked the
+     * connection with: the worker is leaving
+     */
+
+    s->c->error = 0;
+    s->c->write->ready = 1;
+    (void) ngx_segura_session_send(s);
+
+    ngx_segura_session_finish(s);
 }
 
 
