@@ -374,7 +374,7 @@ if (keyId) {
   } catch (e) {
     banner(msg, 'error', e.status === 404 ? 'This SSH key does not exist.' : errorText(e));
     form.hidden = true;
-    throw e;
+    await new Promise(() => {}); // the page stops here
   }
   document.title = `Edit ${original.name} — Segura PAM Core`;
   form.elements.name.value = original.name;

@@ -47,7 +47,7 @@ export async function mountShell(active, { adminOnly = false } = {}) {
   if (adminOnly && !me.admin) {
     document.getElementById('main').replaceChildren(
       h('div', { class: 'banner error', role: 'alert' }, 'This page is for administrators.'));
-    throw new Error('not an administrator');
+    await new Promise(() => {}); // the page stops here
   }
   return me;
 }

@@ -47,7 +47,7 @@ if (!keyId || !deviceId) {
   show('error', 'No key or device was chosen: start a session from the SSH Keys: Remote Access report.');
   state('Not connected', 'closed');
   disconnectBtn.hidden = true;
-  throw new Error('no key or device');
+  await new Promise(() => {}); // nothing more to do on this page
 }
 document.getElementById('term-back').href = `remote-access.html?key=${keyId}`;
 
@@ -56,7 +56,7 @@ if (typeof window.Terminal !== 'function' || typeof window.FitAddon?.FitAddon !=
        'An administrator must run "npm ci" in the html/ directory of the installation.');
   state('Unavailable', 'closed');
   disconnectBtn.hidden = true;
-  throw new Error('xterm.js missing');
+  await new Promise(() => {}); // nothing more to do on this page
 }
 
 const term = new window.Terminal({

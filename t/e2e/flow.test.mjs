@@ -136,6 +136,9 @@ step('Start session opens a terminal on the device; echo hello; exit', async () 
   await page.locator('#term-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
   await page.locator('#term-title').filter({ hasText: 'e2e-rsa → test-sshd' }).waitFor();
 
+  // the shell's prompt first, then type
+  await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
+    .some(r => /[#$>] ?$/.test(r.textContent.replace(/\u00a0/g, ' ').trimEnd())), null, { timeout: 20000 });
   await page.locator('.xterm-helper-textarea').focus();
   await page.keyboard.type('echo hel""lo', { delay: 10 });
   await page.keyboard.press('Enter');

@@ -1,0 +1,233 @@
+// The details of the screens: the key password helpers, the Devices modal,
+// validation, editing (write-only secrets), deleting, a refused key in the
+// terminal, a user who is not an administrator, a missing xterm.js.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { env, launch, login, keygen, apiCall, screenshot, story } from './lib.mjs';
+
+let b, page;
+before(async () => { b = await launch(); page = b.page; await login(page); });
+after(async () => { await b?.close(); });
+const step = story(test, () => page);
+
+const devs = {};
+let keyId;
+
+async function newDevice(name, extra = {}) {
+  const r = await apiCall(page, 'POST', '/api/devices', {
+    name, address: '127.0.0.1', port: env.sshdPort, host_key: env.sshdHostKey, ...extra });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return r.body.id;
+}
+
+step('required fields are checked before anything is sent', async () => {
+  devs.a = await newDevice('ui-dev-a');
+  devs.b = await newDevice('ui-dev-b', { tags: ['b'] });
+  devs.c = await newDevice('ui-dev-c');
+  await page.goto(env.url + '/key-edit.html');
+  await page.getByRole('tab', { name: 'Review' }).click();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#name-error').waitFor();
+  assert.equal(await page.getByRole('tab', { name: /Information/ }).getAttribute('aria-selected'), 'true');
+  assert.equal(await page.getByLabel('Key name').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.locator('[role="tab"] .badge').count(), 2, 'Information and Key data are marked');
+});
+
+step('Set current password: the field, Generate and the eye toggle', async () => {
+  await page.getByRole('tab', { name: /Key data/ }).click();
+  const pw = page.getByLabel('Key password');
+  assert.equal(await pw.isVisible(), false);
+  await page.getByLabel('Set current password').check();
+  await pw.waitFor();
+  assert.equal(await pw.getAttribute('type'), 'password');
+  const eye = page.getByRole('button', { name: 'Show password' });
+  await eye.click();
+  assert.equal(await pw.getAttribute('type'), 'text');
+  assert.equal(await page.getByRole('button', { name: 'Hide password' }).getAttribute('aria-pressed'), 'true');
+  await page.getByRole('button', { name: 'Hide password' }).click();
+  assert.equal(await pw.getAttribute('type'), 'password');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  const g = await pw.inputValue();
+  assert.equal(g.length, 24);
+  assert.equal(await pw.getAttribute('type'), 'text', 'a generated password is shown');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  assert.notEqual(await pw.inputValue(), g);
+  await screenshot(page, '20-passphrase');
+});
+
+step('a protected key: a wrong password is shown next to the field, the right one saves', async () => {
+  const k = keygen('ed25519', { passphrase: 'right horse battery' });
+  await page.getByRole('tab', { name: /Information/ }).click();
+  await page.getByLabel('Key name').fill('ui-protected');
+  await page.getByLabel('Tags', { exact: true }).fill('ui');
+  await page.getByRole('tab', { name: /Key data/ }).click();
+  await page.getByLabel('Username').fill(env.sshdUser);
+  await page.getByLabel('Private Key').fill(k.priv);
+  await page.getByLabel('Key password').fill('wrong horse');
+
+  // Devices: main a, then b and c from the Devices modal; c removed again
+  await page.getByRole('tab', { name: 'Devices' }).click();
+  await page.getByLabel('Main device').selectOption(String(devs.a));
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  const modal = page.getByRole('dialog', { name: 'Devices' });
+  await modal.waitFor();
+  assert.equal(await modal.getByRole('checkbox', { name: /ui-dev-a/ }).count(), 0, 'the main device is not offered again');
+  await screenshot(page, '21-devices-modal');
+  await modal.getByRole('checkbox', { name: /ui-dev-b/ }).check();
+  await modal.getByRole('checkbox', { name: /ui-dev-c/ }).check();
+  await modal.getByRole('button', { name: 'Add' }).click();
+  await modal.waitFor({ state: 'hidden' });
+  await page.getByRole('button', { name: 'Remove ui-dev-c' }).click();
+  assert.deepEqual(await page.locator('#assoc-body tr').evaluateAll(r => r.map(x => Number(x.dataset.deviceId))), [devs.a, devs.b]);
+
+  await page.getByRole('tab', { name: 'Review' }).click();
+  await page.locator('#summary').getByText('Set (write-only)').waitFor();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#passphrase-error').filter({ hasText: 'The password does not open this key.' }).waitFor();
+  assert.equal(await page.getByRole('tab', { name: /Key data/ }).getAttribute('aria-selected'), 'true');
+  await screenshot(page, '22-passphrase-wrong');
+
+  await page.getByLabel('Key password').fill('right horse battery');
+  await page.getByRole('tab', { name: /Review/ }).click();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.waitForURL(/keys\.html/);
+  const row = page.locator('#keys-body tr', { hasText: 'ui-protected' });
+  await row.waitFor();
+  keyId = Number(await row.getAttribute('data-key-id'));
+  const k2 = (await apiCall(page, 'GET', `/api/keys/${keyId}`)).body;
+  assert.equal(k2.has_passphrase, true);
+  assert.equal(k2.main_device, devs.a);
+  assert.deepEqual([...k2.devices].sort(), [devs.a, devs.b].sort());
+  assert.equal(k2.fingerprint, k.fingerprint);
+});
+
+step('filters: status, tag and search', async () => {
+  await page.getByLabel('Tag').fill('ui');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.locator('#keys-count').filter({ hasText: /^1 SSH key$/ }).waitFor();
+  await page.getByLabel('Tag').fill('');
+  await page.getByLabel('Search').fill('PROTECT');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.locator('#keys-count').filter({ hasText: /^1 SSH key$/ }).waitFor();
+  await page.getByLabel('Status').selectOption('inactive');
+  await page.locator('#keys-empty').waitFor();
+  await page.getByLabel('Status').selectOption('');
+  await page.getByLabel('Search').fill('');
+  await page.getByRole('button', { name: 'Filter' }).click();
+});
+
+step('editing keeps the stored private key and never shows it', async () => {
+  const row = page.locator('#keys-body tr', { hasText: 'ui-protected' });
+  await row.getByRole('button', { name: /Actions/ }).click();
+  await page.getByRole('menuitem', { name: 'Edit' }).click();
+  await page.waitForURL(/key-edit\.html\?id=/);
+  await page.getByLabel('Key name').waitFor();
+  assert.equal(await page.getByLabel('Key name').inputValue(), 'ui-protected');
+  await page.getByRole('tab', { name: 'Key data' }).click();
+  assert.equal(await page.getByLabel('Private Key').inputValue(), '');
+  assert.match(await page.locator('#private_key-hint').textContent(), /protected by a password/);
+  assert.equal(await page.getByLabel('Set current password').isDisabled(), true);
+  const html = await page.content();
+  assert.ok(!html.includes('PRIVATE KEY-----\n'), 'no private key in the page');
+  await page.getByRole('tab', { name: 'Information' }).click();
+  await page.getByLabel('Key name').fill('ui-protected-2');
+  await page.getByRole('tab', { name: 'Review' }).click();
+  await page.locator('#summary').getByText('Unchanged (stored)').waitFor();
+  await screenshot(page, '23-edit-review');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.waitForURL(/keys\.html/);
+  await page.locator('#keys-body tr', { hasText: 'ui-protected-2' }).waitFor();
+  assert.equal((await apiCall(page, 'GET', `/api/keys/${keyId}`)).body.has_passphrase, true);
+});
+
+step('a key that is not deployed: the terminal says so', async () => {
+  const me = (await apiCall(page, 'GET', '/api/me')).body;
+  const g = await apiCall(page, 'POST', '/api/groups', {
+    name: 'ui-operators', permissions: { use_credentials: true, access_devices: true, remote_session: true },
+    members: [me.id], keys: [keyId], devices: [devs.a, devs.b] });
+  assert.equal(g.status, 201, JSON.stringify(g.body));
+  await page.goto(env.url + `/remote-access.html?key=${keyId}`);
+  await page.locator('#access-body tr', { hasText: 'ui-dev-a' }).getByRole('link', { name: /Start session/ }).click();
+  await page.waitForURL(/terminal\.html/);
+  await page.locator('#term-banner').filter({ hasText: 'The device refused the key: is the public key deployed?' })
+    .waitFor({ timeout: 30000 });
+  await page.locator('#term-state').filter({ hasText: 'Disconnected' }).waitFor();
+  await page.getByRole('button', { name: 'Reconnect' }).waitFor();
+  await screenshot(page, '24-terminal-auth-rejected');
+});
+
+step('a refused upgrade is explained in words', async () => {
+  await page.goto(env.url + `/terminal.html?key=${keyId}&device=${devs.c}`);
+  await page.locator('#term-banner').filter({ hasText: 'This device is not associated with the key.' }).waitFor();
+});
+
+step('without xterm.js the terminal page says what to do', async () => {
+  await page.route('**/node_modules/**', r => r.fulfill({ status: 404, body: 'not found' }));
+  await page.goto(env.url + `/terminal.html?key=${keyId}&device=${devs.a}`);
+  await page.locator('#term-banner').filter({ hasText: 'npm ci' }).waitFor();
+  await screenshot(page, '25-no-xterm');
+  await page.unroute('**/node_modules/**');
+});
+
+step('an administrator adds a user on the Users page', async () => {
+  await page.goto(env.url + '/users.html');
+  await page.getByRole('button', { name: 'Add' }).click();
+  const d = page.getByRole('dialog', { name: 'Add user' });
+  await d.getByLabel('User name').fill('uma');
+  await d.getByLabel('Display name').fill('Uma User');
+  await d.getByLabel('Password').fill('short');
+  await d.getByRole('button', { name: 'Save' }).click();
+  await d.locator('#f-password-error').waitFor();
+  await screenshot(page, '26-user-invalid');
+  await d.getByLabel('Password').fill('uma-password-1');
+  await d.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#items-body tr', { hasText: 'uma' }).waitFor();
+  // in the group that grants the key but only device b
+  const users = (await apiCall(page, 'GET', '/api/users')).body.items;
+  const uma = users.find(u => u.username === 'uma');
+  const g = await apiCall(page, 'POST', '/api/groups', {
+    name: 'ui-uma', permissions: { use_credentials: true, access_devices: true, remote_session: true },
+    members: [uma.id], keys: [keyId], devices: [devs.b] });
+  assert.equal(g.status, 201);
+});
+
+step('a user who is not an administrator: no Add, no Edit, the reasons in words', async () => {
+  const u = await launch();
+  try {
+    await login(u.page, 'uma', 'uma-password-1');
+    const p = u.page;
+    await p.locator('#whoami').filter({ hasText: 'Uma User' }).waitFor();
+    assert.equal(await p.getByRole('link', { name: 'Add' }).isVisible(), false);
+    assert.equal(await p.getByRole('link', { name: 'Users' }).count(), 0, 'no administration menu');
+    const row = p.locator('#keys-body tr', { hasText: 'ui-protected-2' });
+    await row.getByRole('button', { name: /Actions/ }).click();
+    assert.deepEqual(await p.getByRole('menuitem').allTextContents(), ['Start session with a key']);
+    await p.getByRole('menuitem', { name: 'Start session with a key' }).click();
+    await p.waitForURL(/remote-access/);
+    await p.locator('#access-body tr', { hasText: 'ui-dev-a' })
+      .getByText('None of your access groups grants this device.').waitFor();
+    await p.locator('#access-body tr', { hasText: 'ui-dev-b' }).getByRole('link', { name: /Start session/ }).waitFor();
+    await screenshot(p, '27-user-remote-access');
+    await p.goto(env.url + '/users.html');
+    await p.getByText('This page is for administrators.').waitFor();
+  } finally {
+    await u.close();
+  }
+});
+
+step('deleting a key asks first', async () => {
+  await page.goto(env.url + '/keys.html');
+  const row = page.locator('#keys-body tr', { hasText: 'ui-protected-2' });
+  await row.getByRole('button', { name: /Actions/ }).click();
+  await page.getByRole('menuitem', { name: 'Delete' }).click();
+  const d = page.getByRole('dialog', { name: 'Delete SSH key' });
+  await d.getByRole('button', { name: 'Cancel' }).click();
+  await row.waitFor();
+  await row.getByRole('button', { name: /Actions/ }).click();
+  await page.getByRole('menuitem', { name: 'Delete' }).click();
+  await d.getByRole('button', { name: 'Delete' }).click();
+  await page.getByText('The SSH key "ui-protected-2" was deleted.').waitFor();
+  assert.equal(await row.count(), 0);
+  // refusals the steps provoked on purpose are not problems
+  assert.deepEqual(b.problems.filter(p => !/status of (401|403|404|422)|Unexpected response code: 403/.test(p)), []);
+});
