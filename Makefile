@@ -107,7 +107,8 @@ endif
 
 $(MODULE): $(NGX_TREE)/objs/Makefile $(SRCS)
 	$(MAKE) -C $(NGX_TREE) -f objs/Makefile modules
-	cp $(NGX_TREE)/objs/ngx_http_segura_module.so $@
+	# a new inode: nginx processes still running keep the old mapping
+	cp $(NGX_TREE)/objs/ngx_http_segura_module.so $@.tmp && mv -f $@.tmp $@
 
 run: deps-run build
 	@PORT=$(PORT) DEMO=$(DEMO) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) \

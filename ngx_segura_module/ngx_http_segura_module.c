@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 #include <libssh/libssh.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 
 
@@ -48,6 +49,7 @@ static char *ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post,
 static char *ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_segura_init_process(ngx_cycle_t *cycle);
+static void ngx_http_segura_json_free(void *p);
 static void ngx_http_segura_exit_process(ngx_cycle_t *cycle);
 
 
@@ -825,6 +827,13 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    /*
+     * jansson's parsed copies of request bodies hold passwords, private
+     * keys and passphrases: whatever jansson frees is wiped first
+     */
+
+    json_set_alloc_funcs(malloc, ngx_http_segura_json_free);
+
     if (ssh_init() != SSH_OK) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "ssh_init() failed");
         return NGX_ERROR;
@@ -837,6 +846,18 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_segura_json_free(void *p)
+{
+    /* either thread; the allocation's whole usable size is wiped */
+
+    if (p != NULL) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
 }
 
 

@@ -1527,9 +1527,17 @@ done:
          * wait for the next packet, so look whether bytes are left
          */
 
-        if (ioctl(s->ssh.fd, FIONREAD, &pending) == 0 && pending > 0
-            && !s->peer->read->posted)
+        if (!s->peer->read->posted
+            && ((ioctl(s->ssh.fd, FIONREAD, &pending) == 0 && pending > 0)
+                || ssh_channel_poll(s->ssh.channel, 0) > 0
+                || ssh_channel_poll(s->ssh.channel, 1) > 0))
         {
+            /*
+             * the flush above, or a write, may have read packets into
+             * libssh's channel buffers: they must not wait for the
+             * socket's next edge
+             */
+
             ngx_post_event(s->peer->read, &ngx_posted_events);
         }
     }

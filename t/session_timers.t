@@ -28,7 +28,7 @@ for my $i (1 .. 5) {
     $ws->wait_for(sub { 0 }, 0.5);
 }
 ok(!defined $ws->{close_code}, sprintf('traffic keeps the session open (%.1f s)', time - $t0));
-ok($ws->{pings} >= 1, "the server pinged the client ($ws->{pings} pings)");
+ok(($ws->{pings} // 0) >= 1, "the server pinged the client ($ws->{pings} pings)");
 
 # then silence: pings and pongs go on, but idle_timeout ends it
 my $e = $ws->wait_event('error', 10);
@@ -43,8 +43,8 @@ ok(SeguraTest::wait_for(sub {
 $ws = SeguraTest::WS->connect($t->port, $path, Cookie => $f->{cookie});
 $ws->{no_pong} = 1;
 ok($ws->wait_event('connected', 20), 'no-pong client connected');
-$ws->wait_for(sub { $ws->{pings} >= 2 }, 5);
-ok($ws->{pings} >= 2, 'pings continue while the client is silent');
+$ws->wait_for(sub { ($ws->{pings} // 0) >= 2 }, 5);
+ok(($ws->{pings} // 0) >= 2, 'pings continue while the client is silent');
 $ws->close(1000);
 is($ws->wait_close(5), 1000, 'closed by the client');
 
