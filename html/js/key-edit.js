@@ -128,12 +128,30 @@ setPw.addEventListener('change', () => {
   document.getElementById('passphrase-field').hidden = !setPw.checked;
   if (setPw.checked) pw.focus();
 });
+// the eye: an inline SVG (no icon font, no emoji font needed)
+const EYE = 'M1 12s4-7 11-7 11 7 11 7-4 7-11 7S1 12 1 12z';
+function eyeIcon(open) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', '18'); svg.setAttribute('height', '18');
+  svg.setAttribute('aria-hidden', 'true'); svg.setAttribute('fill', 'none');
+  svg.setAttribute('stroke', 'currentColor'); svg.setAttribute('stroke-width', '2');
+  const parts = [['path', { d: EYE }], ['circle', { cx: 12, cy: 12, r: 3 }]];
+  if (!open) parts.push(['line', { x1: 3, y1: 21, x2: 21, y2: 3 }]);
+  for (const [tag, a] of parts) {
+    const el = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(a)) el.setAttribute(k, v);
+    svg.append(el);
+  }
+  return svg;
+}
+eye.replaceChildren(eyeIcon(true));
 eye.addEventListener('click', () => {
   const show = pw.type === 'password';
   pw.type = show ? 'text' : 'password';
   eye.setAttribute('aria-pressed', String(show));
   eye.setAttribute('aria-label', show ? 'Hide password' : 'Show password');
-  eye.textContent = show ? '🙈' : '👁';
+  eye.replaceChildren(eyeIcon(!show));
 });
 document.getElementById('generate-passphrase').addEventListener('click', () => {
   const abc = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.!@#%+=';
