@@ -119,6 +119,19 @@ function explain(e) {
   return e.message;
 }
 
+// an error goes away as soon as its field is changed
+form.addEventListener('input', ev => {
+  const box = ev.target.closest('.field');
+  const err = box?.querySelector('.error');
+  if (!err || regBox.contains(box)) return;
+  err.remove();
+  ev.target.removeAttribute('aria-invalid');
+  const panel = box.closest('[role="tabpanel"]');
+  if (panel && !panel.querySelector('.field .error')) {
+    document.querySelector(`[aria-controls="${panel.id}"] .badge`)?.remove();
+  }
+});
+
 /* ---------- key data ---------- */
 
 const setPw = document.getElementById('set_password');
