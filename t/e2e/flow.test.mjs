@@ -115,16 +115,29 @@ step('Remote Access explains why a session cannot start, then allows it once gra
   assert.ok(await drow.getByRole('button', { name: /Start session/ }).isDisabled());
   await screenshot(page, '09-remote-access-denied');
 
-  // the grant, through the API (a group with the three permissions)
-  const me = await apiCall(page, 'GET', '/api/me');
-  const g = await apiCall(page, 'POST', '/api/groups', {
-    name: 'e2e-operators',
-    permissions: { use_credentials: true, access_devices: true, remote_session: true },
-    members: [me.body.id], keys: [keyId], devices: [deviceId],
-  });
-  assert.equal(g.status, 201, JSON.stringify(g.body));
+  // the grant, on the Access groups page
+  const remoteAccess = page.url();
+  await page.getByRole('navigation', { name: 'Main menu' }).getByRole('link', { name: 'Access groups' }).click();
+  await page.waitForURL(/groups\.html/);
+  await page.getByRole('button', { name: 'Add' }).click();
+  const d = page.getByRole('dialog', { name: 'Add access group' });
+  await d.getByLabel('Group name').fill('e2e-operators');
+  await d.getByLabel('Use credentials').check();
+  await d.getByLabel('Access devices').check();
+  await d.getByLabel('Remote sessions').check();
+  await d.getByRole('group', { name: 'Members' }).getByLabel(env.admin).check();
+  await d.getByRole('group', { name: 'SSH keys' }).getByLabel('e2e-rsa').check();
+  await d.getByRole('group', { name: 'Devices' }).getByLabel(/test-sshd/).check();
+  await screenshot(page, '10a-group-dialog');
+  await d.getByRole('button', { name: 'Save' }).click();
+  const grow = page.locator('#items-body tr', { hasText: 'e2e-operators' });
+  await grow.waitFor();
+  assert.match(await grow.textContent(), /Use credentials.*Access devices.*Remote sessions/);
+  await screenshot(page, '10b-groups');
+  const g = (await apiCall(page, 'GET', '/api/groups')).body.items.find(x => x.name === 'e2e-operators');
+  assert.deepEqual([g.keys, g.devices], [[keyId], [deviceId]]);
 
-  await page.reload();
+  await page.goto(remoteAccess);
   await drow.getByText('Allowed').waitFor();
   await drow.getByText('Main').waitFor();
   await screenshot(page, '10-remote-access-allowed');
@@ -140,7 +153,7 @@ step('Start session opens a terminal on the device; echo hello; exit', async () 
   await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
     .some(r => /[#$>] ?$/.test(r.textContent.replace(/\u00a0/g, ' ').trimEnd())), null, { timeout: 20000 });
   await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('echo hel""lo', { delay: 10 });
+  await page.keyboard.type('echo hello', { delay: 10 });
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
     .some(r => r.textContent.replace(/\u00a0/g, ' ').trim() === 'hello'), null, { timeout: 20000 });
