@@ -8,7 +8,7 @@ use SeguraTest::Session;
 use SeguraTest::WS;
 
 my $t = SeguraTest->new(sshd => 1);
-$t->run(SeguraTest::Session::config(), main => "thread_pool segura threads=4;\nworker_shutdown_timeout 3s;\n");
+$t->run(SeguraTest::Session::config(), main => "thread_pool segura threads=4;\nworker_shutdown_timeout 8s;\n");
 my $dbh = $t->db->dbh;
 
 my $f = SeguraTest::Session::fixture($t);
@@ -19,13 +19,16 @@ ok($ws->wait_event('connected', 20), 'a live session');
 my $sid = $ws->event('connected')->{session};
 
 $t->reload;
-ok(SeguraTest::wait_for(sub { my @w = $t->workers; grep { $_ != $old } @w }, 20),
-   'reload: a new worker runs');
+ok(SeguraTest::wait_for(sub {
+    SeguraTest::slurp($t->error_log) =~ /\b$old#\d+: gracefully shutting down/
+}, 20), 'reload: the old worker is shutting down');
 
 $ws->send_binary("echo after-reload-\$((2*21))\n");
-ok($ws->wait_for(sub { $ws->output =~ /after-reload-42/ }, 10),
+ok($ws->wait_for(sub { $ws->output =~ /after-reload-42/ }, 5),
    'reload: the live session goes on on the old worker');
 ok(kill(0, $old), 'reload: the old worker is still there');
+ok(SeguraTest::wait_for(sub { my @w = $t->workers; grep { $_ != $old } @w }, 20),
+   'reload: a new worker runs');
 
 my $ws2 = SeguraTest::Session::open_ws($t, $f);
 ok($ws2->wait_event('connected', 20), 'reload: the new worker opens sessions');

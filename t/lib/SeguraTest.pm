@@ -29,6 +29,9 @@ use Test::More;
 use SeguraTest::Pg;
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
+
+# a peer that closed must fail a write, not kill the test before its END
+$SIG{PIPE} = 'IGNORE';
 our @INSTANCES;
 
 my $NGINX  = $ENV{NGINX_BIN} || '/usr/sbin/nginx';
