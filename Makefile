@@ -151,4 +151,6 @@ clean:
 	rm -rf build
 
 distclean: clean
-	rm -rf .run node_modules html/node_modules
+	-[ -L .run/pg ] && t/bin/pg-cluster stop "$$(readlink .run/pg)" && \
+	    rm -rf "$$(readlink .run/pg)"
+	rm -rf .run html/node_modules t/e2e/node_modules bench/node_modules

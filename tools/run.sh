@@ -23,6 +23,11 @@ chmod 0700 "$run"
 pgdir="$run/pg"
 if [ "$(id -u)" -eq 0 ] && [ ! -e "$pgdir" ]; then
     real="/var/tmp/segura-pg-$(printf '%s' "$top" | sha256sum | cut -c1-12)"
+    if [ -d "$real" ]; then
+        # .run/ was removed: its master key too, so the old data goes
+        "$top/t/bin/pg-cluster" stop "$real" >/dev/null 2>&1 || true
+        rm -rf "$real"
+    fi
     mkdir -p "$real"
     ln -s "$real" "$pgdir"
 fi
@@ -32,6 +37,11 @@ stop_pg() { "$top/t/bin/pg-cluster" stop "$pgdir" >/dev/null 2>&1 || true; }
 
 sock=$("$top/t/bin/pg-cluster" start "$pgdir" | tail -n 1)
 trap stop_pg EXIT
+
+# the web UI's xterm.js comes from npm
+if [ -f "$top/html/package-lock.json" ] && [ ! -d "$top/html/node_modules/@xterm" ]; then
+    (cd "$top/html" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 conninfo="host=$sock dbname=segura user=segura"
 "$top/tools/segura-migrate" "$conninfo"
@@ -63,6 +73,89 @@ SQL
     fi
 fi
 
+# DEMO=1: a loopback OpenSSH server as a demo device, with a demo key
+# registered (sealed by the vault's own code), associated and granted to
+# the group "demo" whose member is admin, so a terminal opens at once.
+sshd_pid=""
+stop_all() {
+    [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+    stop_pg
+}
+trap stop_all EXIT
+
+if [ "${DEMO:-1}" = 1 ]; then
+    demo="$run/demo"
+    mkdir -p "$demo"
+    chmod 0755 "$run" "$demo"
+    [ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd && chmod 0755 /run/sshd
+    for t in ed25519 rsa; do
+        [ -f "$demo/host_$t" ] || ssh-keygen -q -t $t -N '' -C '' -f "$demo/host_$t"
+    done
+    [ -f "$demo/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C segura-demo -f "$demo/id_ed25519"
+    cp "$demo/id_ed25519.pub" "$demo/authorized_keys"
+    chmod 0644 "$demo/authorized_keys"
+    sshd_port=${DEMO_SSH_PORT:-2222}
+    cat > "$demo/sshd_config" <<CONF
+Port $sshd_port
+ListenAddress 127.0.0.1
+HostKey $demo/host_ed25519
+HostKey $demo/host_rsa
+PidFile $demo/sshd.pid
+AuthorizedKeysFile $demo/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PrintMotd no
+CONF
+    /usr/sbin/sshd -D -e -f "$demo/sshd_config" 2>>"$demo/sshd.log" &
+    sshd_pid=$!
+
+    login=$(id -un)
+    if [ "$(psql_q -c "select count(*) from devices where name = 'demo-sshd'")" = 0 ]; then
+        psql_q -v port="$sshd_port" <<'SQL'
+insert into devices (name, description, address, port, tags)
+values ('demo-sshd', 'OpenSSH on loopback, started by make run', '127.0.0.1',
+        :port, '{demo}');
+SQL
+    else
+        psql_q -c "update devices set port = $sshd_port where name = 'demo-sshd'"
+    fi
+
+    if [ "$(psql_q -c "select count(*) from ssh_keys where name = 'demo-key'")" = 0 ]; then
+        id=$(psql_q -c "select nextval(pg_get_serial_sequence('ssh_keys', 'id'))")
+        blob=$("$top/build/segura-vault" seal "$run/master.key" 1 \
+               "ssh_keys/$id/private_key" < "$demo/id_ed25519")
+        read -r type b64 _ < "$demo/id_ed25519.pub"
+        fp=$(ssh-keygen -lf "$demo/id_ed25519.pub" | awk '{print $2}')
+        psql_q -v id="$id" -v blob="$blob" -v pub="$type $b64" -v fp="$fp" \
+               -v login="$login" <<'SQL'
+begin;
+insert into ssh_keys (id, name, status, tags, owner, username, key_type,
+                      bits, public_key, fingerprint, private_key_enc)
+overriding system value
+values (:id, 'demo-key', 'active', '{demo}', :'login', :'login',
+        'ssh-ed25519', 256, :'pub', :'fp', :'blob'::bytea);
+insert into key_devices (key_id, device_id, is_main)
+select :id, id, true from devices where name = 'demo-sshd';
+insert into access_groups (name, use_credentials, access_devices,
+                           remote_session)
+values ('demo', true, true, true) on conflict (name) do nothing;
+insert into group_members (group_id, user_id)
+select g.id, u.id from access_groups g, users u
+where g.name = 'demo' and u.username = 'admin' on conflict do nothing;
+insert into group_keys (group_id, key_id)
+select g.id, :id from access_groups g where g.name = 'demo';
+insert into group_devices (group_id, device_id)
+select g.id, d.id from access_groups g, devices d
+where g.name = 'demo' and d.name = 'demo-sshd' on conflict do nothing;
+commit;
+SQL
+        echo "registered the demo device demo-sshd (127.0.0.1:$sshd_port) and key demo-key"
+    fi
+fi
+
 user=""
 [ "$(id -u)" -eq 0 ] && user="user root root;"
 
@@ -75,6 +168,7 @@ sed -e "s|@MODULE@|$module|g" -e "s|@RUN@|$run|g" -e "s|@PORT@|$port|g" \
 echo
 echo "segura: http://127.0.0.1:$port/  (log in as admin; Ctrl-C stops)"
 [ -f "$run/admin-password" ] && echo "admin password: .run/admin-password"
+[ "${DEMO:-1}" = 1 ] && echo "demo: SSH Keys > demo-key > Start session with a key"
 echo
 
 "$nginx" -p "$run/nginx/" -c "$run/nginx/nginx.conf" -e "$run/nginx/error.log" &
