@@ -84,9 +84,12 @@ export async function crudPage(cfg) {
     if (!el) return false;
     const box = el.closest('.field') || el;
     box.querySelector('.error')?.remove();
-    box.append(h('div', { class: 'error', id: 'f-' + base + '-error' }, text));
+    const err = h('div', { class: 'error', id: 'f-' + base + '-error' }, text);
+    box.append(err);
     el.setAttribute('aria-invalid', 'true');
+    el.setAttribute('aria-describedby', [el.getAttribute('aria-describedby'), err.id].filter(Boolean).join(' '));
     el.focus();
+    err.scrollIntoView({ block: 'nearest' });
     return true;
   }
 

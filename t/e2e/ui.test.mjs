@@ -215,6 +215,43 @@ step('a user who is not an administrator: no Add, no Edit, the reasons in words'
   }
 });
 
+step('the Devices page: a host key that does not parse is shown next to its field', async () => {
+  await page.goto(env.url + '/devices.html');
+  await page.getByRole('button', { name: 'Add' }).click();
+  const d = page.getByRole('dialog', { name: 'Add device' });
+  await d.getByLabel('Device name').fill('ui-dev-page');
+  await d.getByLabel('Address').fill('127.0.0.1');
+  await d.getByLabel('Port').fill(String(env.sshdPort));
+  await d.getByLabel('Tags').fill('lab, page');
+  await d.getByLabel('Host key').fill('ssh-ed25519 not-base64!');
+  await d.getByRole('button', { name: 'Save' }).click();
+  await d.locator('#f-host_key-error').waitFor();
+  assert.equal(await d.getByLabel('Host key').getAttribute('aria-invalid'), 'true');
+  await screenshot(page, '28-device-invalid');
+  await d.getByLabel('Host key').fill(env.sshdHostKey);
+  await d.getByRole('button', { name: 'Save' }).click();
+  const row = page.locator('#items-body tr', { hasText: 'ui-dev-page' });
+  await row.waitFor();
+  assert.match(await row.textContent(), /SHA256:/);
+  await row.getByRole('button', { name: 'Edit ui-dev-page' }).click();
+  await page.getByRole('dialog', { name: 'Edit device: ui-dev-page' }).getByLabel('Status').selectOption('inactive');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await row.getByText('Inactive').waitFor();
+  await screenshot(page, '29-devices');
+});
+
+step('every form control of every page has a name', async () => {
+  for (const p of ['keys.html', 'key-edit.html', 'devices.html', 'groups.html', 'users.html', 'sessions.html']) {
+    await page.goto(env.url + '/' + p);
+    await page.locator('#sidenav a').first().waitFor();
+    await page.waitForLoadState('networkidle');
+    const unnamed = await page.$$eval('input:not([type=hidden]), select, textarea, button', els => els
+      .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+      .map(e => e.outerHTML.slice(0, 80)));
+    assert.deepEqual(unnamed, [], p);
+  }
+});
+
 step('deleting a key asks first', async () => {
   await page.goto(env.url + '/keys.html');
   const row = page.locator('#keys-body tr', { hasText: 'ui-protected-2' });
