@@ -44,6 +44,7 @@ endif
 ifdef NGINX_SRC
 NGX_TREE     := $(NGINX_SRC)
 NGX_BIN      := $(NGINX_SRC)/objs/nginx
+MODULE       := $(TOP)/build/upstream/ngx_http_segura_module.so
 else
 NGX_TREE     := $(BUILD)/nginx
 NGX_BIN      := /usr/sbin/nginx
@@ -88,7 +89,10 @@ build/.dir:
 ifdef NGINX_SRC
 
 $(NGX_TREE)/objs/Makefile: config
-	cd $(NGX_TREE) && ./configure --with-compat --with-threads \
+	# a release tarball has ./configure, a git checkout auto/configure
+	cd $(NGX_TREE) && $$([ -x ./configure ] && echo ./configure \
+	                                       || echo auto/configure) \
+	    --with-compat --with-threads \
 	    --with-http_ssl_module --with-cc-opt='$(CC_OPT)' \
 	    --with-ld-opt='$(LD_OPT)' --add-dynamic-module=$(TOP)
 
@@ -107,6 +111,7 @@ endif
 
 $(MODULE): $(NGX_TREE)/objs/Makefile $(SRCS)
 	$(MAKE) -C $(NGX_TREE) -f objs/Makefile modules
+	@mkdir -p $(dir $@)
 	# a new inode: nginx processes still running keep the old mapping
 	cp $(NGX_TREE)/objs/ngx_http_segura_module.so $@.tmp && mv -f $@.tmp $@
 
