@@ -1,0 +1,521 @@
+#!/usr/bin/env perl
+# The benchmark behind `make bench` (started by bench/run): plain ssh,
+# segura and wetty against the same OpenSSH server with the same key, the
+# same load client (bench/client.js) for all three, one table.
+#
+# Set-up reuses the test harness (t/lib): a private PostgreSQL with a
+# migrated database, an OpenSSH server on loopback, and nginx with the
+# module, but with a configuration written here (one worker, warn-level
+# error log, no access log), not the tests' debug one.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use JSON::PP;
+use POSIX qw(strftime :sys_wait_h);
+use Time::HiRes qw(time sleep);
+
+our $BENCH;
+BEGIN { $BENCH = abs_path(dirname(__FILE__)) }
+use lib "$BENCH/../t/lib";
+
+use Test::More ();
+use SeguraTest;
+use SeguraTest::Session;
+
+Test::More->builder->no_ending(1);
+
+my $TOP      = abs_path("$BENCH/..");
+my $NGINX    = $ENV{NGINX_BIN} || '/usr/sbin/nginx';
+my $MODULE   = $ENV{MODULE} || "$TOP/build/ngx_http_segura_module.so";
+my $RUNS     = $ENV{BENCH_RUNS} // 3;
+my $SCALE    = $ENV{BENCH_SCALE} // 1000;
+my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
+my $JSON     = JSON::PP->new->canonical;
+my $STARTED  = time;
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh segura wetty');
+my @KIDS;
+
+$| = 1;
+
+sub say_ { print strftime('[%H:%M:%S] ', localtime), @_, "\n" }
+
+# --- the stack -------------------------------------------------------------
+
+say_("setting up PostgreSQL, OpenSSH and nginx");
+my $t = SeguraTest->new(sshd => 1);
+my $sshd = $t->sshd;
+my $dir = $t->dir;
+
+# The device's shell starts in an empty home directory, so that a slow
+# ~/.bashrc of this machine (pyenv and the like) is not what the set-up
+# figures measure. sshd takes the first value of a keyword: SetEnv is not
+# in the harness's file, so appending it is enough.
+make_path("$dir/home");
+$sshd->stop;
+open my $sfh, '>>', $sshd->dir . '/sshd_config' or die $!;
+print $sfh "SetEnv HOME=$dir/home\n";
+close $sfh;
+$sshd->start;
+
+write_nginx_conf();
+$t->run(undef);
+my ($worker) = $t->workers;
+die "no nginx worker" unless $worker;
+
+# The ssh client's configuration for the ssh and wetty rows: the key
+# exchange libssh 0.10 uses too. OpenSSH 9.2 talking to itself would pick
+# sntrup761x25519-sha512, about 100 ms more per set-up on this machine,
+# which is cryptography, not relaying.
+open my $cfh, '>', "$dir/ssh_config" or die $!;
+print $cfh "KexAlgorithms curve25519-sha256\n";
+close $cfh;
+
+# the key and device every target uses
+my $f = SeguraTest::Session::fixture($t, type => 'ed25519');
+
+# the light device for the scale row, with its own device row
+my $light_port = SeguraTest::free_port();
+system('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', '',
+       '-f', "$dir/light_host") == 0 or die "ssh-keygen";
+my $light = spawn_kid("$dir/lightsshd.log", 'node', "$BENCH/lightsshd.js",
+                      $light_port, "$dir/light_host", $sshd->user);
+SeguraTest::wait_for(sub { SeguraTest::port_open($light_port) }, 20,
+                     'light sshd listens') or die "light sshd did not start";
+my $fl = SeguraTest::Session::fixture($t, type => 'ed25519', port => $light_port);
+
+# wetty: one to the OpenSSH server, one to the light device
+my %wetty;
+for my $w ([main => $sshd->port], [light => $light_port]) {
+    my ($name, $port) = @$w;
+    my $wport = SeguraTest::free_port();
+    my $pid = spawn_kid("$dir/wetty-$name.log", 'node',
+        "$BENCH/node_modules/wetty/build/main.js",
+        '--host', '127.0.0.1', '--port', $wport, '--base', '/wetty',
+        '--ssh-host', '127.0.0.1', '--ssh-port', $port,
+        '--ssh-user', $sshd->user, '--ssh-key', $f->{path},
+        '--ssh-auth', 'publickey', '--known-hosts', '/dev/null',
+        '--ssh-config', "$dir/ssh_config", '--force-ssh', '--log-level', 'warn');
+    $wetty{$name} = { port => $wport, pid => $pid };
+}
+for my $w (values %wetty) {
+    SeguraTest::wait_for(sub { SeguraTest::port_open($w->{port}) }, 30,
+                         'wetty listens') or die "wetty did not start";
+}
+
+my %base = (
+    deadline => 120,
+    ssh    => { key => $f->{path}, user => $sshd->user, port => $sshd->port,
+                config => "$dir/ssh_config" },
+    segura => { port => $t->port, key => $f->{key}, device => $f->{device},
+                cookie => $f->{cookie} },
+    wetty  => { port => $wetty{main}{port} },
+);
+
+my %watch = (
+    ssh    => { self_children => JSON::PP::true },
+    segura => { pids => [ $worker + 0 ] },
+    wetty  => { pids => [ $wetty{main}{pid} + 0 ], tree => JSON::PP::true },
+);
+
+my %probe = (
+    ssh    => $t->url('/static'),
+    segura => $t->url('/static'),
+    wetty  => "http://127.0.0.1:$wetty{main}{port}/wetty/client/wetty.svg",
+);
+
+if ($ENV{BENCH_HOLD}) {
+    # for debugging the clients: the stack stays up, the configuration is
+    # in <dir>/hold.json
+    open my $hf, '>', "$dir/hold.json" or die $!;
+    print $hf $JSON->encode({ %base, watch => \%watch, probe => \%probe,
+                              light_port => $light_port,
+                              light_device => $fl->{device},
+                              wetty => \%wetty, worker => $worker });
+    close $hf;
+    say_("holding: $dir/hold.json");
+    sleep $ENV{BENCH_HOLD};
+    exit 0;
+}
+
+# --- the runs --------------------------------------------------------------
+
+my %R;    # $R{$target}{$figure} = [values over runs]
+
+for my $run (1 .. $RUNS) {
+    for my $target (@TARGETS) {
+        say_("run $run/$RUNS: $target");
+
+        my $r = client($target, 'throughput', deadline => 90);
+        push @{ $R{$target}{mibps} }, $r->{mibps};
+        push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
+
+        $r = client($target, 'setup', n => 20);
+        push @{ $R{$target}{setup50} }, $r->{p50};
+        push @{ $R{$target}{setup95} }, $r->{p95};
+
+        $r = client($target, 'echo', n => 500);
+        push @{ $R{$target}{echo50} }, $r->{p50};
+        push @{ $R{$target}{echo99} }, $r->{p99};
+
+        reload_nginx() if $target eq 'segura';
+        $r = client($target, 'idle', n => 50);
+        push @{ $R{$target}{mem50} }, $r->{kib_per_session};
+
+        $r = client($target, 'storm', n => 100, probe_url => $probe{$target});
+        push @{ $R{$target}{static99} }, $r->{static_p99};
+        push @{ $R{$target}{storm_setup95} }, $r->{setup_p95};
+    }
+}
+
+# the scale column: once per target, against the light device
+if ($SCALE) {
+    for my $target (@TARGETS) {
+        say_("scale: $SCALE idle sessions, $target");
+        my %o = (n => $SCALE, concurrency => 20, deadline => 240,
+                 open_timeout_ms => 60000);
+        $o{port} = $light_port if $target eq 'ssh';
+        $o{segura} = { %{ $base{segura} }, key => $fl->{key},
+                       device => $fl->{device}, cookie => $fl->{cookie} }
+            if $target eq 'segura';
+        if ($target eq 'wetty') {
+            $o{port} = $wetty{light}{port};
+            $o{watch} = { pids => [ $wetty{light}{pid} + 0 ],
+                          tree => JSON::PP::true };
+        }
+        reload_nginx() if $target eq 'segura';
+        my $r = client($target, 'idle', %o);
+        push @{ $R{$target}{mem1000} }, $r->{kib_per_session};
+        $R{$target}{mem1000_ok} = "$r->{ok}/$r->{n}";
+    }
+}
+
+my $profile = $PROFILE ? profile() : undef;
+
+report();
+$t->{passed} = 1;
+exit 0;
+
+# --- helpers ---------------------------------------------------------------
+
+sub write_nginx_conf {
+    # a private copy: a rebuild of build/ (cp writes in place) must not
+    # change the pages of a module that the running worker has mapped
+    my $so = "$dir/ngx_http_segura_module.so";
+    system('cp', $MODULE, $so) == 0 or die "cannot copy $MODULE";
+    my $user = ($> == 0) ? "user root root;\n" : '';
+    my $conf = $t->expand(<<"EOF");
+load_module $so;
+${user}worker_processes 1;
+daemon off;
+master_process on;
+pid logs/nginx.pid;
+error_log logs/error.log warn;
+worker_rlimit_nofile 16384;
+thread_pool segura threads=16;
+
+events {
+    worker_connections 8192;
+}
+
+http {
+    access_log off;
+    client_body_temp_path logs/client_body;
+    segura_database    "%%DATABASE%%";
+    segura_master_key  %%MASTER_KEY%%;
+    segura_thread_pool segura;
+
+    server {
+        listen 127.0.0.1:%%PORT%% backlog=4096;
+        location = /session { segura_session; }
+        location /api/ { segura_api; }
+        location = /static { return 200 "static\\n"; }
+    }
+}
+EOF
+    open my $fh, '>', "$dir/conf/nginx.conf" or die $!;
+    print $fh $conf;
+    close $fh;
+}
+
+# a fresh worker (and so a fresh heap) for the memory figures: memory the
+# worker freed after earlier sessions would otherwise be counted as free
+sub reload_nginx {
+    my $old = $worker;
+    $t->reload;
+    SeguraTest::wait_for(sub {
+        my @w = grep { $_ != $old && -e "/proc/$_" } $t->workers;
+        $worker = $w[0] if @w && !-e "/proc/$old";
+        return $worker != $old;
+    }, 30, 'a new nginx worker') or die "nginx reload failed";
+    $watch{segura} = { pids => [ $worker + 0 ] };
+    SeguraTest::wait_for(sub { SeguraTest::port_open($t->port) }, 10);
+}
+
+sub spawn_kid {
+    my ($log, @cmd) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        exec @cmd;
+        exit 127;
+    }
+    push @KIDS, $pid;
+    return $pid;
+}
+
+END {
+    for my $pid (@KIDS) {
+        kill 'TERM', $pid;
+        waitpid($pid, 0);
+    }
+}
+
+# runs the load client once; dies with its error
+sub client {
+    my ($target, $mode, %o) = @_;
+    my %cfg = (%base, target => $target, mode => $mode,
+               watch => $watch{$target}, %o);
+    my $file = "$dir/client-$target-$mode.json";
+    open my $fh, '>', $file or die $!;
+    print $fh $JSON->encode(\%cfg);
+    close $fh;
+
+    my $out = `node $BENCH/client.js $file 2>>$dir/client.stderr`;
+    my ($line) = grep { /^\{/ } split /\n/, $out;
+    my $r = eval { decode_json($line // '') };
+    die "client $target $mode: no result:\n$out\n" unless $r;
+    die "client $target $mode: $r->{error}\n" if $r->{error};
+    if (defined $r->{failed} && $r->{failed}) {
+        say_("  $target $mode: $r->{failed} sessions failed: $r->{why}");
+    }
+    open my $log, '>>', "$dir/results.jsonl" or die $!;
+    print $log $JSON->encode($r), "\n";
+    close $log;
+    return $r;
+}
+
+# perf on the nginx worker during one more segura throughput run
+sub profile {
+    system('perf --version >/dev/null 2>&1') == 0 or return undef;
+    say_("profile: perf record on the nginx worker during a throughput run");
+    my $data = "$dir/perf.data";
+    my $pid = spawn_kid("$dir/perf.log", 'perf', 'record', '-e', 'cpu-clock',
+                        '-F', '2000', '-g', '-p', $worker, '-o', $data);
+    sleep 1;
+    my $r = client('segura', 'throughput', deadline => 90);
+    kill 'INT', $pid;
+    waitpid($pid, 0);
+    @KIDS = grep { $_ != $pid } @KIDS;
+    my $rep = "perf report -i $data --stdio --no-children";
+    my $dso = `$rep -g none --sort dso 2>/dev/null | grep '%'`;
+    my $flat = `$rep -g none --sort dso,symbol --percent-limit 0.5 2>/dev/null | grep '%'`;
+    # who makes the system calls: callers of the libc wrappers
+    my $calls = `$rep -G --sort symbol --symbols __poll,__libc_recv,__send,__libc_send,epoll_wait --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^\$' | head -80`;
+
+    # the event loop during 100 set-ups: is the worker's main thread busy
+    # (blocked in our code) or waiting for a CPU (run-queue delay)?
+    say_("profile: perf sched during 100 segura set-ups");
+    my $sd = "$dir/sched.data";
+    my $sp = spawn_kid("$dir/perf-sched.log", 'perf', 'sched', 'record',
+                       '-o', $sd, '--', 'sleep', '60');
+    sleep 1;
+    my $st = client('segura', 'storm', n => 100, probe_url => $t->url('/static'));
+    kill 'INT', $sp;
+    waitpid($sp, 0);
+    @KIDS = grep { $_ != $sp } @KIDS;
+    my (@run, @delay);
+    for (`perf sched timehist -i $sd -p $worker 2>/dev/null`) {
+        my @c = split;
+        next unless @c >= 6 && $c[2] eq "nginx[$worker]";
+        push @delay, $c[4];
+        push @run, $c[5];
+    }
+    my $lat = `perf sched latency -i $sd --sort max 2>/dev/null | grep '|' | head -12`;
+    my $sched = sprintf("static p99 %.1f ms during this storm; the worker's "
+        . "event-loop thread ran %d times, longest run %.1f ms, "
+        . "longest wait for a CPU %.1f ms (p99 %.1f ms)",
+        $st->{static_p99}, scalar @run, max_(@run), max_(@delay),
+        pctl(99, @delay));
+
+    return { mibps => $r->{mibps}, flat => $flat, dso => $dso,
+             calls => $calls, sched => $sched, latency => $lat };
+}
+
+sub max_ { my $m = 0; $_ > $m and $m = $_ for @_; $m }
+
+sub pctl {
+    my ($p, @v) = @_;
+    @v = sort { $a <=> $b } @v;
+    return 0 unless @v;
+    my $i = int($p / 100 * @v + 0.999999) - 1;
+    return $v[$i < 0 ? 0 : $i];
+}
+
+sub median {
+    my @v = sort { $a <=> $b } grep { defined } @_;
+    return undef unless @v;
+    return $v[$#v / 2] if @v % 2;
+    return ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+sub fmt {
+    my ($v, $d) = @_;
+    return 'n/a' unless defined $v;
+    return sprintf("%.${d}f", $v);
+}
+
+sub ratio {
+    my ($a, $b) = @_;
+    return 'n/a' unless defined $a && defined $b && $b != 0;
+    return sprintf('%.2fx', $a / $b);
+}
+
+sub report {
+    my @cols = (
+        [mibps    => 'throughput MiB/s', 1],
+        [setup50  => 'setup p50 ms', 1],
+        [setup95  => 'setup p95 ms', 1],
+        [echo50   => 'echo p50 ms', 3],
+        [echo99   => 'echo p99 ms', 3],
+        [mem50    => 'KiB/session @50', 0],
+        [mem1000  => "KiB/session \@$SCALE*", 0],
+        [cpu100   => 'CPU s/100 MiB', 2],
+        [static99 => 'static p99 ms (100 setups)', 2],
+    );
+
+    my %M;
+    for my $tg (@TARGETS) {
+        $M{$tg}{ $_->[0] } = median(@{ $R{$tg}{ $_->[0] } || [] }) for @cols;
+    }
+
+    my @lines;
+    push @lines, '| target | ' . join(' | ', map { $_->[1] } @cols) . ' |';
+    push @lines, '|---' x (@cols + 1) . '|';
+    for my $tg (@TARGETS) {
+        push @lines, "| $tg | "
+            . join(' | ', map { fmt($M{$tg}{ $_->[0] }, $_->[2]) } @cols) . ' |';
+    }
+    for my $p ([segura => 'ssh'], [wetty => 'ssh'], [segura => 'wetty']) {
+        my ($a, $b) = @$p;
+        push @lines, "| $a / $b | "
+            . join(' | ', map { ratio($M{$a}{ $_->[0] }, $M{$b}{ $_->[0] }) } @cols)
+            . ' |';
+    }
+    my $table = join("\n", @lines) . "\n";
+
+    my $s = $M{segura};
+    my $h = $M{ssh};
+    my $w = $M{wetty};
+    my @targets = (
+        ['throughput >= 0.9x ssh and above wetty',
+         defined $s->{mibps} && $s->{mibps} >= 0.9 * $h->{mibps}
+             && $s->{mibps} > $w->{mibps},
+         sprintf('%.2fx ssh, %.2fx wetty', $s->{mibps} / $h->{mibps},
+                 $s->{mibps} / $w->{mibps})],
+        ['setup p50 <= 1.3x ssh',
+         $s->{setup50} <= 1.3 * $h->{setup50},
+         sprintf('%.2fx', $s->{setup50} / $h->{setup50})],
+        ['echo p50 within 0.5 ms of ssh',
+         $s->{echo50} - $h->{echo50} <= 0.5,
+         sprintf('%+.3f ms', $s->{echo50} - $h->{echo50})],
+        ['echo p99 within 2 ms of ssh',
+         $s->{echo99} - $h->{echo99} <= 2,
+         sprintf('%+.3f ms', $s->{echo99} - $h->{echo99})],
+        ["$SCALE idle sessions at <= 128 KiB each",
+         defined $s->{mem1000} && $s->{mem1000} <= 128,
+         defined $s->{mem1000} ? sprintf('%.0f KiB', $s->{mem1000}) : 'not run'],
+        ['static p99 < 20 ms during 100 set-ups',
+         $s->{static99} < 20, sprintf('%.2f ms', $s->{static99})],
+    );
+    my $verdict = join('', map {
+        sprintf("- %s: %s (%s)\n", $_->[0], $_->[1] ? 'holds' : 'MISSED', $_->[2])
+    } @targets);
+
+    my $mem_ok = join(', ', map { "$_ " . ($R{$_}{mem1000_ok} // 'n/a') } @TARGETS);
+
+    print "\n$table\n$verdict";
+
+    # the machine and the versions
+    chomp(my $nproc = `nproc`);
+    my ($memkb) = SeguraTest::slurp('/proc/meminfo') =~ /MemTotal:\s+(\d+)/;
+    my ($cpu) = SeguraTest::slurp('/proc/cpuinfo') =~ /model name\s*:\s*(.*)/;
+    chomp(my $kernel = `uname -r`);
+    chomp(my $ngx = `$NGINX -v 2>&1`);
+    chomp(my $libssh = `dpkg-query -W -f='\${Version}' libssh-4 2>/dev/null`);
+    chomp(my $openssh = `ssh -V 2>&1`);
+    chomp(my $node = `node -v`);
+    my $wv = decode_json(SeguraTest::slurp(
+        "$BENCH/node_modules/wetty/package.json"))->{version};
+    my $sv = decode_json(SeguraTest::slurp(
+        "$BENCH/node_modules/ssh2/package.json"))->{version};
+    my $elapsed = time - $STARTED;
+
+    my $date = strftime('%Y-%m-%d', localtime);
+    my $md = <<"EOF";
+# make bench, $date
+
+Machine: $nproc CPUs ($cpu), @{[ sprintf('%.1f', $memkb / 1048576) ]} GiB,
+Linux $kernel.
+Versions: $ngx (one worker), libssh $libssh, $openssh, node $node,
+wetty $wv, ssh2 $sv (light device).
+Runs: median of $RUNS; the scale column once per target. The whole run
+took @{[ sprintf('%.0f', $elapsed) ]} s.
+
+$table
+\* $SCALE idle sessions against the light device (bench/lightsshd.js,
+npm ssh2) instead of OpenSSH, which would need about 14 GiB for them;
+sessions established: $mem_ok. Every other figure is against OpenSSH.
+
+Targets for segura:
+
+$verdict
+Method (bench/client.js, the same client for every row):
+
+- ssh: `ssh -tt` with the same key to the same sshd under a pty
+  (node-pty); the client reads the pty master. Server side: the ssh
+  client process (what sits between sshd and the terminal).
+- segura: a WebSocket client (npm ws) through nginx and the module; server
+  side: the one nginx worker.
+- wetty: socket.io (websocket transport) to wetty, acknowledging output
+  every 256 KiB as wetty's browser client does; server side: wetty's node
+  process and the ssh clients it starts.
+- throughput: the device prints 50 MiB (`head -c 39321600 /dev/zero |
+  base64 -w0`); MiB/s from sending the command to the end marker.
+- setup: 20 sessions one after another, request to first output byte.
+- echo: `stty raw -echo; exec cat`, then 500 single bytes, each timed
+  from write to its echo.
+- memory: PSS (/proc/<pid>/smaps_rollup) summed over the server side,
+  after n idle sessions minus before them (after one warm-up session),
+  divided by n.
+- CPU: utime+stime of the server side over the throughput transfer,
+  scaled to 100 MiB.
+- static p99: a static request every 5 ms on one keep-alive connection
+  (bench/probe.js) to the same server (nginx `location = /static`; for
+  wetty one of its static files; for ssh the same idle nginx) while 100
+  sessions are requested at once.
+EOF
+    if ($profile) {
+        $md .= "\nProfile of the nginx worker during a segura throughput run"
+             . sprintf(" (%.1f MiB/s under perf):\n\n", $profile->{mibps})
+             . "```\n$profile->{dso}\n$profile->{flat}```\n\n"
+             . "Callers of the system-call wrappers:\n\n"
+             . "```\n$profile->{calls}```\n\n"
+             . "The event loop during 100 segura set-ups (perf sched): "
+             . "$profile->{sched}. Run time and run-queue delay per "
+             . "command (all threads):\n\n"
+             . "```\n$profile->{latency}```\n";
+        print "\nevent loop: $profile->{sched}\n";
+    }
+
+    make_path("$BENCH/results");
+    my $file = "$BENCH/results/$date.md";
+    open my $fh, '>', $file or die $!;
+    print $fh $md;
+    close $fh;
+    say_("written $file (" . sprintf('%.0f', $elapsed) . " s)");
+}
