@@ -8,7 +8,7 @@ use SeguraTest::Session;
 use SeguraTest::WS;
 
 my $t = SeguraTest->new(sshd => 1);
-$t->run(SeguraTest::Session::config(), main => "thread_pool segura threads=4;\nworker_shutdown_timeout 8s;\n");
+$t->run(SeguraTest::Session::config(), main => "thread_pool segura threads=4;\nworker_shutdown_timeout 15s;\n");
 my $dbh = $t->db->dbh;
 
 my $f = SeguraTest::Session::fixture($t);
@@ -17,6 +17,8 @@ my ($old) = $t->workers;
 my $ws = SeguraTest::Session::open_ws($t, $f);
 ok($ws->wait_event('connected', 20), 'a live session');
 my $sid = $ws->event('connected')->{session};
+$ws->send_binary("echo ready-\$((3*7))\n");
+ok($ws->wait_for(sub { $ws->output =~ /ready-21/ }, 20), 'its shell answers');
 
 $t->reload;
 ok(SeguraTest::wait_for(sub {
@@ -24,7 +26,7 @@ ok(SeguraTest::wait_for(sub {
 }, 20), 'reload: the old worker is shutting down');
 
 $ws->send_binary("echo after-reload-\$((2*21))\n");
-ok($ws->wait_for(sub { $ws->output =~ /after-reload-42/ }, 5),
+ok($ws->wait_for(sub { $ws->output =~ /after-reload-42/ }, 10),
    'reload: the live session goes on on the old worker');
 ok(kill(0, $old), 'reload: the old worker is still there');
 ok(SeguraTest::wait_for(sub { my @w = $t->workers; grep { $_ != $old } @w }, 20),
@@ -33,12 +35,12 @@ ok(SeguraTest::wait_for(sub { my @w = $t->workers; grep { $_ != $old } @w }, 20)
 my $ws2 = SeguraTest::Session::open_ws($t, $f);
 ok($ws2->wait_event('connected', 20), 'reload: the new worker opens sessions');
 $ws2->send_binary("exit\n");
-is($ws2->wait_close(10), 1000, 'reload: and closes them');
+is($ws2->wait_close(20), 1000, 'reload: and closes them');
 
 # worker_shutdown_timeout: the old worker closes the live one with 1001
-is($ws->wait_close(15), 1001, 'shutdown timeout: close code 1001');
+is($ws->wait_close(25), 1001, 'shutdown timeout: close code 1001');
 ok($ws->wait_eof(10), 'shutdown timeout: the connection is closed');
-ok(SeguraTest::wait_for(sub { !kill(0, $old) || `ps -o stat= -p $old` =~ /Z/ }, 15),
+ok(SeguraTest::wait_for(sub { !kill(0, $old) || `ps -o stat= -p $old` =~ /Z/ }, 20),
    'shutdown timeout: the old worker exits');
 ok(SeguraTest::wait_for(sub {
     $dbh->selectrow_array(q{select end_reason from ssh_sessions where id = ? and ended_at is not null}, undef, $sid)
