@@ -264,6 +264,8 @@ step('deleting a key asks first', async () => {
   await page.getByRole('menuitem', { name: 'Delete' }).click();
   await d.getByRole('button', { name: 'Delete' }).click();
   await page.getByText('The SSH key "ui-protected-2" was deleted.').waitFor();
+  // the notice may come before the report is drawn again
+  await row.waitFor({ state: 'detached', timeout: 10000 });
   assert.equal(await row.count(), 0);
   // refusals the steps provoked on purpose are not problems
   assert.deepEqual(b.problems.filter(p => !/status of (401|403|404|422)|Unexpected response code: 403/.test(p)), []);
