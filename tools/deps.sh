@@ -12,7 +12,7 @@ run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
       perl procps psmisc iproute2 nodejs chromium)
 fuzz=(clang libclang-rt-dev)
-bench=(linux-perf)
+bench=(linux-perf python3)
 
 want=("${build[@]}")
 for what in "${@:-build}"; do
