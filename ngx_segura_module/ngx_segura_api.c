@@ -951,6 +951,55 @@ ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 }
 
 
+void
+ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *table, const char *type, const char *id)
+{
+    char        sql[128];
+    PGresult   *res;
+
+    /*
+     * DELETE /api/<resource>/<id>, in one transaction with its audit row;
+     * table is one of ours, never the client's
+     */
+
+    (void) ngx_snprintf((u_char *) sql, sizeof(sql),
+                        "delete from %s where id = $1 returning"
+                        " json_build_object('id', id, 'deleted', true)%Z",
+                        table);
+
+    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
+        return;
+    }
+
+    res = ngx_segura_api_query(ctx, conn, sql, 1, &id);
+    if (res == NULL) {
+        goto end;
+    }
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        goto end;
+    }
+
+    ctx->json = strdup(PQgetvalue(res, 0, 0));
+    ctx->status = 200;
+    PQclear(res);
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        goto end;
+    }
+
+    (void) ngx_segura_api_audit(ctx, conn, "delete", type, id, NULL);
+
+end:
+
+    ngx_segura_api_end(ctx, conn);
+}
+
+
 json_t *
 ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
 {

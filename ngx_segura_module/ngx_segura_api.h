@@ -97,6 +97,8 @@ ngx_int_t ngx_segura_api_begin(ngx_segura_api_ctx_t *ctx, PGconn **conn);
 void ngx_segura_api_end(ngx_segura_api_ctx_t *ctx, PGconn **conn);
 ngx_int_t ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *action, const char *type, const char *id, json_t *detail);
+void ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *table, const char *type, const char *id);
 
 json_t *ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx,
     const char *const *allowed);

@@ -50,7 +50,6 @@ void
 ngx_segura_api_groups(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     const char *sub)
 {
-    PGresult    *res;
     const char  *params[1];
     char         idbuf[NGX_INT64_LEN + 1];
 
@@ -94,39 +93,7 @@ ngx_segura_api_groups(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
-        return;
-    }
-
-    res = ngx_segura_api_query(ctx, conn,
-                               "delete from access_groups where id = $1"
-                               " returning json_build_object('id', id,"
-                               " 'deleted', true)", 1, params);
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
-        goto end;
-    }
-
-    ctx->json = strdup(PQgetvalue(res, 0, 0));
-    ctx->status = 200;
-    PQclear(res);
-
-    if (ctx->json == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        goto end;
-    }
-
-    (void) ngx_segura_api_audit(ctx, conn, "delete", "access_group", idbuf,
-                                NULL);
-
-end:
-
-    ngx_segura_api_end(ctx, conn);
+    ngx_segura_api_delete(ctx, conn, "access_groups", "access_group", idbuf);
 }
 
 

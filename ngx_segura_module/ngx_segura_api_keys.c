@@ -65,7 +65,6 @@ void
 ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     const char *sub)
 {
-    PGresult    *res;
     const char  *params[6];
     char         me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
     char         status[16], tag[128], q[256];
@@ -137,38 +136,7 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
-        return;
-    }
-
-    res = ngx_segura_api_query(ctx, conn,
-                               "delete from ssh_keys where id = $1"
-                               " returning json_build_object('id', id,"
-                               " 'deleted', true)", 1, &params[2]);
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
-        goto end;
-    }
-
-    ctx->json = strdup(PQgetvalue(res, 0, 0));
-    ctx->status = 200;
-    PQclear(res);
-
-    if (ctx->json == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        goto end;
-    }
-
-    (void) ngx_segura_api_audit(ctx, conn, "delete", "ssh_key", idbuf, NULL);
-
-end:
-
-    ngx_segura_api_end(ctx, conn);
+    ngx_segura_api_delete(ctx, conn, "ssh_keys", "ssh_key", idbuf);
 }
 
 
