@@ -1,6 +1,7 @@
 # ngx_segura_module
 #
 #   make            build build/ngx_http_segura_module.so (Debian's nginx-dev)
+#                   and the web UI's xterm.js (html/vendor/, from npm)
 #   make run        install, build, start PostgreSQL + nginx on 127.0.0.1:8080
 #   make test       install, build (warnings are errors), run every test
 #   make test ASAN=1    the same with the module under AddressSanitizer
@@ -58,9 +59,9 @@ UNIT_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                 -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -Ingx_segura_module
 
-.PHONY: all deps build module tools run test unit e2e fuzz bench clean distclean
+.PHONY: all deps build module tools ui run test unit e2e fuzz bench clean distclean
 
-all: build
+all: build ui
 
 deps:
 	@tools/deps.sh build
@@ -81,6 +82,25 @@ build/segura-vault: tools/segura-vault.c ngx_segura_module/ngx_segura_vault.c \
 
 build/.dir:
 	@mkdir -p build && touch $@
+
+# the web UI is static files; only xterm.js comes from npm, at the exact
+# versions of html/package-lock.json, and only its browser files (and
+# licences) are copied where nginx serves them: html/vendor/xterm/
+UI_STAMP     := html/vendor/xterm/.installed
+
+ui: $(UI_STAMP)
+
+$(UI_STAMP): html/package.json html/package-lock.json
+	@tools/deps.sh ui
+	cd html && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf html/vendor/xterm && mkdir -p html/vendor/xterm
+	set -e; for d in html/node_modules/@xterm/*/; do \
+	    p=$$(basename $$d); \
+	    cp $$d/lib/*.js html/vendor/xterm/; \
+	    cp $$d/LICENSE html/vendor/xterm/LICENSE-$$p; \
+	done
+	cp html/node_modules/@xterm/xterm/css/xterm.css html/vendor/xterm/
+	touch $@
 
 # Debian's tree has no top-level Makefile: configure with the flags the
 # package was built with (conf_flags), so the module is binary-compatible
@@ -115,14 +135,14 @@ $(MODULE): $(NGX_TREE)/objs/Makefile $(SRCS)
 	# a new inode: nginx processes still running keep the old mapping
 	cp $(NGX_TREE)/objs/ngx_http_segura_module.so $@.tmp && mv -f $@.tmp $@
 
-run: deps-run build
+run: deps-run build ui
 	@PORT=$(PORT) DEMO=$(DEMO) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) \
 	    tools/run.sh
 
 deps-run:
 	@tools/deps.sh build run
 
-test: deps-test build unit
+test: deps-test build ui unit
 	@ASAN=$(ASAN) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) t/run-tests $(TESTS)
 
 deps-test:
@@ -158,4 +178,4 @@ clean:
 distclean: clean
 	-[ -L .run/pg ] && t/bin/pg-cluster stop "$$(readlink .run/pg)" && \
 	    rm -rf "$$(readlink .run/pg)"
-	rm -rf .run html/node_modules t/e2e/node_modules bench/node_modules
+	rm -rf .run html/node_modules html/vendor t/e2e/node_modules bench/node_modules

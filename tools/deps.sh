@@ -3,7 +3,7 @@
 # As root: apt-get update + apt-get install.  Otherwise: prints the exact
 # command and fails, so nothing half-works.
 #
-#   tools/deps.sh [build|test|run|bench|fuzz]...
+#   tools/deps.sh [build|ui|test|run|bench|fuzz]...
 set -euo pipefail
 
 build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
@@ -12,12 +12,14 @@ run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
       perl procps psmisc iproute2 nodejs chromium)
 fuzz=(clang libclang-rt-dev)
+ui=(nodejs)
 bench=(linux-perf python3)
 
 want=("${build[@]}")
 for what in "${@:-build}"; do
     case "$what" in
         build) ;;
+        ui)    want+=("${ui[@]}") ;;
         run)   want+=("${run[@]}") ;;
         test)  want+=("${run[@]}" "${test[@]}") ;;
         fuzz)  want+=("${fuzz[@]}") ;;

@@ -53,7 +53,7 @@ document.getElementById('term-back').href = `remote-access.html?key=${keyId}`;
 
 if (typeof window.Terminal !== 'function' || typeof window.FitAddon?.FitAddon !== 'function') {
   show('error', 'The terminal cannot start: its library (xterm.js) is missing on the server. ' +
-       'An administrator must run "npm ci" in the html/ directory of the installation.');
+       'An administrator must run "make ui" (it fills html/vendor/) in the installation.');
   state('Unavailable', 'closed');
   disconnectBtn.hidden = true;
   await new Promise(() => {}); // nothing more to do on this page
