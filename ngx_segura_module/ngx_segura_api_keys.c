@@ -34,6 +34,9 @@
     " 'has_passphrase', k.passphrase_enc is not null,"                       \
     " 'main_device', (select kd.device_id from key_devices kd"               \
     "   where kd.key_id = k.id and kd.is_main),"                             \
+    " 'main_device_name', (select d.name from key_devices kd"                \
+    "   join devices d on d.id = kd.device_id"                               \
+    "   where kd.key_id = k.id and kd.is_main),"                             \
     " 'devices', coalesce((select json_agg(kd.device_id"                     \
     "   order by kd.is_main desc, kd.device_id)"                             \
     "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
@@ -151,10 +154,12 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     (void) ngx_segura_api_query_json(ctx, conn, 200,
                "select json_build_object('key', json_build_object("
-               " 'id', k.id, 'name', k.name, 'status', k.status),"
+               " 'id', k.id, 'name', k.name, 'status', k.status,"
+               " 'username', k.username),"
                " 'items', coalesce((select json_agg(json_build_object("
-               "   'id', d.id, 'name', d.name, 'address', d.address,"
-               "   'port', d.port, 'status', d.status, 'main', f.is_main,"
+               "   'id', d.id, 'name', d.name, 'description', d.description,"
+               "   'address', d.address, 'port', d.port, 'status', d.status,"
+               "   'tags', to_json(d.tags), 'main', f.is_main,"
                "   'can_start', f.reason = 'ok',"
                "   'reason', nullif(f.reason, 'ok'))"
                "   order by f.is_main desc, f.device_id)"

@@ -112,7 +112,13 @@ for my $k ($k1, $k2) {
     is($items->[0]{can_start}, Mojo::JSON->true, 'can_start: true');
     is($items->[0]{reason}, undef, 'no reason');
 }
-is($user->get("/api/keys/$k1->{id}/devices")->json->{items}[0]{main}, Mojo::JSON->true, 'main flag');
+$res = $user->get("/api/keys/$k1->{id}/devices");
+is($res->json->{items}[0]{main}, Mojo::JSON->true, 'main flag');
+is($res->json->{key}{username}, $k1->{username}, 'the report names the login');
+is_deeply($res->json->{items}[0]{tags}, $dev->{tags}, 'and the device tags');
+is($res->json->{items}[0]{description}, $dev->{description}, 'and its description');
+is($user->get("/api/keys/$k1->{id}")->json->{main_device_name}, $dev->{name},
+   'a key names its main device');
 
 # filters
 is(scalar @{ $admin->get('/api/keys?tag=prod')->json->{items} }, 1, 'tag filter');
