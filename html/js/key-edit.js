@@ -188,6 +188,47 @@ function syncKeyFields() {
 }
 priv.addEventListener('input', syncKeyFields);
 
+// "Load from file…": the file's text goes into the field, as if pasted;
+// it never leaves the browser before Save
+const FILE_MAX = { private_key: 16384, public_key: 8192 };   // the API's bounds
+function clearFieldError(field) {
+  const box = fieldContainer(field);
+  box?.querySelector('.error')?.remove();
+  document.getElementById(field)?.removeAttribute('aria-invalid');
+}
+function fileLoader(field) {
+  const input = document.getElementById(field + '-file');
+  const area = document.getElementById(field);
+  document.getElementById(field + '-load').addEventListener('click', () => {
+    input.value = '';
+    input.click();
+  });
+  input.addEventListener('change', async () => {
+    const file = input.files[0];
+    if (!file) return;
+    clearFieldError(field);
+    if (file.size > FILE_MAX[field]) {
+      setFieldError(field, `"${file.name}" is too large for a key (${file.size} bytes, at most ${FILE_MAX[field]}).`);
+      return;
+    }
+    let text;
+    try { text = await file.text(); } catch { setFieldError(field, `"${file.name}" cannot be read.`); return; }
+    if (text.includes('\0') || text.includes('\uFFFD')) {
+      setFieldError(field, `"${file.name}" is not a text file: choose the key file itself.`);
+      return;
+    }
+    if (field === 'private_key' && /^\s*(ssh|ecdsa|sk)-[\w@.-]+ AAAA/.test(text)) {
+      setFieldError(field, `"${file.name}" holds a public key: load it under Public Key.`);
+      return;
+    }
+    area.value = field === 'public_key' ? text.trim() : text.replace(/\r\n/g, '\n').trim() + '\n';
+    area.dispatchEvent(new Event('input', { bubbles: true }));
+    input.value = '';
+  });
+}
+fileLoader('private_key');
+fileLoader('public_key');
+
 /* ---------- devices ---------- */
 
 const mainSel = document.getElementById('main_device');

@@ -8,15 +8,6 @@ const msg = document.getElementById('page-msg');
 const form = document.getElementById('filters');
 if (me.admin) document.getElementById('add-key').hidden = false;
 
-let devices = new Map();
-
-async function loadDevices() {
-  try {
-    const d = await get('/api/devices');
-    devices = new Map(d.items.map(x => [x.id, x]));
-  } catch { devices = new Map(); }
-}
-
 function closeMenus(except) {
   for (const m of document.querySelectorAll('[role="menu"]')) {
     if (m === except) continue;
@@ -76,11 +67,7 @@ async function remove(k) {
   }
 }
 
-function deviceName(id) {
-  if (id === null || id === undefined) return h('span', { class: 'muted' }, '—');
-  const d = devices.get(id);
-  return d ? d.name : `#${id}`;
-}
+const none = () => h('span', { class: 'muted' }, '—');
 
 async function load() {
   const q = new URLSearchParams();
@@ -96,13 +83,15 @@ async function load() {
     return;
   }
   body.replaceChildren(...data.items.map(k => h('tr', { dataset: { keyId: k.id } },
-    h('td', {}, h('strong', {}, k.name)),
-    h('td', {}, k.type + (k.bits ? ` (${k.bits})` : '')),
-    h('td', { class: 'fp', title: k.fingerprint }, k.fingerprint),
+    h('td', { class: 'nowrap' }, h('strong', {}, k.name)),
+    h('td', {}, h('div', {}, h('div', { class: 'nowrap' }, k.type + (k.bits ? ` (${k.bits})` : '')),
+      h('div', { class: 'fp', title: k.fingerprint }, k.fingerprint))),
     h('td', {}, k.username),
+    h('td', {}, k.owner || none()),
     h('td', {}, statusPill(k.status)),
     h('td', {}, tagList(k.tags)),
-    h('td', {}, deviceName(k.main_device)),
+    h('td', { class: 'clip', title: k.main_device_name ?? '' }, k.main_device_name ?? none()),
+    h('td', { class: 'num' }, String(k.devices.length)),
     h('td', { class: 'actions' }, actionsMenu(k)))));
   document.getElementById('keys-empty').hidden = data.items.length > 0;
   document.getElementById('keys-count').textContent =
@@ -115,5 +104,4 @@ form.elements.status.addEventListener('change', load);
 const flash = sessionStorage.getItem('segura-flash');
 if (flash) { sessionStorage.removeItem('segura-flash'); banner(msg, 'ok', flash); }
 
-await loadDevices();
 await load();

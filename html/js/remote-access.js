@@ -1,5 +1,5 @@
 // SSH Keys: Remote Access: the devices a key may reach, and Start session.
-import { get, h, idParam, banner, errorText, statusPill } from './api.js';
+import { get, h, idParam, banner, errorText, statusPill, tagList } from './api.js';
 import { mountShell } from './shell.js';
 import { reasonText } from './reasons.js';
 
@@ -18,6 +18,7 @@ async function load() {
   }
   document.getElementById('key-title').textContent = data.key.name;
   document.getElementById('key-status').replaceChildren(statusPill(data.key.status));
+  document.getElementById('key-login').textContent = `logs in as ${data.key.username}`;
   document.title = `Remote Access: ${data.key.name} — Segura PAM Core`;
   document.getElementById('access-body').replaceChildren(...data.items.map(d => {
     const url = `terminal.html?key=${keyId}&device=${d.id}`;
@@ -27,10 +28,13 @@ async function load() {
       : h('button', { type: 'button', class: 'primary', disabled: true, 'aria-describedby': reasonId,
                       'aria-label': `Start session on ${d.name}` }, 'Start session');
     return h('tr', { dataset: { deviceId: d.id } },
-      h('td', {}, h('strong', {}, d.name)),
-      h('td', { class: 'mono' }, `${d.address}:${d.port}`),
+      h('td', {}, h('div', {}, h('strong', {}, d.name),
+        d.description ? h('div', { class: 'muted small' }, d.description) : null)),
+      h('td', { class: 'mono' }, d.address),
+      h('td', { class: 'num mono' }, String(d.port)),
       h('td', {}, statusPill(d.status)),
       h('td', {}, d.main ? h('span', { class: 'pill main' }, 'Main') : ''),
+      h('td', {}, d.tags?.length ? tagList(d.tags) : h('span', { class: 'muted' }, '—')),
       h('td', {}, d.can_start ? h('span', { class: 'pill ok' }, 'Allowed')
                               : h('span', { class: 'reason', id: reasonId }, reasonText(d.reason))),
       h('td', { class: 'actions' }, start));

@@ -26,6 +26,7 @@ export async function mountShell(active, { adminOnly = false } = {}) {
   });
   top.replaceChildren(
     h('a', { class: 'brand', href: 'keys.html' }, 'Segura'),
+    productsMenu(),
     h('span', { class: 'product' }, 'PAM Core'),
     h('span', { class: 'spacer' }),
     h('span', { class: 'who', id: 'whoami' },
@@ -44,10 +45,57 @@ export async function mountShell(active, { adminOnly = false } = {}) {
   }
   nav.replaceChildren(root);
 
+  labelCells(document.getElementById('main'));
+
   if (adminOnly && !me.admin) {
     document.getElementById('main').replaceChildren(
       h('div', { class: 'banner error', role: 'alert' }, 'This page is for administrators.'));
     await new Promise(() => {}); // the page stops here
   }
   return me;
+}
+
+// The Products menu of the navigation bar (hover or click): PAM Core is
+// the product this console is; the menu says so where the product
+// document tells people to look for it.
+function productsMenu() {
+  const items = [h('a', { role: 'menuitem', href: 'keys.html', 'aria-current': 'page' }, 'PAM Core')];
+  const menu = h('div', { role: 'menu', id: 'products-menu', 'aria-label': 'Products', hidden: true }, items);
+  const btn = h('button', { type: 'button', class: 'products', 'aria-haspopup': 'menu',
+                            'aria-expanded': 'false', 'aria-controls': 'products-menu' },
+    'Products', h('span', { 'aria-hidden': 'true' }, '▾'));
+  const wrap = h('div', { class: 'menu-wrap products-wrap' }, btn, menu);
+  const open = show => {
+    menu.hidden = !show;
+    btn.setAttribute('aria-expanded', String(show));
+  };
+  btn.addEventListener('click', () => {
+    open(menu.hidden);
+    if (!menu.hidden) items[0].focus();
+  });
+  wrap.addEventListener('mouseenter', () => open(true));
+  wrap.addEventListener('mouseleave', () => { if (!wrap.contains(document.activeElement)) open(false); });
+  wrap.addEventListener('focusout', ev => { if (!wrap.contains(ev.relatedTarget)) open(false); });
+  wrap.addEventListener('keydown', ev => {
+    if (ev.key === 'Escape' && !menu.hidden) { open(false); btn.focus(); }
+  });
+  return wrap;
+}
+
+// On a narrow window the tables become cards, one row per card, and each
+// cell shows its column's name (CSS: td::before { content: attr(data-label) }).
+// Rows are drawn by the pages at any time: label them as they come.
+function labelCells(root) {
+  const label = () => {
+    for (const table of root.querySelectorAll('table')) {
+      const heads = [...table.querySelectorAll('thead th')].map(th => th.textContent.trim());
+      for (const tr of table.querySelectorAll('tbody tr')) {
+        [...tr.children].forEach((td, i) => {
+          if (heads[i] && td.dataset.label !== heads[i]) td.dataset.label = heads[i];
+        });
+      }
+    }
+  };
+  label();
+  new MutationObserver(label).observe(root, { childList: true, subtree: true });
 }

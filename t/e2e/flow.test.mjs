@@ -1,6 +1,9 @@
-// The whole workflow in the browser: log in, register a device and an SSH
-// key through the registration tabs, grant them, open Remote Access, start
-// a session, run a command, exit.
+// The whole workflow in the browser, as the issue and the product document
+// tell it: the administrator logs in, registers a device inline and an RSA
+// PEM key with a passphrase through the registration tabs, adds a user and
+// grants them the key and device in an access group; the user logs in, opens
+// the key's Actions -> Start session with a key -> Start session, runs a
+// command, resizes the window and exits.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { env, launch, login, keygen, apiCall, terminalLines, screenshot, story } from './lib.mjs';
@@ -10,8 +13,10 @@ before(async () => { b = await launch(); page = b.page; });
 after(async () => { await b?.close(); });
 const step = story(test, () => page);
 
-const key = keygen('rsa', { bits: 3072, format: 'PEM', authorize: true });
+const passphrase = 'flow-' + Math.random().toString(36).slice(2) + '-pass';
+const key = keygen('rsa', { bits: 3072, format: 'PEM', passphrase, authorize: true });
 const other = keygen('ed25519');
+const operator = { user: 'olga', name: 'Olga Operator', password: 'olga-' + Math.random().toString(36).slice(2) };
 let keyId, deviceId;
 
 step('the administrator logs in and sees the console', async () => {
@@ -43,11 +48,18 @@ step('an SSH key is registered through the tabs, with a new device', async () =>
   await page.getByLabel('Tags', { exact: true }).fill('e2e, lab');
   await page.getByLabel('SSH key owner').fill('ops team');
 
-  // Key data, with the public key of another key: refused by the API
+  // Key data: the private key loaded from its file, the public key of
+  // another key pasted (refused by the API on Save), the key's password
   await page.getByRole('tab', { name: 'Key data' }).click();
   await page.getByLabel('Username').fill(env.sshdUser);
-  await page.getByLabel('Private Key').fill(key.priv);
-  await page.getByLabel('Public Key').fill(other.pub);
+  const chooser = page.waitForEvent('filechooser');
+  await page.getByRole('button', { name: 'Load the private key from a file' }).click();
+  await (await chooser).setFiles(key.path);
+  await page.waitForFunction(() => document.getElementById('private_key').value.includes('BEGIN RSA PRIVATE KEY'));
+  assert.match(await page.getByLabel('Private Key', { exact: true }).inputValue(), /Proc-Type: 4,ENCRYPTED/);
+  await page.getByLabel('Public Key', { exact: true }).fill(other.pub);
+  await page.getByLabel('Set current password').check();
+  await page.getByLabel('Key password').fill(passphrase);
   await screenshot(page, '03-key-data');
 
   // Devices: register the test sshd inline, it becomes the main device
@@ -56,6 +68,7 @@ step('an SSH key is registered through the tabs, with a new device', async () =>
   await page.getByLabel('Device name').fill('test-sshd');
   await page.getByLabel('Device address').fill('127.0.0.1');
   await page.getByLabel('Device port').fill(String(env.sshdPort));
+  await page.getByLabel('Device tags').fill('lab, loopback');
   await page.getByLabel('Device host key').fill(env.sshdHostKey + ' pinned');
   await page.getByRole('button', { name: 'Register device' }).click();
   await page.getByText('Device "test-sshd" registered and added.').waitFor();
@@ -69,16 +82,23 @@ step('an SSH key is registered through the tabs, with a new device', async () =>
   const summary = page.locator('#summary');
   await summary.getByText('e2e-rsa').waitFor();
   await summary.getByText('Provided (stored encrypted, never shown again)').waitFor();
+  await summary.getByText('Set (write-only)').waitFor();
+  const review = await summary.textContent();
+  assert.ok(!review.includes(passphrase) && !review.includes('PRIVATE KEY'), 'no secret on the Review tab');
   await screenshot(page, '05-review');
   await page.getByRole('button', { name: 'Save' }).click();
   await page.locator('#public_key-error').waitFor();
   assert.equal(await page.getByRole('tab', { name: /Key data/ }).getAttribute('aria-selected'), 'true');
   assert.match(await page.locator('#public_key-error').textContent(), /does not belong to this private key/);
-  assert.equal(await page.getByLabel('Public Key').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.getByLabel('Public Key', { exact: true }).getAttribute('aria-invalid'), 'true');
   await screenshot(page, '06-validation-error');
 
-  // the right public key; Save
-  await page.getByLabel('Public Key').fill(key.pub);
+  // the right public key, from its file; Save
+  const pubChooser = page.waitForEvent('filechooser');
+  await page.getByRole('button', { name: 'Load the public key from a file' }).click();
+  await (await pubChooser).setFiles(key.path + '.pub');
+  await page.waitForFunction(pub => document.getElementById('public_key').value === pub, key.pub);
+  assert.equal(await page.locator('#public_key-error').count(), 0, 'the error went with the change');
   await page.getByRole('tab', { name: /Review/ }).click();
   await page.getByRole('button', { name: 'Save' }).click();
   await page.waitForURL(/keys\.html/);
@@ -87,23 +107,27 @@ step('an SSH key is registered through the tabs, with a new device', async () =>
   const row = page.locator('#keys-body tr', { hasText: 'e2e-rsa' });
   await row.waitFor();
   const cells = await row.locator('td').allTextContents();
-  assert.equal(cells[1], 'ssh-rsa (3072)');
-  assert.equal(cells[2], key.fingerprint);
-  assert.equal(cells[3], env.sshdUser);
+  assert.equal(cells[1], 'ssh-rsa (3072)' + key.fingerprint);
+  assert.equal(cells[2], env.sshdUser);
+  assert.equal(cells[3], 'ops team');
   assert.equal(cells[4], 'Active');
+  assert.deepEqual(await row.locator('.tag').allTextContents(), ['e2e', 'lab']);
   assert.equal(cells[6], 'test-sshd');
+  assert.equal(cells[7], '1', 'one device');
   keyId = Number(await row.getAttribute('data-key-id'));
   const devs = await apiCall(page, 'GET', '/api/devices');
   deviceId = devs.body.items.find(d => d.name === 'test-sshd').id;
   await screenshot(page, '07-keys-report');
 
-  // the private key never comes back
+  // the private key and its password never come back
   const k = await apiCall(page, 'GET', `/api/keys/${keyId}`);
   assert.equal(k.body.private_key, undefined);
+  assert.equal(k.body.has_passphrase, true);
   assert.ok(!JSON.stringify(k.body).includes('PRIVATE KEY'));
+  assert.ok(!JSON.stringify(k.body).includes(passphrase));
 });
 
-step('Remote Access explains why a session cannot start, then allows it once granted', async () => {
+step('Remote Access says why not; the administrator adds a user and grants them the key', async () => {
   const row = page.locator('#keys-body tr', { hasText: 'e2e-rsa' });
   await row.getByRole('button', { name: 'Actions for e2e-rsa' }).click();
   await screenshot(page, '08-actions-menu');
@@ -115,9 +139,20 @@ step('Remote Access explains why a session cannot start, then allows it once gra
   assert.ok(await drow.getByRole('button', { name: /Start session/ }).isDisabled());
   await screenshot(page, '09-remote-access-denied');
 
+  // a user for the operator, on the Users page
+  const nav = page.getByRole('navigation', { name: 'Main menu' });
+  await nav.getByRole('link', { name: 'Users' }).click();
+  await page.waitForURL(/users\.html/);
+  await page.getByRole('button', { name: 'Add' }).click();
+  const u = page.getByRole('dialog', { name: 'Add user' });
+  await u.getByLabel('User name').fill(operator.user);
+  await u.getByLabel('Display name').fill(operator.name);
+  await u.getByLabel('Password').fill(operator.password);
+  await u.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#items-body tr', { hasText: operator.user }).waitFor();
+
   // the grant, on the Access groups page
-  const remoteAccess = page.url();
-  await page.getByRole('navigation', { name: 'Main menu' }).getByRole('link', { name: 'Access groups' }).click();
+  await nav.getByRole('link', { name: 'Access groups' }).click();
   await page.waitForURL(/groups\.html/);
   await page.getByRole('button', { name: 'Add' }).click();
   const d = page.getByRole('dialog', { name: 'Add access group' });
@@ -125,7 +160,7 @@ step('Remote Access explains why a session cannot start, then allows it once gra
   await d.getByLabel('Use credentials').check();
   await d.getByLabel('Access devices').check();
   await d.getByLabel('Remote sessions').check();
-  await d.getByRole('group', { name: 'Members' }).getByLabel(env.admin).check();
+  await d.getByRole('group', { name: 'Members' }).getByLabel(operator.user).check();
   await d.getByRole('group', { name: 'SSH keys' }).getByLabel('e2e-rsa').check();
   await d.getByRole('group', { name: 'Devices' }).getByLabel(/test-sshd/).check();
   await screenshot(page, '10a-group-dialog');
@@ -136,50 +171,90 @@ step('Remote Access explains why a session cannot start, then allows it once gra
   await screenshot(page, '10b-groups');
   const g = (await apiCall(page, 'GET', '/api/groups')).body.items.find(x => x.name === 'e2e-operators');
   assert.deepEqual([g.keys, g.devices], [[keyId], [deviceId]]);
+  assert.equal(g.members.length, 1, 'the operator alone');
 
-  await page.goto(remoteAccess);
-  await drow.getByText('Allowed').waitFor();
-  await drow.getByText('Main').waitFor();
-  await screenshot(page, '10-remote-access-allowed');
+  // the administrator is not in the group: still no session for them
+  await page.goto(env.url + `/remote-access.html?key=${keyId}`);
+  await drow.getByText('You are not a member of any access group.').waitFor();
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.waitForURL(/login\.html/);
 });
 
-step('Start session opens a terminal on the device; echo hello; exit', async () => {
-  await page.locator('#access-body tr', { hasText: 'test-sshd' }).getByRole('link', { name: /Start session/ }).click();
+step('the operator logs in: Actions, Start session with a key, Start session', async () => {
+  await login(page, operator.user, operator.password);
+  await page.locator('#whoami').filter({ hasText: operator.name }).waitFor();
+  const row = page.locator('#keys-body tr', { hasText: 'e2e-rsa' });
+  await row.getByRole('button', { name: 'Actions for e2e-rsa' }).click();
+  assert.deepEqual(await page.getByRole('menuitem').allTextContents(), ['Start session with a key'],
+                   'an operator may only start sessions');
+  await page.getByRole('menuitem', { name: 'Start session with a key' }).click();
+  await page.waitForURL(/remote-access\.html\?key=/);
+  const drow = page.locator('#access-body tr', { hasText: 'test-sshd' });
+  await drow.getByText('Allowed').waitFor();
+  await drow.getByText('Main').waitFor();
+  await drow.getByText('loopback').waitFor();
+  await screenshot(page, '10-remote-access-allowed');
+
+  await drow.getByRole('link', { name: /Start session/ }).click();
   await page.waitForURL(/terminal\.html\?key=\d+&device=\d+/);
   await page.locator('#term-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
-  await page.locator('#term-title').filter({ hasText: 'e2e-rsa → test-sshd' }).waitFor();
+  await page.locator('#term-title').filter({ hasText: 'test-sshd' }).waitFor();
+  assert.match(await page.title(), /test-sshd/, 'the tab title names the device');
 
   // the shell's prompt first, then type
   await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
     .some(r => /[#$>] ?$/.test(r.textContent.replace(/\u00a0/g, ' ').trimEnd())), null, { timeout: 20000 });
   await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type('echo hello', { delay: 10 });
+  await page.keyboard.type('echo $((6*7))', { delay: 10 });
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
-    .some(r => r.textContent.replace(/\u00a0/g, ' ').trim() === 'hello'), null, { timeout: 20000 });
-  await screenshot(page, '11-terminal-hello');
+    .some(r => r.textContent.replace(/\u00a0/g, ' ').trim() === '42'), null, { timeout: 20000 });
+  await screenshot(page, '11-terminal-42');
+});
 
-  // the terminal follows the window size
-  await page.setViewportSize({ width: 900, height: 600 });
-  await page.keyboard.type('stty size', { delay: 10 });
+// `stty size` prints "rows cols"; the line after the command that asked
+async function sttySize(marker) {
+  await page.keyboard.type(`echo ${marker}; stty size`, { delay: 5 });
   await page.keyboard.press('Enter');
-  await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')]
-    .some(r => /^\d+ \d+$/.test(r.textContent.replace(/\u00a0/g, ' ').trim())), null, { timeout: 20000 });
-  const size = (await terminalLines(page)).map(l => l.trim()).find(l => /^\d+ \d+$/.test(l));
-  const [rows, cols] = size.split(' ').map(Number);
-  assert.ok(cols < 120 && rows < 40, `stty size after the resize: ${size}`);
+  await page.waitForFunction(m => {
+    const rows = [...document.querySelectorAll('.xterm-rows > div')].map(r => r.textContent.replace(/\u00a0/g, ' ').trim());
+    const i = rows.lastIndexOf(m);
+    return i >= 0 && /^\d+ \d+$/.test(rows[i + 1] || '');
+  }, marker, { timeout: 20000 });
+  const rows = (await terminalLines(page)).map(l => l.trim());
+  const [r, c] = rows[rows.lastIndexOf(marker) + 1].split(' ').map(Number);
+  return { rows: r, cols: c };
+}
+
+step('the terminal follows the window size; exit shows the exit banner', async () => {
+  const before = await sttySize('size-one');
+  // the xterm.js grid, as drawn
+  const drawnRows = () => page.locator('.xterm-rows > div').count();
+  assert.equal(before.rows, await drawnRows(), `stty size ${before.rows} ${before.cols} matches the screen`);
+
+  await page.setViewportSize({ width: 900, height: 600 });
+  await page.waitForFunction(n => document.querySelectorAll('.xterm-rows > div').length < n, before.rows);
+  const after = await sttySize('size-two');
+  assert.ok(after.cols < before.cols && after.rows < before.rows,
+            `stty size follows: ${before.rows}x${before.cols} -> ${after.rows}x${after.cols}`);
+  assert.equal(after.rows, await drawnRows(), 'and matches the screen again');
+  await screenshot(page, '11b-terminal-resized');
 
   await page.keyboard.type('exit', { delay: 10 });
   await page.keyboard.press('Enter');
   await page.locator('#term-banner').filter({ hasText: 'Session ended (exit 0)' }).waitFor({ timeout: 20000 });
   assert.equal((await page.locator('#term-state').textContent()).trim(), 'Disconnected');
   await screenshot(page, '12-terminal-exit');
+  await page.setViewportSize({ width: 1360, height: 860 });
 });
 
 step('the session is in the audit and logging out ends the login', async () => {
   const s = await apiCall(page, 'GET', '/api/sessions');
   assert.equal(s.status, 200);
-  assert.ok(s.body.items.some(x => x.key_id === keyId && x.device_id === deviceId), 'an audit row');
+  const mine = s.body.items.find(x => x.key_id === keyId && x.device_id === deviceId);
+  assert.ok(mine, 'an audit row');
+  assert.equal(mine.username, operator.user);
+  assert.equal(mine.exit_status, 0);
   await page.goto(env.url + '/keys.html');
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL(/login\.html/);

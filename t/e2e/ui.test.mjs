@@ -62,7 +62,7 @@ step('a protected key: a wrong password is shown next to the field, the right on
   await page.getByLabel('Tags', { exact: true }).fill('ui');
   await page.getByRole('tab', { name: /Key data/ }).click();
   await page.getByLabel('Username').fill(env.sshdUser);
-  await page.getByLabel('Private Key').fill(k.priv);
+  await page.getByLabel('Private Key', { exact: true }).fill(k.priv);
   await page.getByLabel('Key password').fill('wrong horse');
 
   // Devices: main a, then b and c from the Devices modal; c removed again
@@ -124,7 +124,7 @@ step('editing keeps the stored private key and never shows it', async () => {
   // the form is drawn before the key is loaded into it
   await page.waitForFunction(() => document.getElementById('name').value === 'ui-protected');
   await page.getByRole('tab', { name: 'Key data' }).click();
-  assert.equal(await page.getByLabel('Private Key').inputValue(), '');
+  assert.equal(await page.getByLabel('Private Key', { exact: true }).inputValue(), '');
   assert.match(await page.locator('#private_key-hint').textContent(), /protected by a password/);
   assert.equal(await page.getByLabel('Set current password').isDisabled(), true);
   const html = await page.content();
