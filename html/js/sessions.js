@@ -18,6 +18,22 @@ main.replaceChildren(
     h('div', { class: 'count' }, more)));
 
 const when = t => t ? new Date(t).toLocaleString() : '';
+
+// end_reason (docs/protocol.md, Audit) in words
+const ENDS = {
+  exit: 'Shell exited',
+  client_closed: 'Closed by the user',
+  client_gone: 'Browser went away',
+  protocol_error: 'Protocol error',
+  idle_timeout: 'Idle timeout',
+  device_gone: 'Connection to the device lost',
+  shutdown: 'Server shut down',
+};
+function ending(s) {
+  if (!s.end_reason) return '';
+  const status = s.exit_status !== null && s.exit_status !== undefined ? ` (exit ${s.exit_status})` : '';
+  return (ENDS[s.end_reason] || s.end_reason) + status;
+}
 let next = null;
 async function load(before) {
   try {
@@ -30,7 +46,7 @@ async function load(before) {
       h('td', {}, `${s.device_name ?? '#' + s.device_id} (${s.device_address}:${s.device_port})`),
       h('td', { class: 'mono' }, s.client_addr || ''),
       h('td', {}, `${s.bytes_in} / ${s.bytes_out}`),
-      h('td', {}, s.end_reason ? s.end_reason + (s.exit_status !== null && s.exit_status !== undefined ? ` (exit ${s.exit_status})` : '') : ''))));
+      h('td', { title: s.end_reason || '' }, ending(s)))));
     next = d.next;
     more.hidden = !next;
   } catch (e) { banner(msg, 'error', errorText(e)); }

@@ -255,6 +255,15 @@ step('the session is in the audit and logging out ends the login', async () => {
   assert.ok(mine, 'an audit row');
   assert.equal(mine.username, operator.user);
   assert.equal(mine.exit_status, 0);
+
+  // and on the Session audit page
+  await page.goto(env.url + '/keys.html');
+  await page.getByRole('navigation', { name: 'Main menu' }).getByRole('link', { name: 'Session audit' }).click();
+  await page.getByRole('heading', { name: 'Session audit' }).waitFor();
+  const row = page.locator('#sessions-body tr', { hasText: 'e2e-rsa' });
+  await row.waitFor();
+  assert.match(await row.textContent(), new RegExp(`${operator.user}.*e2e-rsa.*test-sshd.*Shell exited \\(exit 0\\)`));
+  await screenshot(page, '13-sessions');
   await page.goto(env.url + '/keys.html');
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.waitForURL(/login\.html/);
