@@ -6,14 +6,24 @@ import { reasonText } from './reasons.js';
 
 const bannerEl = document.getElementById('term-banner');
 const stateEl = document.getElementById('term-state');
+const noteEl = document.getElementById('term-note');
+const keysEl = document.getElementById('term-keys');
 const reconnectBtn = document.getElementById('term-reconnect');
 const disconnectBtn = document.getElementById('term-disconnect');
 const keyId = idParam('key');
 const deviceId = idParam('device');
 
-function show(kind, text) {
+// the banner: our sentence, and in smaller print what the server said
+// when that adds something (its error code, its own message)
+function show(kind, text, detail = '') {
   bannerEl.className = 'banner ' + kind;
-  bannerEl.textContent = text;
+  bannerEl.replaceChildren(text);
+  if (detail) {
+    const small = document.createElement('small');
+    small.className = 'detail';
+    small.textContent = detail;
+    bannerEl.append(' ', small);
+  }
   bannerEl.hidden = !text;
 }
 
@@ -22,26 +32,55 @@ function state(text, cls = '') {
   stateEl.className = 'state ' + cls;
 }
 
-// the messages for the close codes of the protocol (4000-4999: our errors)
+// a short-lived note next to the state ("Copied"): feedback for keys
+// that otherwise do nothing visible
+let noteTimer = 0;
+function note(text) {
+  noteEl.textContent = text;
+  clearTimeout(noteTimer);
+  noteTimer = setTimeout(() => { noteEl.textContent = ''; }, 2500);
+}
+
+// the close codes of the protocol (docs/protocol.md) with the error
+// event's code for each, and what we tell the operator. Our wording wins
+// over the server's message, which is terser.
+const ERRORS = [
+  [4001, 'device_unreachable', 'The device cannot be reached — is it running, and are its address and port right?'],
+  [4002, 'connect_timeout', 'The device did not answer in time.'],
+  [4003, 'host_key_mismatch', 'The device presented a host key other than the pinned one — the connection was refused for your safety. ' +
+                              'If the device was reinstalled, an administrator must update its host key.'],
+  [4004, 'host_key_unknown', 'The device has no pinned host key and the policy is strict — an administrator must pin its host key.'],
+  [4005, 'auth_rejected', 'The device refused the key — is the public key deployed?'],
+  [4006, 'key_unusable', 'The stored key cannot be used (it cannot be decrypted or read).'],
+  [4007, 'shell_failed', 'The device refused to open a terminal.'],
+  [4008, 'session_terminated', 'The connection to the device was lost.'],
+  [4009, 'idle_timeout', 'The session was idle for too long and was closed.'],
+  [4010, 'database_unavailable', 'The database is unavailable; try again in a moment.'],
+  [4011, 'internal_error', 'The server met an internal error; its error log says more.'],
+  [4012, 'bad_message', 'The server did not understand a message from this page.'],
+];
+const BY_CLOSE = new Map(ERRORS.map(([close, code, text]) => [close, { code, text }]));
+const BY_CODE = new Map(ERRORS.map(([close, code, text]) => [code, { close, text }]));
 const CLOSE_TEXT = {
   1001: 'The server is shutting down; the session was closed.',
   1002: 'The session was closed because of a protocol error.',
   1007: 'The session was closed: the terminal sent data the server could not accept.',
   1009: 'The session was closed: a message was too large.',
   1011: 'The server met an internal error.',
-  4001: 'The device cannot be reached.',
-  4002: 'The device did not answer in time.',
-  4003: 'The device presented a host key other than the pinned one: the connection was refused for your safety.',
-  4004: 'The device has no pinned host key and the policy is strict.',
-  4005: 'The device refused the key: is the public key deployed?',
-  4006: 'The stored key cannot be used.',
-  4007: 'The device refused to open a terminal.',
-  4008: 'The connection to the device was lost.',
-  4009: 'The session was idle for too long.',
-  4010: 'The database is unavailable; try again in a moment.',
-  4011: 'Internal error.',
-  4012: 'The terminal sent a message the server did not understand.',
 };
+
+// letters only, lower case: "refused the key: is" and "refused the key —
+// is" say the same thing
+const gist = s => String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '');
+
+// the banner for an error event: our sentence, then the code and the
+// server's message unless ours already says it
+function errorBanner(m) {
+  const known = BY_CODE.get(m.code);
+  const text = known ? known.text : (m.message || 'The session failed.');
+  const extra = known && m.message && !gist(known.text).startsWith(gist(m.message)) ? m.message + ' · ' : '';
+  return { text, detail: `${extra}${m.code}${known ? ', close ' + known.close : ''}` };
+}
 
 if (!keyId || !deviceId) {
   show('error', 'No key or device was chosen: start a session from the SSH Keys: Remote Access report.');
@@ -63,11 +102,24 @@ const term = new window.Terminal({
   cursorBlink: true,
   fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
   fontSize: 14,
+  // at 1.0 the rows clip the underscore of common monospace fonts (an
+  // "LC_ALL" reads "LC ALL")
+  lineHeight: 1.15,
   scrollback: 5000,
-  theme: { background: '#0b0f17', foreground: '#dfe6f3', cursor: '#8fb4ff' },
+  // the Unicode 11 width tables (below) are "proposed API" in xterm.js 5
+  allowProposedApi: true,
+  theme: { background: '#0b0f17', foreground: '#dfe6f3', cursor: '#8fb4ff',
+           selectionBackground: '#3a5a96' },
 });
 const fit = new window.FitAddon.FitAddon();
 term.loadAddon(fit);
+// emoji and CJK take two cells with Unicode 11 tables, as on the device;
+// xterm.js's default (Unicode 6) puts the cursor in the wrong place after
+// them. Optional: without the addon the terminal still works.
+if (typeof window.Unicode11Addon?.Unicode11Addon === 'function') {
+  term.loadAddon(new window.Unicode11Addon.Unicode11Addon());
+  term.unicode.activeVersion = '11';
+}
 term.open(document.getElementById('terminal'));
 fit.fit();
 
@@ -84,17 +136,98 @@ async function loadAccess() {
   return access;
 }
 loadAccess().then(a => {
-  if (a.key) {
-    const t = `${a.key.name} → ${a.device ? a.device.name + ' (' + a.device.address + ':' + a.device.port + ')' : 'device #' + deviceId}`;
-    document.getElementById('term-title').textContent = t;
-    document.title = `${t} — Segura terminal`;
-  }
+  if (!a.key) return;
+  const device = a.device ? `${a.device.name} (${a.device.address}:${a.device.port})` : `device #${deviceId}`;
+  document.getElementById('term-title').textContent = `${a.key.name} → ${device}`;
+  // the device first: it is what tells one terminal tab from another
+  document.title = `${device} — ${a.key.name} — Segura`;
 });
+
+// --- copy and paste -------------------------------------------------------
+// xterm.js sends Ctrl+C and Ctrl+V to the device as ^C and ^V. Ctrl+C stays
+// an interrupt; Ctrl+Shift+C (and Ctrl+Insert) copy the selection, and
+// Ctrl+V, Ctrl+Shift+V (and Shift+Insert) paste, as in desktop terminals.
+// The browser's own copy and paste (menu, ⌘C/⌘V on a Mac) work as well:
+// xterm.js answers the copy and paste events.
+
+async function copySelection() {
+  const text = term.getSelection();
+  if (!text) { note('Nothing selected'); return; }
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // no async clipboard (a page not served over https): the copy command
+    // fires a copy event, which xterm.js fills with the selection
+    if (!document.execCommand('copy')) { note('Copy failed: the browser refused'); return; }
+  }
+  note(`Copied ${[...text].length} character${[...text].length === 1 ? '' : 's'}`);
+}
+
+// the paste keys let the browser paste (a paste event, which xterm.js
+// turns into terminal input, bracketed when the shell asked for it); when
+// a browser has no paste for that key, read the clipboard ourselves
+let pasteSeen = false;
+term.element.addEventListener('paste', () => { pasteSeen = true; }, true);
+function pasteSoon() {
+  pasteSeen = false;
+  setTimeout(async () => {
+    if (pasteSeen) return;
+    try {
+      const text = await navigator.clipboard.readText();
+      if (text) term.paste(text);
+    } catch {
+      note('Paste failed: allow this page to read the clipboard, or use the browser\'s Paste');
+    }
+  }, 0);
+}
+
+// the key pressed, as a letter: the letter it types, or on a keyboard that
+// types no Latin letter there (Cyrillic, Greek) the key's place
+function keyName(ev) {
+  if (/^[a-z]$/i.test(ev.key)) return ev.key.toLowerCase();
+  if (/^Key[A-Z]$/.test(ev.code)) return ev.code.slice(3).toLowerCase();
+  return ev.key;
+}
+
+term.attachCustomKeyEventHandler(ev => {
+  const k = keyName(ev);
+  const ctrl = ev.ctrlKey && !ev.altKey && !ev.metaKey;
+  const copy = (ctrl && ev.shiftKey && k === 'c') || (ctrl && !ev.shiftKey && k === 'Insert');
+  const paste = (ctrl && k === 'v') || (ev.shiftKey && !ev.ctrlKey && !ev.altKey && !ev.metaKey && k === 'Insert');
+  if (!copy && !paste) return true;
+  if (ev.type === 'keydown') {
+    if (copy) {
+      ev.preventDefault(); // not the browser's Ctrl+Shift+C (developer tools)
+      copySelection();
+    } else {
+      pasteSoon();
+    }
+  }
+  return false; // xterm.js neither sends it nor cancels the browser's paste
+});
+
+// on a Mac the browser's own keys copy and paste: say so first
+if (/Mac|iPhone|iPad/.test(navigator.platform)) {
+  keysEl.querySelector('dl').insertAdjacentHTML('afterbegin', '<dt>⌘C, ⌘V</dt><dd>Copy, paste</dd>');
+}
+
+// the key list closes with Escape or a click elsewhere, and gives the
+// keyboard back to the terminal
+function closeKeys(refocus) {
+  if (!keysEl.open) return;
+  keysEl.open = false;
+  if (refocus) term.focus();
+}
+keysEl.addEventListener('keydown', ev => { if (ev.key === 'Escape') closeKeys(true); });
+document.addEventListener('pointerdown', ev => { if (!keysEl.contains(ev.target)) closeKeys(false); });
+
+// --- the session ----------------------------------------------------------
 
 const enc = new TextEncoder();
 let ws = null;
-let opened = false;
-let exitStatus = null;
+let opened = false;    // the WebSocket upgrade went through
+let connected = false; // the shell opened
+let exit = null; // the exit event, when the shell ended
 let lastError = null;
 let userClosed = false;
 
@@ -117,7 +250,7 @@ window.addEventListener('resize', refit);
 new ResizeObserver(refit).observe(document.getElementById('terminal'));
 
 function connect() {
-  opened = false; exitStatus = null; lastError = null; userClosed = false;
+  opened = false; connected = false; exit = null; lastError = null; userClosed = false;
   show('', '');
   state('Connecting…');
   reconnectBtn.hidden = true;
@@ -130,27 +263,35 @@ function connect() {
 
   ws.addEventListener('open', () => {
     opened = true;
-    state('Authenticating…');
+    state('Connecting to the device…');
   });
 
   ws.addEventListener('message', ev => {
     if (typeof ev.data !== 'string') {
+      // bytes, not text: xterm.js keeps a UTF-8 sequence split across
+      // two frames until its end arrives
       term.write(new Uint8Array(ev.data));
       return;
     }
     let m;
     try { m = JSON.parse(ev.data); } catch { return; }
     if (m.type === 'connected') {
+      connected = true;
       state('Connected', 'connected');
       term.focus();
       // the size may have changed while connecting
       fit.fit();
       send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
+    } else if (m.type === 'error' && m.code === 'bad_message') {
+      // not fatal: the session goes on
+      const b = errorBanner(m);
+      show('warn', b.text, b.detail);
     } else if (m.type === 'error') {
       lastError = m;
-      show('error', `${m.message || CLOSE_TEXT[4011]} (${m.code})`);
+      const b = errorBanner(m);
+      show('error', b.text, b.detail);
     } else if (m.type === 'exit') {
-      exitStatus = m.status;
+      exit = m;
     }
   });
 
@@ -158,25 +299,35 @@ function connect() {
     state('Disconnected', 'closed');
     disconnectBtn.hidden = true;
     reconnectBtn.hidden = false;
-    let text, kind = 'error';
+    let text, detail = '', kind = 'error';
     if (userClosed) {
       text = 'You disconnected the session.'; kind = 'info';
     } else if (!opened) {
       text = await whyRefused();
     } else if (ev.code === 1000) {
       kind = 'info';
-      text = exitStatus !== null ? `Session ended (exit ${exitStatus})` : 'Session ended';
+      text = !exit ? 'Session ended'
+        : exit.status === null ? 'Session ended (killed by a signal)'
+        : `Session ended (exit ${exit.status})`;
     } else if (lastError) {
-      text = `${lastError.message || CLOSE_TEXT[ev.code] || 'The session failed.'}`;
+      ({ text, detail } = errorBanner(lastError));
+    } else if (BY_CLOSE.has(ev.code)) {
+      ({ text, detail } = errorBanner({ code: BY_CLOSE.get(ev.code).code }));
     } else if (CLOSE_TEXT[ev.code]) {
       text = CLOSE_TEXT[ev.code];
+      detail = `close ${ev.code}`;
     } else if (ev.code === 1006) {
       text = 'The connection to the server was lost.';
     } else {
       text = `The session was closed (code ${ev.code}${ev.reason ? ': ' + ev.reason : ''}).`;
     }
-    show(kind, text);
-    term.write(`\r\n\x1b[${kind === 'info' ? '2' : '31'}m[${text}]\x1b[0m\r\n`);
+    show(kind, text, detail);
+    // after a session, a line in the scrollback marks where it ended (the
+    // banner alone would leave the last output ambiguous)
+    if (connected) {
+      const nl = term.buffer.active.cursorX ? '\r\n' : '';
+      term.write(`${nl}\x1b[${kind === 'info' ? '2' : '31'}m[${text}]\x1b[0m\r\n`);
+    }
   });
 }
 
@@ -199,6 +350,6 @@ disconnectBtn.addEventListener('click', () => {
   userClosed = true;
   if (ws) ws.close(1000);
 });
-reconnectBtn.addEventListener('click', () => { term.reset(); connect(); });
+reconnectBtn.addEventListener('click', () => { term.reset(); connect(); term.focus(); });
 
 connect();
