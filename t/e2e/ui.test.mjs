@@ -149,7 +149,7 @@ step('a key that is not deployed: the terminal says so', async () => {
   await page.goto(env.url + `/remote-access.html?key=${keyId}`);
   await page.locator('#access-body tr', { hasText: 'ui-dev-a' }).getByRole('link', { name: /Start session/ }).click();
   await page.waitForURL(/terminal\.html/);
-  await page.locator('#term-banner').filter({ hasText: 'The device refused the key: is the public key deployed?' })
+  await page.locator('#term-banner').filter({ hasText: 'The device refused the key — is the public key deployed?' })
     .waitFor({ timeout: 30000 });
   await page.locator('#term-state').filter({ hasText: 'Disconnected' }).waitFor();
   await page.getByRole('button', { name: 'Reconnect' }).waitFor();
