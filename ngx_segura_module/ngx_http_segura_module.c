@@ -20,6 +20,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_session.h"
+#include "ngx_segura_watch.h"
 
 #include <jansson.h>
 #include <libssh/libssh.h>
@@ -226,6 +227,8 @@ ngx_segura_err_t  ngx_segura_errors[] = {
     { 405, ngx_string("method_not_allowed"),
       ngx_string("Method not allowed") },
     { 409, ngx_string("conflict"), ngx_string("The name is already taken") },
+    { 409, ngx_string("already_ended"),
+      ngx_string("The session has already ended") },
     { 413, ngx_string("too_large"), ngx_string("The request body is too large") },
     { 415, ngx_string("unsupported_media_type"),
       ngx_string("Send Content-Type: application/json") },
@@ -845,6 +848,14 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_segura_session_init_process();
+
+    /* live sessions end when their grant goes, from whichever node */
+
+    if (ngx_segura_watch_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -873,6 +884,8 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
     }
 
     /* the thread pools have been joined by now: no task holds a handle */
+
+    ngx_segura_watch_exit_process();
 
     if (smcf->db != NULL) {
         ngx_segura_db_pool_destroy(smcf->db);

@@ -31,8 +31,13 @@ typedef struct {
     const char                 *name;
     ngx_segura_api_handler_pt   handler;
     unsigned                    anonymous:1;   /* no identity needed */
-    unsigned                    collection:1;  /* no ids below it */
+    unsigned                    items:2;       /* what follows the name */
 } ngx_segura_api_route_t;
+
+
+#define NGX_SEGURA_API_NUMBERED  0     /* "<name>/<id>[/<sub>]" */
+#define NGX_SEGURA_API_NONE      1     /* "<name>" only */
+#define NGX_SEGURA_API_NAMED     2     /* the handler reads the rest */
 
 
 typedef struct {
@@ -58,15 +63,15 @@ static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
 
 
 static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
-    { "health", ngx_segura_api_health, 1, 1 },
-    { "login", ngx_segura_api_login, 1, 1 },
-    { "logout", ngx_segura_api_logout, 1, 1 },
-    { "me", ngx_segura_api_me, 0, 1 },
-    { "users", ngx_segura_api_users, 0, 0 },
-    { "groups", ngx_segura_api_groups, 0, 0 },
-    { "devices", ngx_segura_api_devices, 0, 0 },
-    { "keys", ngx_segura_api_keys, 0, 0 },
-    { "sessions", ngx_segura_api_sessions, 0, 1 },
+    { "health", ngx_segura_api_health, 1, NGX_SEGURA_API_NONE },
+    { "login", ngx_segura_api_login, 1, NGX_SEGURA_API_NONE },
+    { "logout", ngx_segura_api_logout, 1, NGX_SEGURA_API_NONE },
+    { "me", ngx_segura_api_me, 0, NGX_SEGURA_API_NONE },
+    { "users", ngx_segura_api_users, 0, NGX_SEGURA_API_NUMBERED },
+    { "groups", ngx_segura_api_groups, 0, NGX_SEGURA_API_NUMBERED },
+    { "devices", ngx_segura_api_devices, 0, NGX_SEGURA_API_NUMBERED },
+    { "keys", ngx_segura_api_keys, 0, NGX_SEGURA_API_NUMBERED },
+    { "sessions", ngx_segura_api_sessions, 0, NGX_SEGURA_API_NAMED },
     { NULL, NULL, 0, 0 }
 };
 
@@ -587,8 +592,12 @@ ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         p++;
     }
 
-    if (*p != '\0') {
-        if (rt->collection) {
+    if (rt->items == NGX_SEGURA_API_NAMED) {
+        /* "sessions/<uuid>/end": items named otherwise than by a number */
+        sub = p;
+
+    } else if (*p != '\0') {
+        if (rt->items == NGX_SEGURA_API_NONE) {
             goto not_found;
         }
 

@@ -43,8 +43,6 @@ struct ngx_segura_db_pool_s {
 };
 
 
-static PGconn *ngx_segura_db_connect(ngx_segura_db_pool_t *db, char *err,
-    size_t errlen);
 static void ngx_segura_db_error(char *err, size_t errlen, const char *what,
     const char *text);
 
@@ -137,7 +135,7 @@ ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err, size_t errlen)
         (void) pthread_mutex_unlock(&db->lock);
     }
 
-    conn = ngx_segura_db_connect(db, err, errlen);
+    conn = ngx_segura_db_connect(db, "ngx_segura_module", err, errlen);
 
     if (conn == NULL) {
         (void) pthread_mutex_lock(&db->lock);
@@ -209,7 +207,7 @@ ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
         PQclear(res);
 
         PQfinish(*conn);
-        *conn = ngx_segura_db_connect(db, err, errlen);
+        *conn = ngx_segura_db_connect(db, "ngx_segura_module", err, errlen);
 
         if (*conn == NULL) {
             return NULL;
@@ -242,8 +240,9 @@ ngx_segura_db_broken(PGconn *conn)
 }
 
 
-static PGconn *
-ngx_segura_db_connect(ngx_segura_db_pool_t *db, char *err, size_t errlen)
+PGconn *
+ngx_segura_db_connect(ngx_segura_db_pool_t *db, const char *app, char *err,
+    size_t errlen)
 {
     PGconn  *conn;
 
@@ -253,7 +252,7 @@ ngx_segura_db_connect(ngx_segura_db_pool_t *db, char *err, size_t errlen)
 
     const char *values[] = {
         db->conninfo, NGX_SEGURA_DB_CONNECT_TIMEOUT, NGX_SEGURA_DB_OPTIONS,
-        "ngx_segura_module", NULL
+        app, NULL
     };
 
     /* expand_dbname: the first value is a whole conninfo string */

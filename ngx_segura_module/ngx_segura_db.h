@@ -25,6 +25,8 @@ PGresult *ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
     const char *sql, int nparams, const char *const *params, char *err,
     size_t errlen);
 ngx_uint_t ngx_segura_db_broken(PGconn *conn);
+PGconn *ngx_segura_db_connect(ngx_segura_db_pool_t *db, const char *app,
+    char *err, size_t errlen);
 
 
 #endif /* _NGX_SEGURA_DB_H_INCLUDED_ */

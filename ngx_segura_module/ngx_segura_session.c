@@ -44,6 +44,7 @@
 #include "ngx_segura_ssh.h"
 #include "ngx_segura_sshkey.h"
 #include "ngx_segura_vault.h"
+#include "ngx_segura_watch.h"
 #include "ngx_segura_ws.h"
 
 #include <jansson.h>
@@ -127,6 +128,10 @@ typedef struct {
     ngx_int_t                      exit_status;
     const char                    *end_reason;
 
+    ngx_queue_t                    live;      /* the worker's live list */
+    ngx_uint_t                     generation;  /* grant changes seen */
+
+    unsigned                       listed:1;
     unsigned                       has_token:1;
     unsigned                       pong_pending:1;
     unsigned                       text_skip:1;
@@ -197,6 +202,14 @@ static ngx_int_t ngx_segura_session_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
+/*
+ * the sessions of this worker in RELAY: what the watcher re-checks when a
+ * grant changes or an administrator ends a session (ngx_segura_watch.c)
+ */
+
+static ngx_queue_t  ngx_segura_session_live;
+
+
 ngx_segura_ws_error_t  ngx_segura_ws_errors[] = {
     { ngx_null_string, 1000, NULL },
     { ngx_string("device_unreachable"), 4001,
@@ -222,6 +235,10 @@ ngx_segura_ws_error_t  ngx_segura_ws_errors[] = {
     { ngx_string("internal_error"), 4011, "Internal error" },
     { ngx_string("bad_message"), 4012,
       "The message is not a valid control message" },
+    { ngx_string("session_ended"), 4013,
+      "An administrator ended the session" },
+    { ngx_string("access_revoked"), 4014,
+      "Access to this device with this key was revoked" },
     { ngx_null_string, 0, NULL }
 };
 
@@ -324,6 +341,9 @@ ngx_segura_session_handler(ngx_http_request_t *r)
     s->ssh.timeout = slcf->connect_timeout;
     s->ssh.fd = (ngx_socket_t) -1;
     s->exit_status = -1;
+
+    /* a grant change heard after this point makes the relay re-check */
+    s->generation = ngx_segura_watch_generation();
 
     if (slcf->user) {
         if (ngx_http_complex_value(r, slcf->user, &value) != NGX_OK) {
@@ -1284,6 +1304,14 @@ ngx_segura_session_connect_done(ngx_event_t *ev)
     ngx_segura_session_event(s, json);
 
     ngx_segura_session_arm_timer(s);
+
+    ngx_queue_insert_tail(&ngx_segura_session_live, &s->live);
+    s->listed = 1;
+
+    if (s->generation != ngx_segura_watch_generation()) {
+        /* a grant changed while the session was being checked */
+        ngx_segura_watch_recheck();
+    }
 
     /* the client may have typed during the connect: read it now */
 
@@ -2358,6 +2386,11 @@ ngx_segura_session_detach(ngx_segura_session_t *s)
 {
     ngx_connection_t  *peer;
 
+    if (s->listed) {
+        ngx_queue_remove(&s->live);
+        s->listed = 0;
+    }
+
     peer = s->peer;
 
     if (peer != NULL) {
@@ -2430,6 +2463,92 @@ ngx_segura_session_cleanup(void *data)
     }
 
     OPENSSL_cleanse(s->token, sizeof(s->token));
+}
+
+
+void
+ngx_segura_session_init_process(void)
+{
+    ngx_queue_init(&ngx_segura_session_live);
+}
+
+
+ngx_uint_t
+ngx_segura_session_live_count(void)
+{
+    ngx_uint_t    n;
+    ngx_queue_t  *q;
+
+    n = 0;
+
+    for (q = ngx_queue_head(&ngx_segura_session_live);
+         q != ngx_queue_sentinel(&ngx_segura_session_live);
+         q = ngx_queue_next(q))
+    {
+        n++;
+    }
+
+    return n;
+}
+
+
+void
+ngx_segura_session_live_get(ngx_segura_session_ref_t *refs, ngx_uint_t n)
+{
+    ngx_uint_t             i;
+    ngx_queue_t           *q;
+    ngx_segura_session_t  *s;
+
+    i = 0;
+
+    for (q = ngx_queue_head(&ngx_segura_session_live);
+         q != ngx_queue_sentinel(&ngx_segura_session_live) && i < n;
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_segura_session_t, live);
+
+        ngx_memcpy(refs[i].id, s->id, sizeof(refs[i].id));
+        refs[i].user_id = s->identity.id;
+        refs[i].key_id = s->key_id;
+        refs[i].device_id = s->device_id;
+        i++;
+    }
+}
+
+
+void
+ngx_segura_session_end(const char *id, ngx_uint_t by_admin)
+{
+    ngx_queue_t           *q;
+    ngx_segura_session_t  *s;
+
+    /* the id came from this worker's own list, through the database */
+
+    for (q = ngx_queue_head(&ngx_segura_session_live);
+         q != ngx_queue_sentinel(&ngx_segura_session_live);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_segura_session_t, live);
+
+        if (ngx_strcmp(s->id, id) != 0 || s->state != NGX_SEGURA_SESSION_RELAY)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, s->c->log, 0,
+                      "segura session %s: %s", s->id,
+                      by_admin ? "ended by an administrator"
+                               : "access revoked");
+
+        /* fail() takes the session off the list: stop iterating */
+
+        ngx_segura_session_fail(s, by_admin ? NGX_SEGURA_WS_ERR_ENDED
+                                            : NGX_SEGURA_WS_ERR_REVOKED,
+                                by_admin ? "ended_by_admin"
+                                         : "access_revoked");
+        ngx_segura_session_relay(s);
+        return;
+    }
 }
 
 
