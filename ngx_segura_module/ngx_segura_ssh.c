@@ -222,6 +222,14 @@ ngx_segura_ssh_login(ngx_segura_ssh_t *ssh)
                                    ssh_get_error(ssh->session));
     }
 
+    /*
+     * the browser's terminal speaks UTF-8: say so, as ssh(1) forwards
+     * LANG; a device that does not accept it (no AcceptEnv) refuses the
+     * request, and the shell keeps the device's own locale
+     */
+
+    (void) ssh_channel_request_env(ssh->channel, "LANG", "C.UTF-8");
+
     if (ssh_channel_request_shell(ssh->channel) != SSH_OK) {
         return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_SHELL_FAILED,
                                    "ssh_channel_request_shell()",

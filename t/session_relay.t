@@ -52,6 +52,12 @@ $ws->send_binary("stty size\n");
 ok($ws->wait_for(sub { $ws->output =~ /\b30 100\r?\n/ }, 10), 'after resize: 30 100')
     or diag($ws->output);
 
+# the shell is told the terminal speaks UTF-8 (LANG, as ssh(1) forwards
+# it; the test sshd accepts it), and UTF-8 passes both ways
+$ws->send_binary("echo lang=\$LANG \xc3\xa9\xe2\x9c\x93\n");
+ok($ws->wait_for(sub { $ws->output =~ /lang=C\.UTF-8 \xc3\xa9\xe2\x9c\x93\r?\n/ }, 10),
+   'LANG=C.UTF-8 and UTF-8 echoed') or diag($ws->output);
+
 # bytes pass through as they are: a paste with every byte that a shell
 # line may carry, checked by its checksum on the device side
 my $paste = join '', map { chr } (0x20 .. 0x7e);
