@@ -1,5 +1,5 @@
 // The SSH session audit: administrators see every session, others their own.
-import { get, h, banner, errorText } from './api.js';
+import { get, post, h, banner, errorText, confirmDialog } from './api.js';
 import { mountShell } from './shell.js';
 
 const me = await mountShell('sessions');
@@ -13,8 +13,8 @@ main.replaceChildren(
   h('p', { class: 'hint' }, me.admin ? 'Every SSH session, newest first.' : 'Your SSH sessions, newest first.'),
   msg,
   h('section', { class: 'panel' },
-    h('table', {}, h('thead', {}, h('tr', {}, ['Started', 'Ended', 'User', 'Key', 'Device', 'From', 'Bytes in / out', 'End']
-      .map(c => h('th', { scope: 'col' }, c)))), tbody),
+    h('table', {}, h('thead', {}, h('tr', {}, [...['Started', 'Ended', 'User', 'Key', 'Device', 'From', 'Bytes in / out', 'End']
+      .map(c => h('th', { scope: 'col' }, c)), h('th', { scope: 'col' }, h('span', { class: 'skip' }, 'Actions'))])), tbody),
     h('div', { class: 'count' }, more)));
 
 const when = t => t ? new Date(t).toLocaleString() : '';
@@ -34,6 +34,33 @@ function ending(s) {
   const status = s.exit_status !== null && s.exit_status !== undefined ? ` (exit ${s.exit_status})` : '';
   return (ENDS[s.end_reason] || s.end_reason) + status;
 }
+// administrators end a live session; the node running it closes it
+function endButton(s) {
+  if (!me.admin || s.ended_at) return '';
+  if (s.end_requested_at) return h('span', { class: 'muted' }, 'Ending…');
+  const b = h('button', { type: 'button', class: 'danger', 'aria-label': `End the session of ${s.username} on ${s.device_name}` },
+              'End session');
+  b.addEventListener('click', async () => {
+    const ok = await confirmDialog('End session',
+      `End the live session of ${s.username} on ${s.device_name}? The terminal closes at once.`, 'End session');
+    if (!ok) return;
+    b.disabled = true;
+    try {
+      await post(`/api/sessions/${s.id}/end`, {});
+      banner(msg, 'ok', `The session of ${s.username} on ${s.device_name} is being ended.`);
+    } catch (e) {
+      banner(msg, 'error', e.code === 'already_ended' ? 'That session had already ended.' : errorText(e));
+    }
+    await reload();
+  });
+  return b;
+}
+
+async function reload() {
+  tbody.replaceChildren();
+  await load();
+}
+
 let next = null;
 async function load(before) {
   try {
@@ -46,7 +73,8 @@ async function load(before) {
       h('td', {}, `${s.device_name ?? '#' + s.device_id} (${s.device_address}:${s.device_port})`),
       h('td', { class: 'mono' }, s.client_addr || ''),
       h('td', {}, `${s.bytes_in} / ${s.bytes_out}`),
-      h('td', { title: s.end_reason || '' }, ending(s)))));
+      h('td', { title: s.end_reason || '' }, ending(s)),
+      h('td', { class: 'actions' }, endButton(s)))));
     next = d.next;
     more.hidden = !next;
   } catch (e) { banner(msg, 'error', errorText(e)); }

@@ -58,6 +58,8 @@ const ERRORS = [
   [4010, 'database_unavailable', 'The database is unavailable; try again in a moment.'],
   [4011, 'internal_error', 'The server met an internal error; its error log says more.'],
   [4012, 'bad_message', 'The server did not understand a message from this page.'],
+  [4013, 'session_ended', 'An administrator ended this session.'],
+  [4014, 'access_revoked', 'Your access to this device with this key was revoked, so the session was closed.'],
 ];
 const BY_CLOSE = new Map(ERRORS.map(([close, code, text]) => [close, { code, text }]));
 const BY_CODE = new Map(ERRORS.map(([close, code, text]) => [code, { close, text }]));

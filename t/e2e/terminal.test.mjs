@@ -138,6 +138,8 @@ step('set-up: a device, a deployed key and a group granting them', async () => {
     name: 'term-operators', permissions: { use_credentials: true, access_devices: true, remote_session: true },
     members: [me.id], keys: [ids.key], devices: [ids.device, ids.wrongKey, ids.closed] });
   assert.equal(g.status, 201, JSON.stringify(g.body));
+  ids.group = g.body.id;
+  ids.me = me.id;
 });
 
 step('the terminal connects, takes the focus and the tab title names the device', async () => {
@@ -161,8 +163,7 @@ step('UTF-8: output, output split across frames, input, wide characters', async 
   await run(String.raw`printf 'split \342\234'; sleep 0.4; printf '\223 done\n'`);
   await waitRow('split ✓ done');
 
-  // typed: the shell reads UTF-8 once the locale says so
-  await run('export LC_ALL=C.UTF-8');
+  // typed: the shell reads UTF-8 (the relay sends LANG=C.UTF-8)
   await run('echo typed-é✓');
   await waitRow('typed-é✓');
 
@@ -311,6 +312,45 @@ step('Reconnect opens a new session; Disconnect ends it', async () => {
   await page.locator('#term-banner').filter({ hasText: 'You disconnected the session.' }).waitFor();
   assert.equal(await page.locator('#term-banner').getAttribute('class'), 'banner info');
   await page.getByRole('button', { name: 'Reconnect' }).waitFor();
+});
+
+step('an administrator ends the session on the Session audit page: the terminal says so', async () => {
+  await page.getByRole('button', { name: 'Reconnect' }).click();
+  await page.locator('#term-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
+  await waitPrompt();
+
+  // the audit page, in a second tab of the same login
+  const audit = await b.context.newPage();
+  try {
+    await audit.goto(env.url + '/sessions.html');
+    const live = audit.locator('#sessions-body tr', { hasText: 'Live' }).filter({ hasText: 'term-sshd' });
+    await live.waitFor();
+    await live.getByRole('button', { name: /^End the session of / }).click();
+    const d = audit.getByRole('dialog', { name: 'End session' });
+    await screenshot(audit, '49a-sessions-end-confirm');
+    await d.getByRole('button', { name: 'End session' }).click();
+    await audit.getByText(/is being ended\./).waitFor();
+  } finally {
+    await audit.close();
+  }
+  await page.locator('#term-banner').filter({ hasText: 'An administrator ended this session.' }).waitFor({ timeout: 20000 });
+  await page.locator('#term-state').filter({ hasText: 'Disconnected' }).waitFor();
+  await screenshot(page, '49b-terminal-ended-by-admin');
+});
+
+step('a revoked grant closes the live session: the terminal says so', async () => {
+  await page.getByRole('button', { name: 'Reconnect' }).click();
+  await page.locator('#term-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
+  await waitPrompt();
+  const { name, description, permissions, keys, devices } = (await apiCall(page, 'GET', `/api/groups/${ids.group}`)).body;
+  const g = { name, description, permissions, keys, devices };
+  const without = await apiCall(page, 'PUT', `/api/groups/${ids.group}`, { ...g, members: [] });
+  assert.equal(without.status, 200, JSON.stringify(without.body));
+  await page.locator('#term-banner').filter({ hasText: 'Your access to this device with this key was revoked' })
+    .waitFor({ timeout: 20000 });
+  // the grant back, for the steps that follow
+  const back = await apiCall(page, 'PUT', `/api/groups/${ids.group}`, { ...g, members: [ids.me] });
+  assert.equal(back.status, 200, JSON.stringify(back.body));
 });
 
 step('a device presenting another host key: the mismatch banner', async () => {
