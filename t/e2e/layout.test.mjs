@@ -57,6 +57,12 @@ step('data to show', async () => {
   assert.equal(key.status, 201, JSON.stringify(key.body));
   keyId = key.body.id;
   PAGES[2][1] = `remote-access.html?key=${keyId}`;
+  // a group with every permission (the widest row of its page), no members
+  const g = await apiCall(page, 'POST', '/api/groups', {
+    name: 'layout-group-with-every-permission', description: 'for the layout test',
+    permissions: { use_credentials: true, access_devices: true, remote_session: true },
+    members: [], keys: [keyId], devices: [dev.body.id] });
+  assert.equal(g.status, 201, JSON.stringify(g.body));
 });
 
 for (const [w, h, tag] of [[1280, 800, 'wide'], [1024, 768, 'mid'], [400, 780, 'narrow']]) {
