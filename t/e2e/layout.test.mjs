@@ -65,6 +65,27 @@ step('data to show', async () => {
   assert.equal(g.status, 201, JSON.stringify(g.body));
 });
 
+// the login page, in a browser of its own (this one is logged in, and the
+// login page sends a logged-in user on)
+step('the login card sits in the middle of the window at every size', async () => {
+  const lb = await launch();
+  try {
+    for (const [w, h, tag] of [[1280, 800, 'wide'], [1024, 768, 'mid'], [400, 780, 'narrow']]) {
+      await lb.page.setViewportSize({ width: w, height: h });
+      await lb.page.goto(env.url + '/login.html');
+      await lb.page.getByRole('button', { name: 'Log in' }).waitFor();
+      const card = await lb.page.locator('.login-card').boundingBox();
+      const dx = Math.abs(card.x + card.width / 2 - w / 2);
+      const dy = Math.abs(card.y + card.height / 2 - h / 2);
+      assert.ok(dx < 2 && dy < 2, `the login card is centred at ${w}x${h} (off by ${dx}, ${dy})`);
+      assert.ok(card.x >= 0 && card.x + card.width <= w, `and fits at ${w}x${h}`);
+      await screenshot(lb.page, `29-${tag}-login`);
+    }
+  } finally {
+    await lb.close();
+  }
+});
+
 for (const [w, h, tag] of [[1280, 800, 'wide'], [1024, 768, 'mid'], [400, 780, 'narrow']]) {
   step(`every screen at ${w}x${h} fits the window`, async () => {
     await page.setViewportSize({ width: w, height: h });
