@@ -851,21 +851,7 @@ ngx_segura_api_query_json(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         return NGX_ERROR;
     }
 
-    if (ctx->json != NULL) {
-        free(ctx->json);
-    }
-
-    ctx->json = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-
-    if (ctx->json == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        return NGX_ERROR;
-    }
-
-    ctx->status = status;
-
-    return NGX_OK;
+    return ngx_segura_api_answer(ctx, res, status);
 }
 
 
@@ -960,6 +946,105 @@ ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 }
 
 
+ngx_int_t
+ngx_segura_api_one(ngx_segura_api_ctx_t *ctx, PGresult *res)
+{
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_segura_api_answer(ngx_segura_api_ctx_t *ctx, PGresult *res,
+    ngx_uint_t status)
+{
+    /* the response is the first column of the row, built by the query */
+
+    free(ctx->json);
+
+    ctx->json = strdup(PQgetvalue(res, 0, 0));
+    ctx->status = status;
+    PQclear(res);
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
+    const ngx_segura_api_resource_t *rs)
+{
+    char  idbuf[NGX_INT64_LEN + 1];
+
+    /*
+     * the methods that change a resource, administrators only: POST on
+     * the collection creates, rs->update (PATCH or PUT) on an item
+     * rewrites it, DELETE on an item deletes it
+     */
+
+    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
+        return;
+    }
+
+    if ((ctx->method == NGX_HTTP_POST && id == 0)
+        || (ctx->method == rs->update && id != 0))
+    {
+        rs->write(ctx, conn, id);
+        return;
+    }
+
+    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
+
+    ngx_segura_api_id(id, idbuf);
+    ngx_segura_api_delete(ctx, conn, rs->table, rs->type, idbuf);
+}
+
+
+ngx_int_t
+ngx_segura_api_saved(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, ngx_uint_t created, const char *id,
+    json_t *body)
+{
+    json_t     *detail;
+    ngx_int_t   rc;
+
+    /*
+     * the end of a create or an update, in its transaction: the audit row
+     * names the fields sent (never their values), then the resource as it
+     * is now, 201 for a create
+     */
+
+    detail = ngx_segura_api_fields(body);
+    rc = ngx_segura_api_audit(ctx, conn, created ? "create" : "update",
+                              rs->type, id, detail);
+    json_decref(detail);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_segura_api_query_json(ctx, conn, created ? 201 : 200,
+                                     rs->item, 1, &id);
+}
+
+
 void
 ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *table, const char *type, const char *id)
@@ -982,28 +1067,12 @@ ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     }
 
     res = ngx_segura_api_query(ctx, conn, sql, 1, &id);
-    if (res == NULL) {
-        goto end;
+
+    if (ngx_segura_api_one(ctx, res) == NGX_OK
+        && ngx_segura_api_answer(ctx, res, 200) == NGX_OK)
+    {
+        (void) ngx_segura_api_audit(ctx, conn, "delete", type, id, NULL);
     }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
-        goto end;
-    }
-
-    ctx->json = strdup(PQgetvalue(res, 0, 0));
-    ctx->status = 200;
-    PQclear(res);
-
-    if (ctx->json == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        goto end;
-    }
-
-    (void) ngx_segura_api_audit(ctx, conn, "delete", type, id, NULL);
-
-end:
 
     ngx_segura_api_end(ctx, conn);
 }
@@ -1323,6 +1392,40 @@ ngx_segura_api_arg(ngx_segura_api_ctx_t *ctx, const char *name, char *buf,
     }
 
     return NGX_DECLINED;
+}
+
+
+ngx_int_t
+ngx_segura_api_filter(ngx_segura_api_ctx_t *ctx, ngx_segura_api_filter_t *f,
+    const char **params)
+{
+    ngx_uint_t   i;
+    const char  *name[] = { "status", "tag", "q" };
+    char        *buf[] = { f->status, f->tag, f->q };
+    size_t       len[] = { sizeof(f->status), sizeof(f->tag), sizeof(f->q) };
+
+    /* the filters of a list: absent is NULL (no filter), bad is a 400 */
+
+    for (i = 0; i < 3; i++) {
+
+        switch (ngx_segura_api_arg(ctx, name[i], buf[i], len[i])) {
+
+        case NGX_OK:
+            params[i] = buf[i];
+            break;
+
+        case NGX_DECLINED:
+            params[i] = NULL;
+            break;
+
+        default:
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name[i],
+                                "Too long, or not text");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

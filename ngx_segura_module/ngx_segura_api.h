@@ -75,6 +75,25 @@ typedef void (*ngx_segura_api_handler_pt)(ngx_segura_api_ctx_t *ctx,
     PGconn **conn, int64_t id, const char *sub);
 
 
+/* ?status=, ?tag= and ?q= of a list */
+typedef struct {
+    char                          status[16];
+    char                          tag[128];
+    char                          q[256];
+} ngx_segura_api_filter_t;
+
+
+/* what a resource that administrators write tells the shared code */
+typedef struct {
+    const char                   *table;
+    const char                   *type;    /* in audit rows */
+    ngx_uint_t                    update;  /* NGX_HTTP_PATCH or NGX_HTTP_PUT */
+    void                        (*write)(ngx_segura_api_ctx_t *ctx,
+                                      PGconn **conn, int64_t id);
+    const char                   *item;    /* its JSON by id ($1) */
+} ngx_segura_api_resource_t;
+
+
 ngx_int_t ngx_segura_api_handler(ngx_http_request_t *r);
 
 /* pool threads only */
@@ -100,6 +119,20 @@ ngx_int_t ngx_segura_api_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 void ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *table, const char *type, const char *id);
 
+/* NGX_OK when res holds one row; else 404 (res is cleared) or the failure
+ * of the query that gave no res */
+ngx_int_t ngx_segura_api_one(ngx_segura_api_ctx_t *ctx, PGresult *res);
+/* the row's first column as the response; clears res */
+ngx_int_t ngx_segura_api_answer(ngx_segura_api_ctx_t *ctx, PGresult *res,
+    ngx_uint_t status);
+/* POST, PATCH or PUT, and DELETE of a resource, administrators only */
+void ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const ngx_segura_api_resource_t *rs);
+/* the audit row of a create or update, then the resource as it now is */
+ngx_int_t ngx_segura_api_saved(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, ngx_uint_t created, const char *id,
+    json_t *body);
+
 json_t *ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx,
     const char *const *allowed);
 ngx_int_t ngx_segura_api_get_string(ngx_segura_api_ctx_t *ctx, json_t *obj,
@@ -119,6 +152,9 @@ json_t *ngx_segura_api_fields(json_t *body);
 void ngx_segura_api_id(int64_t id, char *buf);
 ngx_int_t ngx_segura_api_arg(ngx_segura_api_ctx_t *ctx, const char *name,
     char *buf, size_t len);
+/* params[0..2]: the filters, NULL where absent; a 400 where one is bad */
+ngx_int_t ngx_segura_api_filter(ngx_segura_api_ctx_t *ctx,
+    ngx_segura_api_filter_t *f, const char **params);
 
 /* argon2id with the defaults of new hashes; encoded holds
  * NGX_SEGURA_API_HASH_LEN bytes */

@@ -42,14 +42,19 @@ static const char *const  ngx_segura_api_device_fields[] = {
     NULL
 };
 
+static const ngx_segura_api_resource_t  ngx_segura_api_device = {
+    "devices", "device", NGX_HTTP_PATCH, ngx_segura_api_device_write,
+    "select " NGX_SEGURA_API_DEVICE_JSON " from devices d where d.id = $1"
+};
+
 
 void
 ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     const char *sub)
 {
-    const char  *params[6];
-    char         me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
-    char         status[16], tag[128], q[256];
+    const char               *params[6];
+    char                      me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
+    ngx_segura_api_filter_t   filter;
 
     if (*sub != '\0') {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
@@ -73,12 +78,9 @@ ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
             return;
         }
 
-        params[2] = ngx_segura_api_arg(ctx, "status", status, sizeof(status))
-                    == NGX_OK ? status : NULL;
-        params[3] = ngx_segura_api_arg(ctx, "tag", tag, sizeof(tag))
-                    == NGX_OK ? tag : NULL;
-        params[4] = ngx_segura_api_arg(ctx, "q", q, sizeof(q))
-                    == NGX_OK ? q : NULL;
+        if (ngx_segura_api_filter(ctx, &filter, &params[2]) != NGX_OK) {
+            return;
+        }
 
         (void) ngx_segura_api_query_json(ctx, conn, 200,
                    "select json_build_object('items', coalesce(json_agg("
@@ -92,23 +94,7 @@ ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
-        return;
-    }
-
-    if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == NGX_HTTP_PATCH && id != 0))
-    {
-        ngx_segura_api_device_write(ctx, conn, id);
-        return;
-    }
-
-    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
-        return;
-    }
-
-    ngx_segura_api_delete(ctx, conn, "devices", "device", idbuf);
+    ngx_segura_api_change(ctx, conn, id, &ngx_segura_api_device);
 }
 
 
@@ -117,7 +103,7 @@ ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
     char                      *tags;
-    json_t                    *body, *detail, *hk;
+    json_t                    *body, *hk;
     PGresult                  *res;
     ngx_int_t                  rc;
     const char                *name, *descr, *address, *status, *host_key;
@@ -236,13 +222,7 @@ ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   10, params);
     }
 
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         goto end;
     }
 
@@ -250,20 +230,8 @@ ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                        sizeof(idbuf));
     PQclear(res);
 
-    detail = ngx_segura_api_fields(body);
-    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create", "device",
-                              idbuf, detail);
-    json_decref(detail);
-
-    if (rc != NGX_OK) {
-        goto end;
-    }
-
-    params[0] = idbuf;
-
-    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
-               "select " NGX_SEGURA_API_DEVICE_JSON
-               " from devices d where d.id = $1", 1, params);
+    (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_device, id == 0,
+                                idbuf, body);
 
 end:
 

@@ -41,6 +41,12 @@ static const char *const  ngx_segura_api_group_fields[] = {
     "name", "description", "permissions", "members", "keys", "devices", NULL
 };
 
+static const ngx_segura_api_resource_t  ngx_segura_api_group = {
+    "access_groups", "access_group", NGX_HTTP_PUT, ngx_segura_api_group_write,
+    "select " NGX_SEGURA_API_GROUP_JSON
+    " from access_groups g where g.id = $1::bigint"
+};
+
 static const char *const  ngx_segura_api_group_permissions[] = {
     "use_credentials", "access_devices", "remote_session", NULL
 };
@@ -81,19 +87,7 @@ ngx_segura_api_groups(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == NGX_HTTP_PUT && id != 0))
-    {
-        ngx_segura_api_group_write(ctx, conn, id);
-        return;
-    }
-
-    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
-        return;
-    }
-
-    ngx_segura_api_delete(ctx, conn, "access_groups", "access_group", idbuf);
+    ngx_segura_api_change(ctx, conn, id, &ngx_segura_api_group);
 }
 
 
@@ -102,7 +96,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
     char               *members, *keys, *devices;
-    json_t             *body, *perm, *v, *detail;
+    json_t             *body, *perm, *v;
     PGresult           *res;
     ngx_int_t           rc;
     ngx_uint_t          i;
@@ -209,13 +203,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   6, params);
     }
 
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         goto end;
     }
 
@@ -223,7 +211,11 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                        sizeof(idbuf));
     PQclear(res);
 
-    /* PUT replaces the lists: what is not sent is removed */
+    /*
+     * PUT replaces the lists: what is not sent is removed.  The old rows go
+     * first, in a statement of their own: a row deleted and inserted again
+     * by one statement would meet itself in the primary key.
+     */
 
     params[0] = idbuf;
     params[1] = members ? members : "[]";
@@ -243,56 +235,24 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PQclear(res);
 
     res = ngx_segura_api_query(ctx, conn,
-              "insert into group_members (group_id, user_id)"
+              "with m as (insert into group_members (group_id, user_id)"
               " select distinct $1::bigint, x::bigint"
-              " from jsonb_array_elements_text($2::jsonb) as t(x)",
-              2, params);
+              " from jsonb_array_elements_text($2::jsonb) as t(x)),"
+              " k as (insert into group_keys (group_id, key_id)"
+              " select distinct $1::bigint, x::bigint"
+              " from jsonb_array_elements_text($3::jsonb) as t(x))"
+              " insert into group_devices (group_id, device_id)"
+              " select distinct $1::bigint, x::bigint"
+              " from jsonb_array_elements_text($4::jsonb) as t(x)",
+              4, params);
     if (res == NULL) {
         goto end;
     }
 
     PQclear(res);
 
-    params[1] = params[2];
-
-    res = ngx_segura_api_query(ctx, conn,
-              "insert into group_keys (group_id, key_id)"
-              " select distinct $1::bigint, x::bigint"
-              " from jsonb_array_elements_text($2::jsonb) as t(x)",
-              2, params);
-    if (res == NULL) {
-        goto end;
-    }
-
-    PQclear(res);
-
-    params[1] = params[3];
-
-    res = ngx_segura_api_query(ctx, conn,
-              "insert into group_devices (group_id, device_id)"
-              " select distinct $1::bigint, x::bigint"
-              " from jsonb_array_elements_text($2::jsonb) as t(x)",
-              2, params);
-    if (res == NULL) {
-        goto end;
-    }
-
-    PQclear(res);
-
-    detail = ngx_segura_api_fields(body);
-    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create",
-                              "access_group", idbuf, detail);
-    json_decref(detail);
-
-    if (rc != NGX_OK) {
-        goto end;
-    }
-
-    params[0] = idbuf;
-
-    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
-               "select " NGX_SEGURA_API_GROUP_JSON
-               " from access_groups g where g.id = $1::bigint", 1, params);
+    (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_group, id == 0,
+                                idbuf, body);
 
 end:
 

@@ -63,14 +63,19 @@ static const char *const  ngx_segura_api_key_fields[] = {
     "passphrase", "public_key", "main_device", "devices", NULL
 };
 
+static const ngx_segura_api_resource_t  ngx_segura_api_key = {
+    "ssh_keys", "ssh_key", NGX_HTTP_PATCH, ngx_segura_api_key_write,
+    "select " NGX_SEGURA_API_KEY_JSON " from ssh_keys k where k.id = $1::bigint"
+};
+
 
 void
 ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     const char *sub)
 {
-    const char  *params[6];
-    char         me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
-    char         status[16], tag[128], q[256];
+    const char               *params[6];
+    char                      me[NGX_INT64_LEN + 1], idbuf[NGX_INT64_LEN + 1];
+    ngx_segura_api_filter_t   filter;
 
     ngx_segura_api_id(ctx->me.id, me);
     ngx_segura_api_id(id, idbuf);
@@ -104,12 +109,9 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
             return;
         }
 
-        params[2] = ngx_segura_api_arg(ctx, "status", status, sizeof(status))
-                    == NGX_OK ? status : NULL;
-        params[3] = ngx_segura_api_arg(ctx, "tag", tag, sizeof(tag))
-                    == NGX_OK ? tag : NULL;
-        params[4] = ngx_segura_api_arg(ctx, "q", q, sizeof(q))
-                    == NGX_OK ? q : NULL;
+        if (ngx_segura_api_filter(ctx, &filter, &params[2]) != NGX_OK) {
+            return;
+        }
 
         (void) ngx_segura_api_query_json(ctx, conn, 200,
                    "select json_build_object('items', coalesce(json_agg("
@@ -123,23 +125,7 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
-        return;
-    }
-
-    if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == NGX_HTTP_PATCH && id != 0))
-    {
-        ngx_segura_api_key_write(ctx, conn, id);
-        return;
-    }
-
-    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
-        return;
-    }
-
-    ngx_segura_api_delete(ctx, conn, "ssh_keys", "ssh_key", idbuf);
+    ngx_segura_api_change(ctx, conn, id, &ngx_segura_api_key);
 }
 
 
@@ -175,9 +161,9 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
     char                      *tags, *devices, *sealed_key, *sealed_pass;
-    json_t                    *body, *detail;
+    json_t                    *body;
     PGresult                  *res, *ins;
-    ngx_int_t                  rc, rc_main;
+    ngx_int_t                  rc_main;
     const char                *name, *status, *owner, *username, *pkey;
     const char                *pass, *pub, *params[14];
     char                       idbuf[NGX_INT64_LEN + 1];
@@ -361,12 +347,8 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   13, params);
     }
 
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
+        res = NULL;
         goto end;
     }
 
@@ -416,20 +398,8 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         PQclear(ins);
     }
 
-    detail = ngx_segura_api_fields(body);
-    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create", "ssh_key",
-                              idbuf, detail);
-    json_decref(detail);
-
-    if (rc != NGX_OK) {
-        goto end;
-    }
-
-    params[0] = idbuf;
-
-    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
-               "select " NGX_SEGURA_API_KEY_JSON
-               " from ssh_keys k where k.id = $1::bigint", 1, params);
+    (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_key, id == 0,
+                                idbuf, body);
 
 end:
 

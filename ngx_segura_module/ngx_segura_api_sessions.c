@@ -170,13 +170,7 @@ ngx_segura_api_session_end(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     res = ngx_segura_api_query(ctx, conn,
               "select ended_at is not null from ssh_sessions"
               " where id = $1::uuid for update", 1, params);
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         goto end;
     }
 
@@ -200,16 +194,9 @@ ngx_segura_api_session_end(ngx_segura_api_ctx_t *ctx, PGconn **conn,
               " where id = $1::uuid returning json_build_object('id', id,"
               " 'ending', true, 'end_requested_at', end_requested_at),"
               " pg_notify('segura_session_end', id::text)", 2, params);
-    if (res == NULL) {
-        goto end;
-    }
-
-    ctx->json = strdup(PQgetvalue(res, 0, 0));
-    ctx->status = 202;
-    PQclear(res);
-
-    if (ctx->json == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK
+        || ngx_segura_api_answer(ctx, res, 202) != NGX_OK)
+    {
         goto end;
     }
 

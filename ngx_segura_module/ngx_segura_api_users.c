@@ -36,6 +36,11 @@ static const char *const  ngx_segura_api_user_fields[] = {
     "username", "display_name", "password", "admin", "status", NULL
 };
 
+static const ngx_segura_api_resource_t  ngx_segura_api_user = {
+    "users", "user", NGX_HTTP_PATCH, ngx_segura_api_user_write,
+    "select " NGX_SEGURA_API_USER_JSON " from users u where u.id = $1"
+};
+
 
 void
 ngx_segura_api_users(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
@@ -83,28 +88,13 @@ ngx_segura_api_users(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == NGX_HTTP_PATCH && id != 0))
-    {
-        ngx_segura_api_user_write(ctx, conn, id);
-        return;
-    }
-
-    if (ctx->method != NGX_HTTP_DELETE || id == 0) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
-        return;
-    }
-
-    if (id == ctx->me.id) {
+    if (ctx->method == NGX_HTTP_DELETE && id == ctx->me.id) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_CONFLICT, NULL,
                             "You cannot delete your own account");
         return;
     }
 
-    ngx_segura_api_id(id, idbuf);
-    params[0] = idbuf;
-
-    ngx_segura_api_delete(ctx, conn, "users", "user", idbuf);
+    ngx_segura_api_change(ctx, conn, id, &ngx_segura_api_user);
 }
 
 
@@ -112,7 +102,7 @@ static void
 ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
-    json_t      *body, *detail;
+    json_t      *body;
     PGresult    *res;
     ngx_int_t    rc;
     const char  *username, *display, *password, *admin, *status;
@@ -204,13 +194,7 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   6, params);
     }
 
-    if (res == NULL) {
-        goto end;
-    }
-
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         goto end;
     }
 
@@ -218,20 +202,8 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                        sizeof(idbuf));
     PQclear(res);
 
-    detail = ngx_segura_api_fields(body);
-    rc = ngx_segura_api_audit(ctx, conn, id ? "update" : "create", "user",
-                              idbuf, detail);
-    json_decref(detail);
-
-    if (rc != NGX_OK) {
-        goto end;
-    }
-
-    params[0] = idbuf;
-
-    (void) ngx_segura_api_query_json(ctx, conn, id ? 200 : 201,
-               "select " NGX_SEGURA_API_USER_JSON
-               " from users u where u.id = $1", 1, params);
+    (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_user, id == 0,
+                                idbuf, body);
 
 end:
 

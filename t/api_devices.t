@@ -42,6 +42,13 @@ is($api->get("/api/devices/$d->{id}")->json->{port}, 2222, 'GET by id');
 is(scalar @{ $api->get('/api/devices?tag=a')->json->{items} }, 1, 'tag filter');
 is(scalar @{ $api->get('/api/devices?q=WEB')->json->{items} }, 1, 'name search');
 is(scalar @{ $api->get('/api/devices?q=zzz')->json->{items} }, 0, 'name search, no match');
+# a filter too long or with a NUL is refused, never dropped (all would show)
+for my $c ([ 'q', 'x' x 256 ], [ 'tag', 'x' x 128 ], [ 'status', 'x' x 16 ], [ 'q', 'a%00b' ]) {
+    my $res = $api->get("/api/devices?$c->[0]=$c->[1]");
+    is($res->code, 422, "?$c->[0]= bad: 422");
+    is($res->json->{error}{field}, $c->[0], "?$c->[0]= bad: field $c->[0]");
+}
+is(scalar @{ $api->get('/api/devices?q=' . ('x' x 255))->json->{items} }, 0, 'q of 255 characters is taken');
 
 my $F = { status => 422, code => 'invalid_field' };
 my @cases = (

@@ -124,6 +124,7 @@ is($user->get("/api/keys/$k1->{id}")->json->{main_device_name}, $dev->{name},
 is(scalar @{ $admin->get('/api/keys?tag=prod')->json->{items} }, 1, 'tag filter');
 is(scalar @{ $admin->get('/api/keys?q=ED2')->json->{items} }, 1, 'name search');
 is(scalar @{ $admin->get('/api/keys?status=inactive')->json->{items} }, 0, 'status filter');
+is($admin->get('/api/keys?q=' . ('x' x 300))->json->{error}{field}, 'q', 'a search too long: 422 on q');
 
 # the stored key decrypts with the convention the relay uses
 my ($enc, $penc) = $db->dbh->selectrow_array(
