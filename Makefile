@@ -84,22 +84,26 @@ build/.dir:
 	@mkdir -p build && touch $@
 
 # the web UI is static files; only xterm.js comes from npm, at the exact
-# versions of html/package-lock.json, and only its browser files (and
-# licences) are copied where nginx serves them: html/vendor/xterm/
+# versions of html/package-lock.json. npm installs it in build/ui/, outside
+# what nginx serves, and only its browser files (and licences) are copied
+# to html/vendor/xterm/
 UI_STAMP     := html/vendor/xterm/.installed
+UI_NPM       := build/ui
 
 ui: $(UI_STAMP)
 
 $(UI_STAMP): html/package.json html/package-lock.json
 	@tools/deps.sh ui
-	cd html && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(UI_NPM)
+	cp html/package.json html/package-lock.json $(UI_NPM)/
+	cd $(UI_NPM) && npm ci --no-audit --no-fund --loglevel=error
 	rm -rf html/vendor/xterm && mkdir -p html/vendor/xterm
-	set -e; for d in html/node_modules/@xterm/*/; do \
+	set -e; for d in $(UI_NPM)/node_modules/@xterm/*/; do \
 	    p=$$(basename $$d); \
 	    cp $$d/lib/*.js html/vendor/xterm/; \
 	    cp $$d/LICENSE html/vendor/xterm/LICENSE-$$p; \
 	done
-	cp html/node_modules/@xterm/xterm/css/xterm.css html/vendor/xterm/
+	cp $(UI_NPM)/node_modules/@xterm/xterm/css/xterm.css html/vendor/xterm/
 	touch $@
 
 # Debian's tree has no top-level Makefile: configure with the flags the

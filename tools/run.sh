@@ -278,7 +278,7 @@ user=""
 [ "$(id -u)" -eq 0 ] && user="user root root;"
 
 sed -e "s|@MODULE@|$module|g" -e "s|@RUN@|$run|g" -e "s|@PORT@|$port|g" \
-    -e "s|@PGSOCK@|$sock|g" -e "s|@HTML@|$top/html|g" -e "s|@USER@|$user|g" \
+    -e "s|@PGSOCK@|$sock|g" -e "s|@HTML@|$top/html|g" -e "s|@TOP@|$top|g" -e "s|@USER@|$user|g" \
     "$top/tools/nginx.conf.in" > "$run/nginx/nginx.conf"
 
 ngx_args=(-p "$run/nginx/" -c "$run/nginx/nginx.conf" -e "$run/nginx/error.log")

@@ -36,6 +36,12 @@ export async function launch() {
   });
   context.setDefaultTimeout(20000);
   context.setDefaultNavigationTimeout(20000);
+  // a page that breaks its Content-Security-Policy (tools/ui-headers.conf)
+  // says so on the console, which every test file reads
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', e =>
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));
+  });
   const page = context.pages()[0] || await context.newPage();
   const problems = [];
   page.on('pageerror', e => problems.push(`pageerror: ${e.message}`));

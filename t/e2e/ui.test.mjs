@@ -20,6 +20,37 @@ async function newDevice(name, extra = {}) {
   return r.body.id;
 }
 
+step('the pages come with their security headers, and no other site may frame them', async () => {
+  for (const path of ['/login.html', '/keys.html', '/terminal.html', '/js/terminal.js']) {
+    const r = await page.request.get(env.url + path);
+    assert.equal(r.status(), 200, path);
+    const h = r.headers();
+    const csp = h['content-security-policy'] || '';
+    for (const d of ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) {
+      assert.ok(csp.split(/;\s*/).includes(d), `${path}: ${d} in ${csp}`);
+    }
+    assert.ok(!/script-src[^;]*unsafe/.test(csp), 'no unsafe script source');
+    assert.equal(h['x-frame-options'], 'DENY', path);
+    assert.equal(h['x-content-type-options'], 'nosniff', path);
+  }
+  // npm's tree is not under the served root (make ui copies only the
+  // browser files of xterm.js to html/vendor/)
+  assert.equal((await page.request.get(env.url + '/node_modules/@xterm/xterm/package.json')).status(), 404);
+  assert.equal((await page.request.get(env.url + '/vendor/xterm/xterm.js')).status(), 200);
+  // a page of another origin that frames the console gets nothing; the
+  // frame beside it, which holds a form of its own, shows that a form in
+  // a frame is seen (setContent waits for both frames to load)
+  const other = await b.context.newPage();
+  try {
+    await other.setContent(`<iframe name="console" src="${env.url}/login.html"></iframe>` +
+                           '<iframe name="control" srcdoc="<form id=login-form></form>"></iframe>');
+    assert.equal(await other.frame({ name: 'control' }).locator('#login-form').count(), 1, 'the control frame');
+    assert.equal(await other.frame({ name: 'console' }).locator('#login-form').count(), 0, 'no login form in the frame');
+  } finally {
+    await other.close();
+  }
+});
+
 step('required fields are checked before anything is sent', async () => {
   devs.a = await newDevice('ui-dev-a');
   devs.b = await newDevice('ui-dev-b', { tags: ['b'] });
