@@ -283,6 +283,35 @@ step('every form control of every page has a name', async () => {
   }
 });
 
+step('names that look like markup are shown as text on every screen', async () => {
+  const evil = '<img src=x onerror="window.__owned=1">';
+  const dev = await newDevice(`dev ${evil}`, { tags: ['<b>t</b>'], description: evil });
+  const k = keygen('ed25519');
+  const key = await apiCall(page, 'POST', '/api/keys', {
+    name: `key ${evil}`, owner: evil, username: 'root', tags: ['<i>x</i>'], private_key: k.priv, main_device: dev });
+  assert.equal(key.status, 201, JSON.stringify(key.body));
+  const g = await apiCall(page, 'POST', '/api/groups', {
+    name: `group ${evil}`, permissions: { use_credentials: true, access_devices: true, remote_session: true },
+    members: [], keys: [key.body.id], devices: [dev] });
+  assert.equal(g.status, 201, JSON.stringify(g.body));
+  for (const [path, shown] of [['keys.html', `key ${evil}`], ['devices.html', `dev ${evil}`],
+                               ['groups.html', `group ${evil}`], [`remote-access.html?key=${key.body.id}`, `dev ${evil}`],
+                               [`key-edit.html?id=${key.body.id}`, null]]) {
+    await page.goto(env.url + '/' + path);
+    await page.waitForLoadState('networkidle');
+    if (shown) await page.getByText(shown, { exact: true }).first().waitFor();
+    assert.equal(await page.locator('main img, main b, main i').count(), 0, `${path}: no element from a name`);
+    assert.equal(await page.evaluate(() => window.__owned), undefined, `${path}: nothing ran`);
+    await screenshot(page, `28b-markup-${path.replace(/\.html.*/, '')}`);
+  }
+  // the edit form holds the name as typed (it fills in once the key is read)
+  await page.waitForFunction(v => document.getElementById('name').value === v, `key ${evil}`);
+  // the next steps expect the keys they made; this one goes
+  assert.equal((await apiCall(page, 'DELETE', `/api/keys/${key.body.id}`)).status, 200);
+  assert.equal((await apiCall(page, 'DELETE', `/api/groups/${g.body.id}`)).status, 200);
+  assert.equal((await apiCall(page, 'DELETE', `/api/devices/${dev}`)).status, 200);
+});
+
 step('deleting a key asks first', async () => {
   await page.goto(env.url + '/keys.html');
   const row = page.locator('#keys-body tr', { hasText: 'ui-protected-2' });
