@@ -86,6 +86,11 @@ before(async () => {
   page.setDefaultNavigationTimeout(WAIT);
   page.on('pageerror', e => problems.push(`pageerror: ${e.message}`));
   page.on('console', m => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  // a break of the pages' Content-Security-Policy is a problem here too
+  await page.evaluateOnNewDocument(() => {
+    document.addEventListener('securitypolicyviolation', e =>
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));
+  });
 });
 
 after(async () => {
