@@ -146,8 +146,13 @@ run: deps-run build ui
 deps-run:
 	@tools/deps.sh build run
 
-test: deps-test build ui unit
+test: deps-test build ui unit build/test/stderr-sshd
 	@ASAN=$(ASAN) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) t/run-tests $(TESTS)
+
+# a device that writes to stderr under a pty, which OpenSSH never does
+build/test/stderr-sshd: t/device/stderr-sshd.c
+	@mkdir -p build/test
+	$(CC) -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter -O1 -g -o $@ $< -lssh
 
 deps-test:
 	@tools/deps.sh build test

@@ -1557,13 +1557,12 @@ done:
 
         if (!s->peer->read->posted
             && ((ioctl(s->ssh.fd, FIONREAD, &pending) == 0 && pending > 0)
-                || ssh_channel_poll(s->ssh.channel, 0) > 0
-                || ssh_channel_poll(s->ssh.channel, 1) > 0))
+                || s->ssh.buffered[0] || s->ssh.buffered[1]))
         {
             /*
              * the flush above, or a write, may have read packets into
-             * libssh's channel buffers: they must not wait for the
-             * socket's next edge
+             * libssh's channel buffers (its data callback says so): they
+             * must not wait for the socket's next edge
              */
 
             ngx_post_event(s->peer->read, &ngx_posted_events);
@@ -1931,6 +1930,14 @@ ngx_segura_session_from_device(ngx_segura_session_t *s)
 
     for (is_stderr = 0; is_stderr < 2; is_stderr++) {
 
+        if (is_stderr && !s->ssh.buffered[1]) {
+            /*
+             * no stderr packet came (with a pty the device sends none):
+             * a read would only cost libssh a poll() and a recv()
+             */
+            break;
+        }
+
         for ( ;; ) {
 
             /*
@@ -1955,11 +1962,9 @@ ngx_segura_session_from_device(ngx_segura_session_t *s)
             n = ssh_channel_read_nonblocking(ch, p + 4, (uint32_t) room,
                                              is_stderr);
 
-            if (n == 0) {
-                break;
-            }
-
-            if (n == SSH_EOF) {
+            if (n == 0 || n == SSH_EOF) {
+                /* libssh's buffer of this stream is empty */
+                s->ssh.buffered[is_stderr] = 0;
                 break;
             }
 

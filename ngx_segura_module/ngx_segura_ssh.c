@@ -28,6 +28,8 @@
 static ngx_int_t ngx_segura_ssh_tcp(ngx_segura_ssh_t *ssh);
 static ngx_msec_int_t ngx_segura_ssh_left(ngx_segura_ssh_t *ssh);
 static ngx_msec_t ngx_segura_ssh_now(void);
+static int ngx_segura_ssh_data(ssh_session session, ssh_channel channel,
+    void *data, uint32_t len, int is_stderr, void *userdata);
 static ngx_int_t ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh,
     ngx_segura_ws_err_e err, const char *what, const char *text);
 
@@ -207,6 +209,17 @@ ngx_segura_ssh_login(ngx_segura_ssh_t *ssh)
                                    ssh_get_error(ssh->session));
     }
 
+    ngx_memzero(&ssh->callbacks, sizeof(ssh->callbacks));
+    ssh->callbacks.userdata = ssh;
+    ssh->callbacks.channel_data_function = ngx_segura_ssh_data;
+    ssh_callbacks_init(&ssh->callbacks);
+
+    if (ssh_set_channel_callbacks(ssh->channel, &ssh->callbacks) != SSH_OK) {
+        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
+                                   "ssh_set_channel_callbacks()",
+                                   ssh_get_error(ssh->session));
+    }
+
     if (ssh_channel_open_session(ssh->channel) != SSH_OK) {
         return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_SHELL_FAILED,
                                    "ssh_channel_open_session()",
@@ -242,6 +255,24 @@ ngx_segura_ssh_login(ngx_segura_ssh_t *ssh)
     ssh->fd = ssh_get_fd(ssh->session);
 
     return NGX_OK;
+}
+
+
+static int
+ngx_segura_ssh_data(ssh_session session, ssh_channel channel, void *data,
+    uint32_t len, int is_stderr, void *userdata)
+{
+    ngx_segura_ssh_t  *ssh = userdata;
+
+    /*
+     * libssh has just added a data packet to the channel's buffer: the
+     * bytes stay there (0 taken) for the relay to read; only note which
+     * stream has some
+     */
+
+    ssh->buffered[is_stderr ? 1 : 0] = 1;
+
+    return 0;
 }
 
 

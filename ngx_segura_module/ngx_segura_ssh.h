@@ -13,6 +13,7 @@
 #include "ngx_segura.h"
 
 #include <libssh/libssh.h>
+#include <libssh/callbacks.h>
 
 
 #define NGX_SEGURA_SSH_LINE_LEN    4096
@@ -42,6 +43,16 @@ typedef struct {
     char                 host_key[NGX_SEGURA_SSH_LINE_LEN];
     char                 host_key_fp[NGX_SEGURA_SSH_FP_LEN];
     char                 text[NGX_SEGURA_SSH_ERRLEN];
+
+    /*
+     * which of the channel's buffers in libssh may hold data: [0] stdout,
+     * [1] stderr.  Set whenever libssh puts a data packet in one, in
+     * whichever call read it from the socket; cleared by the relay when a
+     * read of that stream finds it empty.  Reading or polling a stream
+     * whose buffer is empty costs libssh a poll() and a recv().
+     */
+    u_char               buffered[2];
+    struct ssh_channel_callbacks_struct  callbacks;
 } ngx_segura_ssh_t;
 
 
