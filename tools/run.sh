@@ -116,6 +116,22 @@ stop_stale() {
     rm -f "$1"
 }
 
+# waits until the daemon $1 (a pid) writes its pid file $2, which it does
+# once it listens, for 30 s at most; when it exits first, prints the end of
+# its log $3 (what it wrote after byte $4) and returns 1; 2 on the deadline
+await_pidfile() {
+    local deadline=$((SECONDS + 30))
+    until [ -s "$2" ]; do
+        if ! kill -0 "$1" 2>/dev/null; then
+            wait "$1" 2>/dev/null || true
+            tail -c +"$(($4 + 1))" "$3" | tail -n 5 >&2
+            return 1
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || return 2
+        sleep 0.1
+    done
+}
+
 umask 077
 mkdir -p "$run/nginx"
 chmod 0700 "$run"
@@ -216,18 +232,11 @@ CONF
     logsize=$(stat -c %s "$demo/sshd.log" 2>/dev/null || echo 0)
     "${child[@]}" /usr/sbin/sshd -D -e -f "$demo/sshd_config" 2>>"$demo/sshd.log" &
     sshd_pid=$!
-    # sshd writes its pid file once it listens; it exits if it cannot
-    deadline=$((SECONDS + 30))
-    until [ -s "$demo/sshd.pid" ]; do
-        if ! kill -0 "$sshd_pid" 2>/dev/null; then
-            wait "$sshd_pid" 2>/dev/null || true
-            sshd_pid=""
-            tail -c +"$((logsize + 1))" "$demo/sshd.log" | tail -n 5 >&2
-            die "the demo sshd did not start on 127.0.0.1:$sshd_port (DEMO_SSH_PORT), see $(show "$demo/sshd.log")"
-        fi
-        [ "$SECONDS" -lt "$deadline" ] || die "the demo sshd did not start within 30 s"
-        sleep 0.1
-    done
+    await_pidfile "$sshd_pid" "$demo/sshd.pid" "$demo/sshd.log" "$logsize" || case $? in
+        1) sshd_pid=""
+           die "the demo sshd did not start on 127.0.0.1:$sshd_port (DEMO_SSH_PORT), see $(show "$demo/sshd.log")" ;;
+        *) die "the demo sshd did not start within 30 s" ;;
+    esac
 
     login=$(id -un)
     if [ "$(psql_q -c "select count(*) from devices where name = 'demo-sshd'")" = 0 ]; then
@@ -288,18 +297,11 @@ stop_stale "$run/nginx/nginx.pid" "$run/nginx/nginx.conf"
 logsize=$(stat -c %s "$run/nginx/error.log" 2>/dev/null || echo 0)
 "${child[@]}" "$nginx" "${ngx_args[@]}" &
 ngx_pid=$!
-# nginx writes its pid file once it listens; it exits if it cannot
-deadline=$((SECONDS + 30))
-until [ -s "$run/nginx/nginx.pid" ]; do
-    if ! kill -0 "$ngx_pid" 2>/dev/null; then
-        wait "$ngx_pid" 2>/dev/null || true
-        ngx_pid=""
-        tail -c +"$((logsize + 1))" "$run/nginx/error.log" | tail -n 5 >&2
-        die "nginx did not start on 127.0.0.1:$port (PORT), see $(show "$run/nginx/error.log")"
-    fi
-    [ "$SECONDS" -lt "$deadline" ] || die "nginx did not start within 30 s"
-    sleep 0.1
-done
+await_pidfile "$ngx_pid" "$run/nginx/nginx.pid" "$run/nginx/error.log" "$logsize" || case $? in
+    1) ngx_pid=""
+       die "nginx did not start on 127.0.0.1:$port (PORT), see $(show "$run/nginx/error.log")" ;;
+    *) die "nginx did not start within 30 s" ;;
+esac
 
 echo
 echo "segura: http://127.0.0.1:$port/  (Ctrl-C stops)"
