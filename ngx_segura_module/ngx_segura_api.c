@@ -58,6 +58,8 @@ static void ngx_segura_api_free_json(void *data);
 static void ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn);
 static void ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
+static ngx_int_t ngx_segura_api_filter_arg(ngx_segura_api_ctx_t *ctx,
+    const char *name, char *buf, size_t len, const char **param);
 static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     PGresult *res, const char *err);
 
@@ -1399,33 +1401,44 @@ ngx_int_t
 ngx_segura_api_filter(ngx_segura_api_ctx_t *ctx, ngx_segura_api_filter_t *f,
     const char **params)
 {
-    ngx_uint_t   i;
-    const char  *name[] = { "status", "tag", "q" };
-    char        *buf[] = { f->status, f->tag, f->q };
-    size_t       len[] = { sizeof(f->status), sizeof(f->tag), sizeof(f->q) };
+    /* the filters of a list: absent is NULL (no filter), bad is a 422 */
 
-    /* the filters of a list: absent is NULL (no filter), bad is a 400 */
-
-    for (i = 0; i < 3; i++) {
-
-        switch (ngx_segura_api_arg(ctx, name[i], buf[i], len[i])) {
-
-        case NGX_OK:
-            params[i] = buf[i];
-            break;
-
-        case NGX_DECLINED:
-            params[i] = NULL;
-            break;
-
-        default:
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name[i],
-                                "Too long, or not text");
-            return NGX_ERROR;
-        }
+    if (ngx_segura_api_filter_arg(ctx, "status", f->status,
+                                  sizeof(f->status), &params[0])
+        != NGX_OK
+        || ngx_segura_api_filter_arg(ctx, "tag", f->tag, sizeof(f->tag),
+                                     &params[1])
+           != NGX_OK
+        || ngx_segura_api_filter_arg(ctx, "q", f->q, sizeof(f->q),
+                                     &params[2])
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_segura_api_filter_arg(ngx_segura_api_ctx_t *ctx, const char *name,
+    char *buf, size_t len, const char **param)
+{
+    switch (ngx_segura_api_arg(ctx, name, buf, len)) {
+
+    case NGX_OK:
+        *param = buf;
+        return NGX_OK;
+
+    case NGX_DECLINED:
+        *param = NULL;
+        return NGX_OK;
+
+    default:
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, name,
+                            "Too long, or not text");
+        return NGX_ERROR;
+    }
 }
 
 

@@ -262,7 +262,9 @@ static int
 ngx_segura_ssh_data(ssh_session session, ssh_channel channel, void *data,
     uint32_t len, int is_stderr, void *userdata)
 {
-    ngx_segura_ssh_t  *ssh = userdata;
+    ngx_segura_ssh_t  *ssh;
+
+    ssh = userdata;
 
     /*
      * libssh has just added a data packet to the channel's buffer: the
