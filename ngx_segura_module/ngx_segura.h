@@ -28,7 +28,7 @@ typedef struct ngx_segura_db_pool_s  ngx_segura_db_pool_t;
 
 typedef struct {
     ngx_uint_t                 id;
-    u_char                    *key;          /* 32 bytes, wiped on pool destroy */
+    u_char                    *key;          /* 32 bytes, wiped with the pool */
 } ngx_segura_master_key_t;
 
 

@@ -1647,8 +1647,8 @@ ngx_segura_session_to_device(ngx_segura_session_t *s)
                 if (w == SSH_ERROR) {
                     s->device_done = 1;
                     ngx_segura_session_fail(s,
-                                            NGX_SEGURA_WS_ERR_SESSION_TERMINATED,
-                                            "device_gone");
+                                   NGX_SEGURA_WS_ERR_SESSION_TERMINATED,
+                                   "device_gone");
                     return NGX_OK;
                 }
 
