@@ -213,6 +213,9 @@ if [ "$demo_on" = 1 ]; then
     done
     [ -f "$demo/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C segura-demo -f "$demo/id_ed25519"
     cp "$demo/id_ed25519.pub" "$demo/authorized_keys"
+    # the demo shell starts in an empty home of its own, not in the
+    # invoking user's (whose ~/.bashrc may be slow or write history)
+    mkdir -p "$demo/home"
     chmod 0644 "$demo/authorized_keys"
     cat > "$demo/sshd_config" <<CONF
 Port $sshd_port
@@ -227,6 +230,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 PrintMotd no
+SetEnv HOME=$demo/home
 CONF
     stop_stale "$demo/sshd.pid" "$demo/sshd_config"
     logsize=$(stat -c %s "$demo/sshd.log" 2>/dev/null || echo 0)

@@ -460,6 +460,12 @@ sub new {
     close $fh;
     chmod 0644, "$dir/authorized_keys";
 
+    # the device's shells start in an empty home of the test's own: the
+    # machine's ~/.profile and ~/.bashrc (pyenv and the like: seconds per
+    # shell, and a lock file that a killed shell leaves behind) are not
+    # what a test measures, and no test writes to the user's history
+    make_path("$dir/home");
+
     $self->write_config;
     $self->start;
 
@@ -497,6 +503,7 @@ sub write_config {
         "PrintLastLog no",
         "Banner none",
         "AcceptEnv LANG",
+        "SetEnv HOME=$d/home",
         "Subsystem sftp internal-sftp",
         ""), "\n";
     close $fh;
