@@ -20,6 +20,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_session.h"
+#include "ngx_segura_outbox.h"
 #include "ngx_segura_watch.h"
 
 #include <jansson.h>
@@ -851,6 +852,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
 
     ngx_segura_session_init_process();
 
+    /* what sessions owe the database, written whatever it is doing */
+
+    if (ngx_segura_outbox_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* live sessions end when their grant goes, from whichever node */
 
     if (ngx_segura_watch_init_process(cycle, smcf) != NGX_OK) {
@@ -887,6 +894,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
     /* the thread pools have been joined by now: no task holds a handle */
 
     ngx_segura_watch_exit_process();
+    ngx_segura_outbox_exit_process();
 
     if (smcf->db != NULL) {
         ngx_segura_db_pool_destroy(smcf->db);

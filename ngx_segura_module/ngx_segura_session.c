@@ -11,16 +11,17 @@
  * it, and every handler starts by checking it:
  *
  *   CHECK    pool thread: identity, grant, key row, key decryption
- *   CONNECT  pool thread: TCP, key exchange, host key, auth, pty, shell,
- *            the audit row
+ *   CONNECT  event loop: the device set-up (ngx_segura_connect.c), with
+ *            one pause in a pool thread to pin a host key on first use
  *   RELAY    event loop: bytes both ways, libssh non-blocking
  *   CLOSING  event loop: our close frame is queued, waiting for the
  *            client's or a timeout
- *   AUDIT    pool thread: the audit row is completed
  *   DONE     event loop: the request is being finalized
  *
  * While a pool thread owns the session the request is blocked
- * (r->main->blocked), so nginx cannot free it under the task.
+ * (r->main->blocked), so nginx cannot free it under the task.  The audit
+ * row is written through the outbox (ngx_segura_outbox.c): its start when
+ * the shell is open, its end when the session ends; neither waits.
  *
  * The relay follows nginx's upgraded-connection loop: one bounded buffer
  * per direction, write before reading more, stop reading a side whose
@@ -39,7 +40,9 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
+#include "ngx_segura_connect.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_outbox.h"
 #include "ngx_segura_session.h"
 #include "ngx_segura_ssh.h"
 #include "ngx_segura_sshkey.h"
@@ -49,6 +52,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <sys/ioctl.h>
 
 
@@ -66,7 +70,6 @@ typedef enum {
     NGX_SEGURA_SESSION_CONNECT,
     NGX_SEGURA_SESSION_RELAY,
     NGX_SEGURA_SESSION_CLOSING,
-    NGX_SEGURA_SESSION_AUDIT,
     NGX_SEGURA_SESSION_DONE
 } ngx_segura_session_state_e;
 
@@ -97,14 +100,19 @@ typedef struct {
     char                           username[129];
     char                           device_name[129];
     char                           device_address[256];
+    ngx_uint_t                     port;
     char                           pinned[NGX_SEGURA_SSH_LINE_LEN];
     char                           pinned_fp[NGX_SEGURA_SSH_FP_LEN];
     char                           pinned_type[64];
+    char                           key_type[65];
     char                           id[40];    /* ssh_sessions.id */
+    char                           started[NGX_INT64_LEN + 1];  /* ms */
     unsigned                       audited:1;
     unsigned                       pinned_now:1;
+    unsigned                       pin_failed:1;
 
     ngx_segura_ssh_t               ssh;
+    ngx_segura_connect_t           connect;
 
     /* the relay */
     ngx_segura_ws_parser_t         ws;
@@ -139,6 +147,7 @@ typedef struct {
     unsigned                       client_gone:1;    /* TCP closed */
     unsigned                       close_queued:1;
     unsigned                       device_done:1;
+    unsigned                       shutdown:1;
 } ngx_segura_session_t;
 
 
@@ -165,13 +174,14 @@ static u_char *ngx_segura_session_open(ngx_segura_session_t *s,
 static void ngx_segura_session_check_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_session_accept(ngx_segura_session_t *s,
     ngx_str_t *key);
-static void ngx_segura_session_connect(void *data, ngx_log_t *log);
-static ngx_int_t ngx_segura_session_host_key(ngx_segura_session_t *s,
-    PGconn **conn);
-static void ngx_segura_session_audit_start(ngx_segura_session_t *s,
-    PGconn **conn);
-static void ngx_segura_session_connect_done(ngx_event_t *ev);
-static ngx_int_t ngx_segura_session_attach(ngx_segura_session_t *s);
+static void ngx_segura_session_connect(ngx_segura_session_t *s);
+static ngx_int_t ngx_segura_session_host_key(ngx_segura_connect_t *cn);
+static void ngx_segura_session_pin(void *data, ngx_log_t *log);
+static void ngx_segura_session_pin_done(ngx_event_t *ev);
+static void ngx_segura_session_connected(ngx_segura_connect_t *cn);
+static ngx_int_t ngx_segura_session_client_lost(ngx_connection_t *c);
+static ngx_int_t ngx_segura_session_audit_start(ngx_segura_session_t *s);
+static void ngx_segura_session_audit_end(ngx_segura_session_t *s);
 static void ngx_segura_session_client_handler(ngx_event_t *ev);
 static void ngx_segura_session_peer_handler(ngx_event_t *ev);
 static void ngx_segura_session_shutdown(ngx_segura_session_t *s);
@@ -193,8 +203,6 @@ static void ngx_segura_session_close(ngx_segura_session_t *s,
 static void ngx_segura_session_timer_handler(ngx_event_t *ev);
 static void ngx_segura_session_arm_timer(ngx_segura_session_t *s);
 static void ngx_segura_session_finish(ngx_segura_session_t *s);
-static void ngx_segura_session_audit_end(void *data, ngx_log_t *log);
-static void ngx_segura_session_audit_done(ngx_event_t *ev);
 static void ngx_segura_session_finalize(ngx_segura_session_t *s);
 static void ngx_segura_session_detach(ngx_segura_session_t *s);
 static void ngx_segura_session_cleanup(void *data);
@@ -324,6 +332,17 @@ ngx_segura_session_handler(ngx_http_request_t *r)
                                           "rows", "rows must be 1-1000");
     }
 
+    if (ngx_segura_outbox_full()) {
+
+        /* the audit of a new session could not be written in time */
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "segura session: refused, %uz writes wait for the "
+                      "database", ngx_segura_outbox_pending());
+        return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_DB_UNAVAILABLE,
+                                          NULL, NULL);
+    }
+
     s = ngx_pcalloc(r->pool, sizeof(ngx_segura_session_t));
     if (s == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -338,7 +357,6 @@ ngx_segura_session_handler(ngx_http_request_t *r)
     s->device_id = device_id;
     s->ssh.cols = (unsigned) cols;
     s->ssh.rows = (unsigned) rows;
-    s->ssh.timeout = slcf->connect_timeout;
     s->ssh.fd = (ngx_socket_t) -1;
     s->exit_status = -1;
 
@@ -685,7 +703,7 @@ ngx_segura_session_check(void *data, ngx_log_t *log)
               "select segura_grant_check($1, $2, $3),"
               " k.name, k.username, k.private_key_enc, k.passphrase_enc,"
               " d.name, d.address, d.port, d.host_key,"
-              " d.host_key_fingerprint"
+              " d.host_key_fingerprint, k.key_type, k.bits"
               " from (select 1) one"
               " left join ssh_keys k on k.id = $2"
               " left join devices d on d.id = $3",
@@ -757,8 +775,17 @@ ngx_segura_session_check(void *data, ngx_log_t *log)
                        (u_char *) PQgetvalue(res, 0, 6),
                        sizeof(s->device_address));
 
-    s->ssh.port = ngx_atoi((u_char *) PQgetvalue(res, 0, 7),
-                           ngx_strlen(PQgetvalue(res, 0, 7)));
+    s->port = ngx_atoi((u_char *) PQgetvalue(res, 0, 7),
+                       ngx_strlen(PQgetvalue(res, 0, 7)));
+
+    (void) ngx_cpystrn((u_char *) s->key_type,
+                       (u_char *) PQgetvalue(res, 0, 10),
+                       sizeof(s->key_type));
+
+    if (ngx_strcmp(s->key_type, "ssh-rsa") == 0 && !PQgetisnull(res, 0, 11)) {
+        s->ssh.rsa_bits = ngx_atoi((u_char *) PQgetvalue(res, 0, 11),
+                                   ngx_strlen(PQgetvalue(res, 0, 11)));
+    }
 
     if (!PQgetisnull(res, 0, 8)) {
         (void) ngx_cpystrn((u_char *) s->pinned,
@@ -973,19 +1000,190 @@ ngx_segura_session_check_done(ngx_event_t *ev)
         return;
     }
 
-    s->state = NGX_SEGURA_SESSION_CONNECT;
-    s->ssh.address = s->device_address;
-    s->ssh.username = s->username;
-    c->log->action = "connecting to device";
+    ngx_segura_session_connect(s);
+}
 
-    if (ngx_segura_session_post(s, ngx_segura_session_connect,
-                                ngx_segura_session_connect_done)
+
+/* CONNECT, event loop */
+
+static void
+ngx_segura_session_connect(ngx_segura_session_t *s)
+{
+    ngx_segura_connect_t      *cn;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(s->r, ngx_http_core_module);
+
+    s->state = NGX_SEGURA_SESSION_CONNECT;
+    s->ssh.username = s->username;
+
+    cn = &s->connect;
+
+    cn->host.data = (u_char *) s->device_address;
+    cn->host.len = ngx_strlen(s->device_address);
+    cn->port = (in_port_t) s->port;
+    cn->timeout = s->slcf->connect_timeout;
+    cn->resolver = clcf->resolver;
+    cn->resolver_timeout = clcf->resolver_timeout;
+    cn->thread_pool = s->smcf->thread_pool;
+    cn->log = s->c->log;
+    cn->pool = s->r->pool;
+    cn->ssh = &s->ssh;
+    cn->host_key = ngx_segura_session_host_key;
+    cn->done = ngx_segura_session_connected;
+    cn->data = s;
+
+    ngx_segura_connect_start(cn);
+}
+
+
+/* the key exchange is done: is this the device's host key? */
+
+static ngx_int_t
+ngx_segura_session_host_key(ngx_segura_connect_t *cn)
+{
+    ngx_segura_session_t *s = cn->data;
+
+    if (s->pinned[0] != '\0') {
+        if (ngx_strcmp(s->pinned_fp, s->ssh.host_key_fp) == 0) {
+            return NGX_OK;
+        }
+
+        s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
+        (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
+                            "host key %s of device %L does not match the "
+                            "pinned %s%Z", s->ssh.host_key_fp, s->device_id,
+                            s->pinned_fp);
+        return NGX_ERROR;
+    }
+
+    if (s->slcf->host_key_policy == NGX_SEGURA_HOST_KEY_STRICT) {
+        s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN;
+        (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
+                            "device %L has no pinned host key and the "
+                            "policy is strict (it presented %s)%Z",
+                            s->device_id, s->ssh.host_key_fp);
+        return NGX_ERROR;
+    }
+
+    /* trust on first use: the pin is written by a pool thread */
+
+    if (ngx_segura_session_post(s, ngx_segura_session_pin,
+                                ngx_segura_session_pin_done)
         != NGX_OK)
     {
-        s->state = NGX_SEGURA_SESSION_RELAY;
-        ngx_segura_session_fail(s, NGX_SEGURA_WS_ERR_INTERNAL, "overloaded");
-        ngx_segura_session_relay(s);
+        s->ssh.err = NGX_SEGURA_WS_ERR_INTERNAL;
+        (void) ngx_cpystrn((u_char *) s->ssh.text,
+                           (u_char *) "the thread pool refused a task",
+                           sizeof(s->ssh.text));
+        return NGX_ERROR;
     }
+
+    return NGX_AGAIN;
+}
+
+
+/* pool thread; the set-up is paused meanwhile */
+
+static void
+ngx_segura_session_pin(void *data, ngx_log_t *log)
+{
+    ngx_segura_session_task_t *ctx = data;
+
+    char                   dev[NGX_INT64_LEN + 1];
+    PGconn                *conn;
+    PGresult              *res;
+    const char            *params[3];
+    ngx_segura_session_t  *s;
+
+    s = ctx->s;
+
+    conn = ngx_segura_db_acquire(s->smcf->db, s->log, sizeof(s->log));
+
+    if (conn == NULL) {
+        s->pin_failed = 1;
+        return;
+    }
+
+    /*
+     * pin the key unless another session pinned one meanwhile, in which
+     * case that one is what must match
+     */
+
+    (void) ngx_snprintf((u_char *) dev, sizeof(dev), "%L%Z", s->device_id);
+
+    params[0] = dev;
+    params[1] = s->ssh.host_key;
+    params[2] = s->ssh.host_key_fp;
+
+    res = ngx_segura_db_query(s->smcf->db, &conn,
+              "with pin as ("
+              "  update devices set host_key = $2, host_key_fingerprint = $3"
+              "  where id = $1 and host_key is null returning id),"
+              " log as ("
+              "  insert into audit_log (action, object_type, object_id,"
+              "                         detail)"
+              "  select 'host_key_pinned', 'device', $1, "
+              "         json_build_object('fingerprint', $3::text)"
+              "  from pin returning 1)"
+              " select (select count(*) from pin),"
+              "        (select host_key_fingerprint from devices"
+              "         where id = $1),"
+              "        (select count(*) from log)",
+              3, params, s->log, sizeof(s->log));
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
+        || PQntuples(res) != 1)
+    {
+        s->pin_failed = 1;
+
+    } else if (ngx_strcmp(PQgetvalue(res, 0, 0), "1") == 0) {
+        s->pinned_now = 1;
+
+    } else {
+        /* pinned by another session meanwhile */
+        (void) ngx_cpystrn((u_char *) s->pinned_fp,
+                           (u_char *) PQgetvalue(res, 0, 1),
+                           sizeof(s->pinned_fp));
+    }
+
+    PQclear(res);
+
+    ngx_segura_db_release(s->smcf->db, conn);
+}
+
+
+static void
+ngx_segura_session_pin_done(ngx_event_t *ev)
+{
+    ngx_int_t              rc;
+    ngx_segura_session_t  *s;
+
+    s = ngx_segura_session_from_event(ev);
+
+    rc = NGX_OK;
+
+    if (s->pin_failed) {
+        s->ssh.err = NGX_SEGURA_WS_ERR_DATABASE;
+        (void) ngx_cpystrn((u_char *) s->ssh.text, (u_char *) s->log,
+                           sizeof(s->ssh.text));
+        rc = NGX_ERROR;
+
+    } else if (s->pinned_now) {
+        ngx_log_error(NGX_LOG_NOTICE, s->c->log, 0,
+                      "segura session: pinned host key %s of device %L",
+                      s->ssh.host_key_fp, s->device_id);
+
+    } else if (ngx_strcmp(s->pinned_fp, s->ssh.host_key_fp) != 0) {
+        s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
+        (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
+                            "host key %s of device %L does not match the "
+                            "one pinned meanwhile%Z", s->ssh.host_key_fp,
+                            s->device_id);
+        rc = NGX_ERROR;
+    }
+
+    ngx_segura_connect_resume(&s->connect, rc);
 }
 
 
@@ -1059,225 +1257,40 @@ ngx_segura_session_accept(ngx_segura_session_t *s, ngx_str_t *key)
 }
 
 
-/* CONNECT, pool thread */
-
 static void
-ngx_segura_session_connect(void *data, ngx_log_t *log)
-{
-    ngx_segura_session_task_t *ctx = data;
-
-    PGconn                *conn;
-    ngx_segura_session_t  *s;
-
-    s = ctx->s;
-    conn = NULL;
-
-    if (ngx_segura_ssh_connect(&s->ssh) != NGX_OK) {
-        goto failed;
-    }
-
-    conn = ngx_segura_db_acquire(s->smcf->db, s->log, sizeof(s->log));
-
-    if (conn == NULL) {
-        s->ssh.err = NGX_SEGURA_WS_ERR_DATABASE;
-        (void) ngx_cpystrn((u_char *) s->ssh.text, (u_char *) s->log,
-                           sizeof(s->ssh.text));
-        goto failed;
-    }
-
-    /* no authentication is attempted with a host key we do not trust */
-
-    if (ngx_segura_session_host_key(s, &conn) != NGX_OK) {
-        goto failed;
-    }
-
-    if (ngx_segura_ssh_login(&s->ssh) != NGX_OK) {
-        goto failed;
-    }
-
-    ngx_segura_session_audit_start(s, &conn);
-
-    ngx_segura_db_release(s->smcf->db, conn);
-
-    return;
-
-failed:
-
-    if (conn != NULL) {
-        ngx_segura_db_release(s->smcf->db, conn);
-    }
-
-    /* the relay never starts: everything libssh holds goes now */
-
-    ngx_segura_ssh_close(&s->ssh);
-}
-
-
-static ngx_int_t
-ngx_segura_session_host_key(ngx_segura_session_t *s, PGconn **conn)
-{
-    char       dev[NGX_INT64_LEN + 1];
-    PGresult  *res;
-    const char  *params[3];
-
-    if (s->pinned[0] != '\0') {
-        if (ngx_strcmp(s->pinned_fp, s->ssh.host_key_fp) == 0) {
-            return NGX_OK;
-        }
-
-        s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
-        (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
-                            "host key %s of device %L does not match the "
-                            "pinned %s%Z", s->ssh.host_key_fp, s->device_id,
-                            s->pinned_fp);
-        return NGX_ERROR;
-    }
-
-    if (s->slcf->host_key_policy == NGX_SEGURA_HOST_KEY_STRICT) {
-        s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN;
-        (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
-                            "device %L has no pinned host key and the "
-                            "policy is strict (it presented %s)%Z",
-                            s->device_id, s->ssh.host_key_fp);
-        return NGX_ERROR;
-    }
-
-    /*
-     * trust on first use: pin the key unless another session pinned one
-     * meanwhile, in which case that one is what must match
-     */
-
-    (void) ngx_snprintf((u_char *) dev, sizeof(dev), "%L%Z", s->device_id);
-
-    params[0] = dev;
-    params[1] = s->ssh.host_key;
-    params[2] = s->ssh.host_key_fp;
-
-    res = ngx_segura_db_query(s->smcf->db, conn,
-              "with pin as ("
-              "  update devices set host_key = $2, host_key_fingerprint = $3"
-              "  where id = $1 and host_key is null returning id),"
-              " log as ("
-              "  insert into audit_log (action, object_type, object_id,"
-              "                         detail)"
-              "  select 'host_key_pinned', 'device', $1, "
-              "         json_build_object('fingerprint', $3::text)"
-              "  from pin returning 1)"
-              " select (select count(*) from pin),"
-              "        (select host_key_fingerprint from devices"
-              "         where id = $1),"
-              "        (select count(*) from log)",
-              3, params, s->log, sizeof(s->log));
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
-        || PQntuples(res) != 1)
-    {
-        PQclear(res);
-        s->ssh.err = NGX_SEGURA_WS_ERR_DATABASE;
-        (void) ngx_cpystrn((u_char *) s->ssh.text, (u_char *) s->log,
-                           sizeof(s->ssh.text));
-        return NGX_ERROR;
-    }
-
-    if (ngx_strcmp(PQgetvalue(res, 0, 0), "1") == 0) {
-        s->pinned_now = 1;
-        PQclear(res);
-        return NGX_OK;
-    }
-
-    if (ngx_strcmp(PQgetvalue(res, 0, 1), s->ssh.host_key_fp) == 0) {
-        PQclear(res);
-        return NGX_OK;
-    }
-
-    s->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
-    (void) ngx_snprintf((u_char *) s->ssh.text, sizeof(s->ssh.text),
-                        "host key %s of device %L does not match the one "
-                        "pinned meanwhile%Z", s->ssh.host_key_fp,
-                        s->device_id);
-    PQclear(res);
-
-    return NGX_ERROR;
-}
-
-
-static void
-ngx_segura_session_audit_start(ngx_segura_session_t *s, PGconn **conn)
-{
-    char        user[NGX_INT64_LEN + 1], key[NGX_INT64_LEN + 1],
-                dev[NGX_INT64_LEN + 1];
-    PGresult   *res;
-    const char *params[5];
-
-    (void) ngx_snprintf((u_char *) user, sizeof(user), "%L%Z",
-                        s->identity.id);
-    (void) ngx_snprintf((u_char *) key, sizeof(key), "%L%Z", s->key_id);
-    (void) ngx_snprintf((u_char *) dev, sizeof(dev), "%L%Z", s->device_id);
-
-    params[0] = user;
-    params[1] = key;
-    params[2] = dev;
-    params[3] = s->client_addr;
-    params[4] = s->node;
-
-    res = ngx_segura_db_query(s->smcf->db, conn,
-              "insert into ssh_sessions (user_id, key_id, device_id,"
-              " client_addr, node) values ($1, $2, $3, $4, $5)"
-              " returning id",
-              5, params, s->log, sizeof(s->log));
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
-        || PQntuples(res) != 1)
-    {
-        /* no audit row, no session */
-
-        PQclear(res);
-        s->ssh.err = NGX_SEGURA_WS_ERR_DATABASE;
-        (void) ngx_cpystrn((u_char *) s->ssh.text, (u_char *) s->log,
-                           sizeof(s->ssh.text));
-        ngx_segura_ssh_close(&s->ssh);
-        return;
-    }
-
-    (void) ngx_cpystrn((u_char *) s->id, (u_char *) PQgetvalue(res, 0, 0),
-                       sizeof(s->id));
-    s->audited = 1;
-
-    PQclear(res);
-}
-
-
-static void
-ngx_segura_session_connect_done(ngx_event_t *ev)
+ngx_segura_session_connected(ngx_segura_connect_t *cn)
 {
     json_t                *json;
     ngx_uint_t             level;
-    ngx_connection_t      *c;
+    ngx_connection_t      *c, *peer;
     ngx_segura_session_t  *s;
 
-    s = ngx_segura_session_from_event(ev);
+    s = cn->data;
     c = s->c;
 
     if (s->state != NGX_SEGURA_SESSION_CONNECT) {
         ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                      "segura session: connect done in state %d", s->state);
+                      "segura session: connected in state %d", s->state);
     }
 
     s->state = NGX_SEGURA_SESSION_RELAY;
-
-    if (s->pinned_now) {
-        ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
-                      "segura session: pinned host key %s of device %L",
-                      s->ssh.host_key_fp, s->device_id);
-    }
 
     if (s->ssh.err != NGX_SEGURA_WS_ERR_NONE) {
         level = (s->ssh.err == NGX_SEGURA_WS_ERR_INTERNAL) ? NGX_LOG_ALERT
                                                            : NGX_LOG_ERR;
 
+        if (s->ssh.err == NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT) {
+            level = NGX_LOG_ERR;
+        }
+
         ngx_log_error(level, c->log, 0,
                       "segura session: device %L %s: %s",
                       s->device_id, s->device_address, s->ssh.text);
+
+        if (s->client_gone) {
+            ngx_segura_session_finish(s);
+            return;
+        }
 
         ngx_segura_session_fail(s, s->ssh.err,
                                 (char *) ngx_segura_ws_errors[s->ssh.err]
@@ -1286,19 +1299,43 @@ ngx_segura_session_connect_done(ngx_event_t *ev)
         return;
     }
 
+    if (cn->peer == NULL) {
+
+        /* given up on: the client left or the worker shuts down */
+
+        if (s->shutdown) {
+            ngx_segura_session_shutdown(s);
+
+        } else {
+            ngx_segura_session_finish(s);
+        }
+
+        return;
+    }
+
+    peer = cn->peer;
+    cn->peer = NULL;
+
+    peer->data = s;
+    peer->read->handler = ngx_segura_session_peer_handler;
+    peer->write->handler = ngx_segura_session_peer_handler;
+
+    s->peer = peer;
+
     c->log->action = "relaying terminal";
 
-    ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                  "segura session %s: user \"%s\" key %L device %L "
-                  "(%s:%ui) opened",
-                  s->id, s->identity.username, s->key_id, s->device_id,
-                  s->device_address, s->ssh.port);
-
-    if (ngx_segura_session_attach(s) != NGX_OK) {
+    if (ngx_segura_session_audit_start(s) != NGX_OK) {
         ngx_segura_session_fail(s, NGX_SEGURA_WS_ERR_INTERNAL, "internal");
         ngx_segura_session_relay(s);
         return;
     }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "segura session %s: user \"%s\" key %L device %L "
+                  "(%s:%ui) opened in %M ms",
+                  s->id, s->identity.username, s->key_id, s->device_id,
+                  s->device_address, s->port,
+                  ngx_current_msec - cn->started);
 
     json = json_pack("{s:s, s:s}", "type", "connected", "session", s->id);
     ngx_segura_session_event(s, json);
@@ -1309,58 +1346,177 @@ ngx_segura_session_connect_done(ngx_event_t *ev)
     s->listed = 1;
 
     if (s->generation != ngx_segura_watch_generation()) {
-        /* a grant changed while the session was being checked */
+        /* a grant changed while the session was being set up */
         ngx_segura_watch_recheck();
     }
 
-    /* the client may have typed during the connect: read it now */
+    /* the client may have typed during the set-up: read it now */
 
     ngx_segura_session_relay(s);
 }
 
 
+/*
+ * During the set-up the client is not read (what it types waits in the
+ * socket), only watched: has it gone?  As
+ * ngx_http_upstream_check_broken_connection() does.
+ */
+
 static ngx_int_t
-ngx_segura_session_attach(ngx_segura_session_t *s)
+ngx_segura_session_client_lost(ngx_connection_t *c)
 {
-    int                 one;
-    ngx_connection_t   *peer;
+    int        n;
+    char       buf[1];
+    ngx_err_t  err;
 
-    one = 1;
+#if (NGX_HAVE_EPOLLRDHUP)
 
-    (void) setsockopt(s->ssh.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
+    if ((ngx_event_flags & NGX_USE_EPOLL_EVENT) && ngx_use_epoll_rdhup
+        && !c->read->pending_eof)
+    {
+        return 0;
+    }
 
-    peer = ngx_get_connection(s->ssh.fd, s->c->log);
-    if (peer == NULL) {
+#endif
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+    err = ngx_socket_errno;
+
+    if (n > 0) {
+        return 0;
+    }
+
+    if (n == -1 && err == NGX_EAGAIN) {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_segura_session_audit_start(ngx_segura_session_t *s)
+{
+    u_char         uuid[16];
+    char           user[NGX_INT64_LEN + 1], key[NGX_INT64_LEN + 1],
+                   dev[NGX_INT64_LEN + 1], port[NGX_INT_T_LEN + 1];
+    const char    *params[12];
+    ngx_time_t    *tp;
+
+    /*
+     * the id is made here, so the session is named at once and the insert
+     * can be repeated safely; the names are those of now
+     */
+
+    if (RAND_bytes(uuid, sizeof(uuid)) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
+                      "segura session: RAND_bytes() failed");
         return NGX_ERROR;
     }
 
-    peer->data = s;
-    peer->read->handler = ngx_segura_session_peer_handler;
-    peer->write->handler = ngx_segura_session_peer_handler;
-    peer->read->log = s->c->log;
-    peer->write->log = s->c->log;
-    peer->log = s->c->log;
-    peer->pool = s->r->pool;
-    peer->shared = 1;    /* not ours to close: libssh closes the socket */
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
 
-    s->peer = peer;
+    (void) ngx_snprintf((u_char *) s->id, sizeof(s->id),
+                        "%*xs-%*xs-%*xs-%*xs-%*xs%Z",
+                        (size_t) 4, uuid, (size_t) 2, uuid + 4,
+                        (size_t) 2, uuid + 6, (size_t) 2, uuid + 8,
+                        (size_t) 6, uuid + 10);
 
-    if (ngx_add_conn) {
-        if (ngx_add_conn(peer) == NGX_ERROR) {
-            return NGX_ERROR;
-        }
+    tp = ngx_timeofday();
 
-    } else {
-        if (ngx_add_event(peer->read, NGX_READ_EVENT, NGX_CLEAR_EVENT)
-            != NGX_OK
-            || ngx_add_event(peer->write, NGX_WRITE_EVENT, NGX_CLEAR_EVENT)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    (void) ngx_snprintf((u_char *) s->started, sizeof(s->started), "%L%Z",
+                        (int64_t) tp->sec * 1000 + tp->msec);
+    (void) ngx_snprintf((u_char *) user, sizeof(user), "%L%Z",
+                        s->identity.id);
+    (void) ngx_snprintf((u_char *) key, sizeof(key), "%L%Z", s->key_id);
+    (void) ngx_snprintf((u_char *) dev, sizeof(dev), "%L%Z", s->device_id);
+    (void) ngx_snprintf((u_char *) port, sizeof(port), "%ui%Z", s->port);
+
+    params[0] = s->id;
+    params[1] = user;
+    params[2] = key;
+    params[3] = dev;
+    params[4] = s->client_addr;
+    params[5] = s->node;
+    params[6] = s->started;
+    params[7] = s->identity.username;
+    params[8] = s->key_name;
+    params[9] = s->device_name;
+    params[10] = s->device_address;
+    params[11] = port;
+
+    /*
+     * the row may be written after what it points at was deleted (the
+     * database was away): the references are then null, the names stay
+     */
+
+    if (ngx_segura_outbox_add(s->c->log,
+            "insert into ssh_sessions (id, user_id, key_id, device_id,"
+            " client_addr, node, started_at, username, key_name,"
+            " device_name, device_address, device_port)"
+            " values ($1, (select id from users where id = $2),"
+            " (select id from ssh_keys where id = $3),"
+            " (select id from devices where id = $4), $5, $6,"
+            " to_timestamp($7::bigint / 1000.0), $8, $9, $10, $11, $12)"
+            " on conflict (id) do nothing",
+            12, params)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
+    s->audited = 1;
+
     return NGX_OK;
+}
+
+
+static void
+ngx_segura_session_audit_end(ngx_segura_session_t *s)
+{
+    char          in[NGX_OFF_T_LEN + 1], out[NGX_OFF_T_LEN + 1],
+                  status[NGX_INT_T_LEN + 1], ended[NGX_INT64_LEN + 1];
+    const char   *params[6];
+    ngx_time_t   *tp;
+
+    tp = ngx_timeofday();
+
+    (void) ngx_snprintf((u_char *) ended, sizeof(ended), "%L%Z",
+                        (int64_t) tp->sec * 1000 + tp->msec);
+    (void) ngx_snprintf((u_char *) in, sizeof(in), "%O%Z", s->bytes_in);
+    (void) ngx_snprintf((u_char *) out, sizeof(out), "%O%Z", s->bytes_out);
+    (void) ngx_snprintf((u_char *) status, sizeof(status), "%i%Z",
+                        s->exit_status);
+
+    params[0] = s->id;
+    params[1] = ended;
+    params[2] = in;
+    params[3] = out;
+    params[4] = s->end_reason;
+    params[5] = s->exit_status >= 0 ? status : NULL;
+
+    /*
+     * final values, so writing it twice changes nothing; a row that
+     * another node ended as node_lost (it could not hear this one) gets
+     * the truth
+     */
+
+    if (ngx_segura_outbox_add(s->c->log,
+            "update ssh_sessions set"
+            " ended_at = greatest(started_at,"
+            "                     to_timestamp($2::bigint / 1000.0)),"
+            " bytes_in = $3, bytes_out = $4, end_reason = $5,"
+            " exit_status = $6"
+            " where id = $1"
+            " and (ended_at is null or end_reason = 'node_lost')",
+            6, params)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
+                      "segura session %s: the end of the audit row cannot "
+                      "be queued", s->id);
+    }
 }
 
 
@@ -1377,11 +1533,29 @@ ngx_segura_session_client_handler(ngx_event_t *ev)
     r = c->data;
     s = ngx_http_get_module_ctx(r, ngx_http_segura_module);
 
-    if (s->state == NGX_SEGURA_SESSION_CONNECT
-        || s->state == NGX_SEGURA_SESSION_AUDIT
-        || s->state == NGX_SEGURA_SESSION_DONE)
-    {
-        /* a pool thread owns the session; it looks at the client later */
+    if (s->state == NGX_SEGURA_SESSION_DONE) {
+        return;
+    }
+
+    if (s->state == NGX_SEGURA_SESSION_CONNECT) {
+
+        /* the set-up goes on unless the client left or the worker exits */
+
+        if (c->close) {
+            s->shutdown = 1;
+            ngx_segura_connect_abort(&s->connect, NGX_SEGURA_WS_ERR_NONE,
+                                     "worker shutdown");
+
+        } else if (!ev->write && ngx_segura_session_client_lost(c)) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "segura session: the client left during the "
+                          "set-up");
+            s->client_gone = 1;
+            s->end_reason = "client_gone";
+            ngx_segura_connect_abort(&s->connect, NGX_SEGURA_WS_ERR_NONE,
+                                     "client gone");
+        }
+
         return;
     }
 
@@ -1600,6 +1774,11 @@ ngx_segura_session_send(ngx_segura_session_t *s)
 
     s->out.pos = s->out.start;
     s->out.last = s->out.start;
+
+    if (s->close_queued) {
+        /* RFC 6455 5.5.1: nothing goes after our close frame */
+        s->pong_pending = 0;
+    }
 
     if (s->pong_pending
         && ngx_segura_session_queue(s, NGX_SEGURA_WS_OP_PONG, s->pong,
@@ -2255,9 +2434,7 @@ ngx_segura_session_arm_timer(ngx_segura_session_t *s)
 static void
 ngx_segura_session_finish(ngx_segura_session_t *s)
 {
-    if (s->state == NGX_SEGURA_SESSION_AUDIT
-        || s->state == NGX_SEGURA_SESSION_DONE)
-    {
+    if (s->state == NGX_SEGURA_SESSION_DONE) {
         return;
     }
 
@@ -2277,86 +2454,7 @@ ngx_segura_session_finish(ngx_segura_session_t *s)
                       "%O bytes out", s->id, s->end_reason, s->bytes_in,
                       s->bytes_out);
 
-        s->state = NGX_SEGURA_SESSION_AUDIT;
-
-        if (ngx_segura_session_post(s, ngx_segura_session_audit_end,
-                                    ngx_segura_session_audit_done)
-            == NGX_OK)
-        {
-            return;
-        }
-
-        ngx_log_error(NGX_LOG_ERR, s->c->log, 0,
-                      "segura session %s: the audit row cannot be "
-                      "completed", s->id);
-    }
-
-    s->state = NGX_SEGURA_SESSION_DONE;
-    ngx_segura_session_finalize(s);
-}
-
-
-/* AUDIT, pool thread */
-
-static void
-ngx_segura_session_audit_end(void *data, ngx_log_t *log)
-{
-    ngx_segura_session_task_t *ctx = data;
-
-    char                   in[NGX_OFF_T_LEN + 1], out[NGX_OFF_T_LEN + 1],
-                           status[NGX_INT_T_LEN + 1];
-    PGconn                *conn;
-    PGresult              *res;
-    const char            *params[5];
-    ngx_segura_session_t  *s;
-
-    s = ctx->s;
-    s->log_level = 0;
-
-    conn = ngx_segura_db_acquire(s->smcf->db, s->log, sizeof(s->log));
-    if (conn == NULL) {
-        s->log_level = NGX_LOG_ERR;
-        return;
-    }
-
-    (void) ngx_snprintf((u_char *) in, sizeof(in), "%O%Z", s->bytes_in);
-    (void) ngx_snprintf((u_char *) out, sizeof(out), "%O%Z", s->bytes_out);
-    (void) ngx_snprintf((u_char *) status, sizeof(status), "%i%Z",
-                        s->exit_status);
-
-    params[0] = s->id;
-    params[1] = in;
-    params[2] = out;
-    params[3] = s->end_reason;
-    params[4] = s->exit_status >= 0 ? status : NULL;
-
-    res = ngx_segura_db_query(s->smcf->db, &conn,
-              "update ssh_sessions set ended_at = now(), bytes_in = $2,"
-              " bytes_out = $3, end_reason = $4, exit_status = $5"
-              " where id = $1",
-              5, params, s->log, sizeof(s->log));
-
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        s->log_level = NGX_LOG_ERR;
-    }
-
-    PQclear(res);
-
-    ngx_segura_db_release(s->smcf->db, conn);
-}
-
-
-static void
-ngx_segura_session_audit_done(ngx_event_t *ev)
-{
-    ngx_segura_session_t  *s;
-
-    s = ngx_segura_session_from_event(ev);
-
-    if (s->log_level) {
-        ngx_log_error(s->log_level, s->c->log, 0,
-                      "segura session %s: completing the audit row: %s",
-                      s->id, s->log);
+        ngx_segura_session_audit_end(s);
     }
 
     s->state = NGX_SEGURA_SESSION_DONE;
@@ -2389,53 +2487,13 @@ ngx_segura_session_finalize(ngx_segura_session_t *s)
 static void
 ngx_segura_session_detach(ngx_segura_session_t *s)
 {
-    ngx_connection_t  *peer;
-
     if (s->listed) {
         ngx_queue_remove(&s->live);
         s->listed = 0;
     }
 
-    peer = s->peer;
-
-    if (peer != NULL) {
-
-        /* the socket is libssh's: release the nginx side only */
-
-        if (peer->read->timer_set) {
-            ngx_del_timer(peer->read);
-        }
-
-        if (peer->write->timer_set) {
-            ngx_del_timer(peer->write);
-        }
-
-        if (peer->read->posted) {
-            ngx_delete_posted_event(peer->read);
-        }
-
-        if (peer->write->posted) {
-            ngx_delete_posted_event(peer->write);
-        }
-
-        if (ngx_del_conn) {
-            (void) ngx_del_conn(peer, NGX_CLOSE_EVENT);
-
-        } else {
-            if (peer->read->active) {
-                (void) ngx_del_event(peer->read, NGX_READ_EVENT,
-                                     NGX_CLOSE_EVENT);
-            }
-
-            if (peer->write->active) {
-                (void) ngx_del_event(peer->write, NGX_WRITE_EVENT,
-                                     NGX_CLOSE_EVENT);
-            }
-        }
-
-        ngx_free_connection(peer);
-        peer->fd = (ngx_socket_t) -1;
-
+    if (s->peer != NULL) {
+        ngx_segura_connect_release_peer(s->peer);
         s->peer = NULL;
     }
 
@@ -2456,6 +2514,11 @@ ngx_segura_session_cleanup(void *data)
     ngx_segura_session_t *s = data;
 
     /* the request pool goes: on every path nothing of the session stays */
+
+    if (ngx_segura_connect_busy(&s->connect)) {
+        ngx_log_error(NGX_LOG_ALERT, s->c->log, 0,
+                      "segura session: freed during the device set-up");
+    }
 
     ngx_segura_session_detach(s);
 

@@ -5,14 +5,18 @@
 
 
 /*
- * The SSH side of a session, with libssh.
+ * The SSH side of a session, with libssh in non-blocking mode.
  *
- * ngx_segura_ssh_connect() and ngx_segura_ssh_login() block (DNS, TCP
- * connect, key exchange, authentication, channel setup) and run in pool
- * threads only, on a session that no other thread touches meanwhile.
- * Afterwards the session is switched to non-blocking mode and driven by
- * the event loop (ngx_segura_session.c).  Nothing here logs: failures are
- * described in ssh->err and ssh->text for the completion handler.
+ * These are the steps of the set-up, on a socket that is already
+ * connected (ngx_segura_connect.c drives them from socket readiness, with
+ * one deadline for all of them): the banners and the key exchange, the
+ * public-key authentication, then the channel, its pty, the environment
+ * and the shell.  Every step returns at once; none waits for the device.
+ *
+ * Whoever owns the session calls them, one thread at a time: the event
+ * loop, or a pool thread for the one call of ngx_segura_ssh_auth() that
+ * signs with a heavy key.  Nothing here logs: failures are described in
+ * ssh->err and ssh->text for the owner to log.
  */
 
 
@@ -21,52 +25,33 @@
 #include "ngx_segura.h"
 #include "ngx_segura_ssh.h"
 
-#include <netdb.h>
-#include <poll.h>
 
-
-static ngx_int_t ngx_segura_ssh_tcp(ngx_segura_ssh_t *ssh);
-static ngx_msec_int_t ngx_segura_ssh_left(ngx_segura_ssh_t *ssh);
-static ngx_msec_t ngx_segura_ssh_now(void);
+static ngx_int_t ngx_segura_ssh_export_host_key(ngx_segura_ssh_t *ssh);
+static ngx_int_t ngx_segura_ssh_lost(ngx_segura_ssh_t *ssh,
+    const char *what);
 static int ngx_segura_ssh_data(ssh_session session, ssh_channel channel,
     void *data, uint32_t len, int is_stderr, void *userdata);
-static ngx_int_t ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh,
-    ngx_segura_ws_err_e err, const char *what, const char *text);
 
+
+/*
+ * Takes the socket: from here ssh_free() closes it, also when this
+ * fails.  The descriptor must fit in 16 bits (see NGX_SEGURA_SSH_MAX_FD).
+ */
 
 ngx_int_t
-ngx_segura_ssh_connect(ngx_segura_ssh_t *ssh)
+ngx_segura_ssh_start(ngx_segura_ssh_t *ssh, ngx_socket_t fd, const char *host)
 {
-    int              rc, off;
-    char            *b64, *fp;
-    long             sec, usec;
-    size_t           hlen;
-    ssh_key          server;
-    const char      *type, *hostkeys;
-    unsigned char   *hash;
-    ngx_msec_int_t   left;
-
-    ssh->started = ngx_segura_ssh_now();
-    ssh->fd = (ngx_socket_t) -1;
-
-    if (ngx_segura_ssh_tcp(ssh) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    int          off;
+    const char  *hostkeys;
 
     ssh->session = ssh_new();
     if (ssh->session == NULL) {
-        ngx_close_socket(ssh->fd);
-        ssh->fd = (ngx_socket_t) -1;
+        (void) ngx_close_socket(fd);
         return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
                                    "ssh_new()", "out of memory");
     }
 
-    /* from here the session owns the socket and closes it in ssh_free() */
-
     off = 0;
-    left = ngx_segura_ssh_left(ssh);
-    sec = left / 1000;
-    usec = (left % 1000) * 1000;
 
     /*
      * with a pinned host key, offer only its algorithms: otherwise a
@@ -85,12 +70,27 @@ ngx_segura_ssh_connect(ngx_segura_ssh_t *ssh)
         }
     }
 
+    /*
+     * no configuration files and an explicit ssh directory: nothing of
+     * the worker's user (home directory, ~/.ssh/config) is looked up
+     */
+
+    if (ssh_options_set(ssh->session, SSH_OPTIONS_FD, &fd) < 0) {
+        (void) ngx_close_socket(fd);
+        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
+                                   "ssh_options_set(SSH_OPTIONS_FD)",
+                                   ssh_get_error(ssh->session));
+    }
+
+    /* the session owns the socket now */
+
+    ssh->fd = fd;
+
     if (ssh_options_set(ssh->session, SSH_OPTIONS_PROCESS_CONFIG, &off) < 0
-        || ssh_options_set(ssh->session, SSH_OPTIONS_FD, &ssh->fd) < 0
-        || ssh_options_set(ssh->session, SSH_OPTIONS_HOST, ssh->address) < 0
+        || ssh_options_set(ssh->session, SSH_OPTIONS_SSH_DIR, "/nonexistent")
+           < 0
+        || ssh_options_set(ssh->session, SSH_OPTIONS_HOST, host) < 0
         || ssh_options_set(ssh->session, SSH_OPTIONS_USER, ssh->username) < 0
-        || ssh_options_set(ssh->session, SSH_OPTIONS_TIMEOUT, &sec) < 0
-        || ssh_options_set(ssh->session, SSH_OPTIONS_TIMEOUT_USEC, &usec) < 0
         || (hostkeys != NULL
             && ssh_options_set(ssh->session, SSH_OPTIONS_HOSTKEYS, hostkeys)
                < 0))
@@ -100,17 +100,42 @@ ngx_segura_ssh_connect(ngx_segura_ssh_t *ssh)
                                    ssh_get_error(ssh->session));
     }
 
-    ssh->fd = (ngx_socket_t) -1;
+    ssh_set_blocking(ssh->session, 0);
 
-    rc = ssh_connect(ssh->session);
+    return NGX_OK;
+}
 
-    if (rc != SSH_OK) {
-        return ngx_segura_ssh_fail(ssh, ngx_segura_ssh_left(ssh) <= 0
-                                        ? NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT
-                                        : NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
+
+/* the banners and the key exchange; then the host key is known */
+
+ngx_int_t
+ngx_segura_ssh_handshake(ngx_segura_ssh_t *ssh)
+{
+    switch (ssh_connect(ssh->session)) {
+
+    case SSH_OK:
+        return ngx_segura_ssh_export_host_key(ssh);
+
+    case SSH_AGAIN:
+        return NGX_AGAIN;
+
+    default:
+        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
                                    "ssh_connect()",
                                    ssh_get_error(ssh->session));
     }
+}
+
+
+static ngx_int_t
+ngx_segura_ssh_export_host_key(ngx_segura_ssh_t *ssh)
+{
+    char           *b64, *fp;
+    size_t          hlen;
+    ssh_key         server;
+    ngx_int_t       rc;
+    const char     *type;
+    unsigned char  *hash;
 
     /* the key the server proved it holds during the key exchange */
 
@@ -161,100 +186,204 @@ done:
 }
 
 
-ngx_int_t
-ngx_segura_ssh_login(ngx_segura_ssh_t *ssh)
+/* whether signing with the key is worth a pool thread */
+
+ngx_uint_t
+ngx_segura_ssh_heavy(ngx_segura_ssh_t *ssh)
 {
-    int       rc;
-    long      sec, usec;
-    ssh_key   key;
+    return ssh->rsa_bits > NGX_SEGURA_SSH_HEAVY_RSA;
+}
 
-    key = ssh->key;
-    ssh->key = NULL;
 
-    if (ngx_segura_ssh_left(ssh) <= 0) {
-        ssh_key_free(key);
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT,
-                                   "authenticating", "time is up");
-    }
+/*
+ * Asks whether the device accepts the key, without a signature: a heavy
+ * key is only signed with once the device said it would take it, and the
+ * signature then needs no more waiting before it is sent.
+ */
 
-    sec = ngx_segura_ssh_left(ssh) / 1000;
-    usec = (ngx_segura_ssh_left(ssh) % 1000) * 1000;
+ngx_int_t
+ngx_segura_ssh_offer(ngx_segura_ssh_t *ssh)
+{
+    switch (ssh_userauth_try_publickey(ssh->session, NULL, ssh->key)) {
 
-    (void) ssh_options_set(ssh->session, SSH_OPTIONS_TIMEOUT, &sec);
-    (void) ssh_options_set(ssh->session, SSH_OPTIONS_TIMEOUT_USEC, &usec);
+    case SSH_AUTH_SUCCESS:
+        return NGX_OK;
 
-    rc = ssh_userauth_publickey(ssh->session, NULL, key);
+    case SSH_AUTH_AGAIN:
+        return NGX_AGAIN;
 
-    /* the private key is not needed any more: ssh_key_free() wipes it */
-    ssh_key_free(key);
+    case SSH_AUTH_ERROR:
+        ssh_key_free(ssh->key);
+        ssh->key = NULL;
+        return ngx_segura_ssh_lost(ssh, "ssh_userauth_try_publickey()");
 
-    if (rc == SSH_AUTH_ERROR) {
-        return ngx_segura_ssh_fail(ssh, ngx_segura_ssh_left(ssh) <= 0
-                                        ? NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT
-                                        : NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
-                                   "ssh_userauth_publickey()",
-                                   ssh_get_error(ssh->session));
-    }
-
-    if (rc != SSH_AUTH_SUCCESS) {
+    default:
+        ssh_key_free(ssh->key);
+        ssh->key = NULL;
         return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_AUTH_REJECTED,
-                                   "ssh_userauth_publickey()",
+                                   "ssh_userauth_try_publickey()",
                                    "the device refused the key");
     }
+}
 
-    ssh->channel = ssh_channel_new(ssh->session);
-    if (ssh->channel == NULL) {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
-                                   "ssh_channel_new()",
-                                   ssh_get_error(ssh->session));
-    }
 
-    ngx_memzero(&ssh->callbacks, sizeof(ssh->callbacks));
-    ssh->callbacks.userdata = ssh;
-    ssh->callbacks.channel_data_function = ngx_segura_ssh_data;
-    ssh_callbacks_init(&ssh->callbacks);
-
-    if (ssh_set_channel_callbacks(ssh->channel, &ssh->callbacks) != SSH_OK) {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
-                                   "ssh_set_channel_callbacks()",
-                                   ssh_get_error(ssh->session));
-    }
-
-    if (ssh_channel_open_session(ssh->channel) != SSH_OK) {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_SHELL_FAILED,
-                                   "ssh_channel_open_session()",
-                                   ssh_get_error(ssh->session));
-    }
-
-    if (ssh_channel_request_pty_size(ssh->channel, "xterm-256color",
-                                     ssh->cols, ssh->rows)
-        != SSH_OK)
-    {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_SHELL_FAILED,
-                                   "ssh_channel_request_pty_size()",
-                                   ssh_get_error(ssh->session));
-    }
+ngx_int_t
+ngx_segura_ssh_auth(ngx_segura_ssh_t *ssh)
+{
+    int  rc;
 
     /*
-     * the browser's terminal speaks UTF-8: say so, as ssh(1) forwards
-     * LANG; a device that does not accept it (no AcceptEnv) refuses the
-     * request, and the shell keeps the device's own locale
+     * the first call signs and sends; later calls find the request
+     * pending in libssh and only look for the answer (the key must be
+     * passed each time, it is not used again)
      */
 
-    (void) ssh_channel_request_env(ssh->channel, "LANG", "C.UTF-8");
+    rc = ssh_userauth_publickey(ssh->session, NULL, ssh->key);
 
-    if (ssh_channel_request_shell(ssh->channel) != SSH_OK) {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_SHELL_FAILED,
-                                   "ssh_channel_request_shell()",
-                                   ssh_get_error(ssh->session));
+    if (rc == SSH_AUTH_AGAIN) {
+        return NGX_AGAIN;
     }
 
-    /* the relay drives the session from the event loop */
+    /* the private key is not needed any more: ssh_key_free() wipes it */
 
-    ssh_set_blocking(ssh->session, 0);
-    ssh->fd = ssh_get_fd(ssh->session);
+    ssh_key_free(ssh->key);
+    ssh->key = NULL;
 
-    return NGX_OK;
+    if (rc == SSH_AUTH_SUCCESS) {
+        return NGX_OK;
+    }
+
+    if (rc == SSH_AUTH_ERROR) {
+        return ngx_segura_ssh_lost(ssh, "ssh_userauth_publickey()");
+    }
+
+    return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_AUTH_REJECTED,
+                               "ssh_userauth_publickey()",
+                               "the device refused the key");
+}
+
+
+/* the channel, its pty, LANG and the shell, one request at a time */
+
+ngx_int_t
+ngx_segura_ssh_shell(ngx_segura_ssh_t *ssh)
+{
+    int  rc;
+
+    for ( ;; ) {
+
+        switch (ssh->step) {
+
+        case 0:
+            ssh->channel = ssh_channel_new(ssh->session);
+            if (ssh->channel == NULL) {
+                return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
+                                           "ssh_channel_new()",
+                                           ssh_get_error(ssh->session));
+            }
+
+            ngx_memzero(&ssh->callbacks, sizeof(ssh->callbacks));
+            ssh->callbacks.userdata = ssh;
+            ssh->callbacks.channel_data_function = ngx_segura_ssh_data;
+            ssh_callbacks_init(&ssh->callbacks);
+
+            if (ssh_set_channel_callbacks(ssh->channel, &ssh->callbacks)
+                != SSH_OK)
+            {
+                return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
+                                           "ssh_set_channel_callbacks()",
+                                           ssh_get_error(ssh->session));
+            }
+
+            ssh->step++;
+            break;
+
+        case 1:
+            rc = ssh_channel_open_session(ssh->channel);
+
+            if (rc == SSH_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            if (rc != SSH_OK) {
+                return ngx_segura_ssh_fail(ssh,
+                                           NGX_SEGURA_WS_ERR_SHELL_FAILED,
+                                           "ssh_channel_open_session()",
+                                           ssh_get_error(ssh->session));
+            }
+
+            ssh->step++;
+            break;
+
+        case 2:
+            rc = ssh_channel_request_pty_size(ssh->channel, "xterm-256color",
+                                              ssh->cols, ssh->rows);
+
+            if (rc == SSH_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            if (rc != SSH_OK) {
+                return ngx_segura_ssh_fail(ssh,
+                                           NGX_SEGURA_WS_ERR_SHELL_FAILED,
+                                           "ssh_channel_request_pty_size()",
+                                           ssh_get_error(ssh->session));
+            }
+
+            ssh->step++;
+            break;
+
+        case 3:
+
+            /*
+             * the browser's terminal speaks UTF-8: say so, as ssh(1)
+             * forwards LANG; a device that does not accept it (no
+             * AcceptEnv) refuses the request, and the shell keeps the
+             * device's own locale
+             */
+
+            rc = ssh_channel_request_env(ssh->channel, "LANG", "C.UTF-8");
+
+            if (rc == SSH_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            if (rc != SSH_OK && !ssh_is_connected(ssh->session)) {
+                return ngx_segura_ssh_lost(ssh, "ssh_channel_request_env()");
+            }
+
+            ssh->step++;
+            break;
+
+        case 4:
+            rc = ssh_channel_request_shell(ssh->channel);
+
+            if (rc == SSH_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            if (rc != SSH_OK) {
+                return ngx_segura_ssh_fail(ssh,
+                                           NGX_SEGURA_WS_ERR_SHELL_FAILED,
+                                           "ssh_channel_request_shell()",
+                                           ssh_get_error(ssh->session));
+            }
+
+            ssh->step++;
+            return NGX_OK;
+
+        default:
+            return NGX_OK;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_segura_ssh_lost(ngx_segura_ssh_t *ssh, const char *what)
+{
+    return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
+                               what, ssh_get_error(ssh->session));
 }
 
 
@@ -295,158 +424,21 @@ ngx_segura_ssh_close(ngx_segura_ssh_t *ssh)
         /* closes the socket */
         ssh_free(ssh->session);
         ssh->session = NULL;
-        ssh->fd = (ngx_socket_t) -1;
     }
 
-    if (ssh->fd != (ngx_socket_t) -1) {
-        (void) ngx_close_socket(ssh->fd);
-        ssh->fd = (ngx_socket_t) -1;
-    }
+    ssh->fd = (ngx_socket_t) -1;
 }
 
 
-static ngx_int_t
-ngx_segura_ssh_tcp(ngx_segura_ssh_t *ssh)
-{
-    int               rc, err;
-    char              port[NGX_INT_T_LEN + 1];
-    socklen_t         len;
-    ngx_err_t         last;
-    ngx_socket_t      s;
-    struct pollfd     pfd;
-    ngx_msec_int_t    left;
-    struct addrinfo   hints, *res, *ai;
-
-    /* DNS blocks: that is why this runs in a pool thread */
-
-    ngx_memzero(&hints, sizeof(struct addrinfo));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-
-    (void) ngx_snprintf((u_char *) port, sizeof(port), "%ui%Z", ssh->port);
-
-    rc = getaddrinfo(ssh->address, port, &hints, &res);
-
-    if (rc != 0) {
-        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
-                                   "getaddrinfo()", gai_strerror(rc));
-    }
-
-    last = 0;
-
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-
-        left = ngx_segura_ssh_left(ssh);
-        if (left <= 0) {
-            freeaddrinfo(res);
-            return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT,
-                                       "connect()", "timed out");
-        }
-
-        s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                   ai->ai_protocol);
-        if (s == (ngx_socket_t) -1) {
-            last = ngx_socket_errno;
-            continue;
-        }
-
-        if (ngx_nonblocking(s) == -1) {
-            last = ngx_socket_errno;
-            (void) ngx_close_socket(s);
-            continue;
-        }
-
-        rc = connect(s, ai->ai_addr, ai->ai_addrlen);
-
-        if (rc == -1 && ngx_socket_errno != NGX_EINPROGRESS) {
-            last = ngx_socket_errno;
-            (void) ngx_close_socket(s);
-            continue;
-        }
-
-        if (rc == -1) {
-            pfd.fd = s;
-            pfd.events = POLLOUT;
-            pfd.revents = 0;
-
-            do {
-                rc = poll(&pfd, 1, (int) left);
-            } while (rc == -1 && ngx_errno == NGX_EINTR);
-
-            if (rc == 0) {
-                (void) ngx_close_socket(s);
-                freeaddrinfo(res);
-                return ngx_segura_ssh_fail(ssh,
-                                           NGX_SEGURA_WS_ERR_CONNECT_TIMEOUT,
-                                           "connect()", "timed out");
-            }
-
-            err = 0;
-            len = sizeof(int);
-
-            if (rc == -1
-                || getsockopt(s, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
-                   == -1)
-            {
-                err = ngx_socket_errno;
-            }
-
-            if (err) {
-                last = err;
-                (void) ngx_close_socket(s);
-                continue;
-            }
-        }
-
-        freeaddrinfo(res);
-
-        /* libssh does its key exchange with blocking calls and timeouts */
-
-        if (ngx_blocking(s) == -1) {
-            last = ngx_socket_errno;
-            (void) ngx_close_socket(s);
-            return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_INTERNAL,
-                                       "ioctl(!FIONBIO)", strerror(last));
-        }
-
-        ssh->fd = s;
-        return NGX_OK;
-    }
-
-    freeaddrinfo(res);
-
-    return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_DEVICE_UNREACHABLE,
-                               "connect()", last ? strerror(last)
-                                                 : "no address");
-}
-
-
-static ngx_msec_int_t
-ngx_segura_ssh_left(ngx_segura_ssh_t *ssh)
-{
-    return (ngx_msec_int_t) (ssh->started + ssh->timeout
-                             - ngx_segura_ssh_now());
-}
-
-
-static ngx_msec_t
-ngx_segura_ssh_now(void)
-{
-    struct timespec  ts;
-
-    /* ngx_current_msec belongs to the event loop, not to pool threads */
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (ngx_msec_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-static ngx_int_t
+ngx_int_t
 ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
     const char *what, const char *text)
 {
+    if (ssh->err != NGX_SEGURA_WS_ERR_NONE) {
+        /* the first failure is the one that tells */
+        return NGX_ERROR;
+    }
+
     ssh->err = err;
 
     (void) ngx_snprintf((u_char *) ssh->text, sizeof(ssh->text) - 1,

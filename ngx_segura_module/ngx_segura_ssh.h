@@ -20,29 +20,38 @@
 #define NGX_SEGURA_SSH_FP_LEN      64
 #define NGX_SEGURA_SSH_ERRLEN      256
 
+/* libssh 0.10 keeps the low 16 bits of a descriptor (SSH_OPTIONS_FD) */
+#define NGX_SEGURA_SSH_MAX_FD      0xffff
+
+/*
+ * RSA keys above this size sign in a pool thread: measured here with
+ * "openssl speed", an RSA-2048 signature takes 0.66 ms, RSA-3072 2.0 ms,
+ * RSA-4096 4.6 ms, Ed25519 and ECDSA well under 0.1 ms
+ */
+#define NGX_SEGURA_SSH_HEAVY_RSA   2048
+
 
 typedef struct {
     /* in, owned by the caller */
-    const char          *address;
-    ngx_uint_t           port;
     const char          *username;
     const char          *pinned_type;   /* type of the pinned key, or NULL */
-    ngx_msec_t           timeout;       /* for connect, kex and auth */
     unsigned             cols;
     unsigned             rows;
+    ngx_uint_t           rsa_bits;      /* 0 unless the key is RSA */
 
-    /* in: the private key, freed (and so wiped) by ngx_segura_ssh_login() */
+    /* in: the private key, freed (and so wiped) once it has been used */
     ssh_key              key;
 
     /* out */
     ssh_session          session;       /* owns the socket */
     ssh_channel          channel;
     ngx_socket_t         fd;
-    ngx_msec_t           started;
     ngx_segura_ws_err_e  err;
     char                 host_key[NGX_SEGURA_SSH_LINE_LEN];
     char                 host_key_fp[NGX_SEGURA_SSH_FP_LEN];
     char                 text[NGX_SEGURA_SSH_ERRLEN];
+
+    ngx_uint_t           step;          /* of ngx_segura_ssh_shell() */
 
     /*
      * which of the channel's buffers in libssh may hold data: [0] stdout,
@@ -56,9 +65,22 @@ typedef struct {
 } ngx_segura_ssh_t;
 
 
-/* pool threads only */
-ngx_int_t ngx_segura_ssh_connect(ngx_segura_ssh_t *ssh);
-ngx_int_t ngx_segura_ssh_login(ngx_segura_ssh_t *ssh);
+/*
+ * The steps of an SSH set-up on a connected non-blocking socket.  Each
+ * returns NGX_OK when done, NGX_AGAIN when it waits for the socket (call
+ * it again on readiness), NGX_ERROR with ssh->err and ssh->text set.
+ * Whoever owns the session at the time calls them: the event loop, or a
+ * pool thread for ngx_segura_ssh_auth() with a heavy key.
+ */
+ngx_int_t ngx_segura_ssh_start(ngx_segura_ssh_t *ssh, ngx_socket_t fd,
+    const char *host);
+ngx_int_t ngx_segura_ssh_handshake(ngx_segura_ssh_t *ssh);
+ngx_uint_t ngx_segura_ssh_heavy(ngx_segura_ssh_t *ssh);
+ngx_int_t ngx_segura_ssh_offer(ngx_segura_ssh_t *ssh);
+ngx_int_t ngx_segura_ssh_auth(ngx_segura_ssh_t *ssh);
+ngx_int_t ngx_segura_ssh_shell(ngx_segura_ssh_t *ssh);
+ngx_int_t ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
+    const char *what, const char *text);
 
 /* either thread, whoever owns the session at the time; safe to call twice */
 void ngx_segura_ssh_close(ngx_segura_ssh_t *ssh);
