@@ -66,6 +66,7 @@ typedef enum {
     NGX_SEGURA_SSHKEY_PASSPHRASE_WRONG,      /* "passphrase_wrong" */
     NGX_SEGURA_SSHKEY_PASSPHRASE_NOT_NEEDED, /* "passphrase_not_needed" */
     NGX_SEGURA_SSHKEY_MISMATCH,              /* "mismatch" */
+    NGX_SEGURA_SSHKEY_KDF_TOO_COSTLY,        /* "kdf_too_costly" */
     NGX_SEGURA_SSHKEY_INTERNAL_ERROR         /* "internal_error" */
 } ngx_segura_sshkey_reason_e;
 

@@ -78,6 +78,10 @@ static const tk_key_t  tk_valid[] = {
       TK_PASS, "ssh-rsa", 2048, 1 },
     { "ed25519_enc", "ssh-keygen -q -t ed25519 -N '" TK_PASS "' -f %s",
       TK_PASS, "ssh-ed25519", 256, 1 },
+    /* the most bcrypt rounds accepted */
+    { "ed25519_rounds64",
+      "ssh-keygen -q -t ed25519 -a 64 -N '" TK_PASS "' -f %s",
+      TK_PASS, "ssh-ed25519", 256, 1 },
     { "ecdsa256_enc",
       "ssh-keygen -q -t ecdsa -b 256 -N '" TK_PASS "' -f %s",
       TK_PASS, "ecdsa-sha2-nistp256", 256, 1 },
@@ -161,6 +165,11 @@ static const tk_bad_t  tk_bad[] = {
       "ssh-keygen -q -t ed25519 -Z aes256-gcm@openssh.com -N '" TK_PASS
       "' -f %s", TK_PASS,
       NGX_SEGURA_SSHKEY_UNSUPPORTED_CIPHER,
+      NGX_SEGURA_SSHKEY_FIELD_PRIVATE_KEY },
+    /* every session start would pay 65 bcrypt rounds */
+    { "ed25519_rounds65",
+      "ssh-keygen -q -t ed25519 -a 65 -N '" TK_PASS "' -f %s", TK_PASS,
+      NGX_SEGURA_SSHKEY_KDF_TOO_COSTLY,
       NGX_SEGURA_SSHKEY_FIELD_PRIVATE_KEY },
     { "ed25519_plain_with_pass", "ssh-keygen -q -t ed25519 -N '' -f %s",
       TK_PASS, NGX_SEGURA_SSHKEY_PASSPHRASE_NOT_NEEDED,
@@ -869,6 +878,10 @@ test_names(void **state)
                         "passphrase_not_needed");
     assert_string_equal(ngx_segura_sshkey_reason_name(
                         NGX_SEGURA_SSHKEY_MISMATCH), "mismatch");
+    assert_string_equal(ngx_segura_sshkey_reason_name(
+                        NGX_SEGURA_SSHKEY_KDF_TOO_COSTLY), "kdf_too_costly");
+    assert_string_equal(ngx_segura_sshkey_reason_name(
+                        NGX_SEGURA_SSHKEY_INTERNAL_ERROR), "internal_error");
     assert_string_equal(ngx_segura_sshkey_reason_name(
                         (ngx_segura_sshkey_reason_e) 100), "internal_error");
 
