@@ -40,6 +40,7 @@
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_fleet.h"
 #include "ngx_segura_session.h"
 #include "ngx_segura_ssh.h"
 #include "ngx_segura_sshkey.h"
@@ -1207,7 +1208,7 @@ ngx_segura_session_audit_start(ngx_segura_session_t *s, PGconn **conn)
     char        user[NGX_INT64_LEN + 1], key[NGX_INT64_LEN + 1],
                 dev[NGX_INT64_LEN + 1];
     PGresult   *res;
-    const char *params[5];
+    const char *params[6];
 
     (void) ngx_snprintf((u_char *) user, sizeof(user), "%L%Z",
                         s->identity.id);
@@ -1219,12 +1220,14 @@ ngx_segura_session_audit_start(ngx_segura_session_t *s, PGconn **conn)
     params[2] = dev;
     params[3] = s->client_addr;
     params[4] = s->node;
+    params[5] = ngx_segura_fleet_worker_id();
 
     res = ngx_segura_db_query(s->smcf->db, conn,
               "insert into ssh_sessions (user_id, key_id, device_id,"
-              " client_addr, node) values ($1, $2, $3, $4, $5)"
+              " client_addr, node, worker_id)"
+              " values ($1, $2, $3, $4, $5, $6)"
               " returning id",
-              5, params, s->log, sizeof(s->log));
+              6, params, s->log, sizeof(s->log));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
         || PQntuples(res) != 1)
