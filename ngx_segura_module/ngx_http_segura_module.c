@@ -19,6 +19,7 @@
 #include "ngx_segura_db.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
+#include "ngx_segura_fleet.h"
 #include "ngx_segura_session.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_watch.h"
@@ -48,6 +49,8 @@ static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_segura_check_msec_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 static char *ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_segura_init_process(ngx_cycle_t *cycle);
@@ -61,6 +64,10 @@ static ngx_conf_num_bounds_t  ngx_http_segura_max_message_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_segura_max_body_bounds = {
     ngx_http_segura_check_bounds, 1024, 16 * 1024 * 1024
+};
+
+static ngx_conf_num_bounds_t  ngx_http_segura_node_lost_timeout_bounds = {
+    ngx_http_segura_check_msec_bounds, 3000, 3600000
 };
 
 
@@ -93,6 +100,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("segura_node_lost_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_segura_main_conf_t, node_lost_timeout),
+      &ngx_http_segura_node_lost_timeout_bounds },
 
     { ngx_string("segura_session"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -273,6 +287,7 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      */
 
     smcf->db_connections = NGX_CONF_UNSET_UINT;
+    smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
                        sizeof(ngx_segura_master_key_t))
@@ -293,6 +308,7 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_t  name = ngx_string("default");
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
+    ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
 
     if (!smcf->used) {
         return NGX_CONF_OK;
@@ -787,6 +803,33 @@ ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post, void *data)
 
 
 static char *
+ngx_http_segura_check_msec_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_msec_t             *mp = data;
+
+    ngx_str_t  *value;
+
+    /* the bounds are whole seconds */
+
+    if (*mp >= (ngx_msec_t) bounds->low
+        && *mp <= (ngx_msec_t) bounds->high)
+    {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, it must be "
+                       "between %is and %is", &value[1], &value[0],
+                       bounds->low / 1000, bounds->high / 1000);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
 ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
@@ -852,6 +895,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
 
     ngx_segura_session_init_process();
 
+    /* the heartbeat first: its task is queued ahead of any session's */
+
+    if (ngx_segura_fleet_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* what sessions owe the database, written whatever it is doing */
 
     if (ngx_segura_outbox_init_process(cycle, smcf) != NGX_OK) {
@@ -895,6 +944,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
 
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
+    ngx_segura_fleet_exit_process();
 
     if (smcf->db != NULL) {
         ngx_segura_db_pool_destroy(smcf->db);

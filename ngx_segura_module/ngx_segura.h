@@ -41,6 +41,8 @@ typedef struct {
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
 
+    ngx_msec_t                 node_lost_timeout;
+
     /* per worker, set up in init process */
     ngx_segura_db_pool_t      *db;
 

@@ -42,6 +42,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_connect.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_fleet.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_session.h"
 #include "ngx_segura_ssh.h"
@@ -1400,7 +1401,7 @@ ngx_segura_session_audit_start(ngx_segura_session_t *s)
     u_char         uuid[16];
     char           user[NGX_INT64_LEN + 1], key[NGX_INT64_LEN + 1],
                    dev[NGX_INT64_LEN + 1], port[NGX_INT_T_LEN + 1];
-    const char    *params[12];
+    const char    *params[13];
     ngx_time_t    *tp;
 
     /*
@@ -1445,6 +1446,7 @@ ngx_segura_session_audit_start(ngx_segura_session_t *s)
     params[9] = s->device_name;
     params[10] = s->device_address;
     params[11] = port;
+    params[12] = ngx_segura_fleet_worker_id();
 
     /*
      * the row may be written after what it points at was deleted (the
@@ -1454,13 +1456,14 @@ ngx_segura_session_audit_start(ngx_segura_session_t *s)
     if (ngx_segura_outbox_add(s->c->log,
             "insert into ssh_sessions (id, user_id, key_id, device_id,"
             " client_addr, node, started_at, username, key_name,"
-            " device_name, device_address, device_port)"
+            " device_name, device_address, device_port, worker_id)"
             " values ($1, (select id from users where id = $2),"
             " (select id from ssh_keys where id = $3),"
             " (select id from devices where id = $4), $5, $6,"
-            " to_timestamp($7::bigint / 1000.0), $8, $9, $10, $11, $12)"
+            " to_timestamp($7::bigint / 1000.0), $8, $9, $10, $11, $12,"
+            " $13::uuid)"
             " on conflict (id) do nothing",
-            12, params)
+            13, params)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -39,6 +39,7 @@ conf_ok("$db $mk segura_thread_pool segura; segura_user \$remote_user;
          segura_ping_interval 20s; segura_max_message 64k;
          segura_max_body 128k; segura_host_key_policy strict;
          segura_login_lifetime 8h; segura_login_idle 20m;
+         segura_node_lost_timeout 1m;
          segura_allowed_origins https://console.example.com http://127.0.0.1:8080;
          $server", 'every directive at once passes');
 conf_ok("segura_database \"host=/x dbname=y\" connections=4; $mk $server",
@@ -113,6 +114,30 @@ conf_fails("$db $mk segura_thread_pool segura; segura_thread_pool segura; $serve
            'segura_thread_pool twice');
 conf_ok("$db $mk segura_thread_pool default; $server",
         'segura_thread_pool default needs no thread_pool block', main => '');
+
+# segura_node_lost_timeout
+conf_ok("$db $mk segura_node_lost_timeout 3s; $server",
+        'segura_node_lost_timeout at its lower bound');
+conf_ok("$db $mk segura_node_lost_timeout 1h; $server",
+        'segura_node_lost_timeout at its upper bound');
+conf_fails("$db $mk segura_node_lost_timeout 2999ms; $server",
+           qr/invalid value "2999ms" in "segura_node_lost_timeout" directive, it must be between 3s and 3600s/,
+           'segura_node_lost_timeout too short');
+conf_fails("$db $mk segura_node_lost_timeout 61m; $server",
+           qr/invalid value "61m" in "segura_node_lost_timeout" directive, it must be between 3s and 3600s/,
+           'segura_node_lost_timeout too long');
+conf_fails("$db $mk segura_node_lost_timeout 0; $server",
+           qr/invalid value "0" in "segura_node_lost_timeout" directive/,
+           'segura_node_lost_timeout 0');
+conf_fails("$db $mk segura_node_lost_timeout soon; $server",
+           qr/"segura_node_lost_timeout" directive invalid value/,
+           'segura_node_lost_timeout not a time');
+conf_fails("$db $mk segura_node_lost_timeout 30s; segura_node_lost_timeout 40s; $server",
+           qr/"segura_node_lost_timeout" directive is duplicate/,
+           'segura_node_lost_timeout twice');
+conf_fails("$db $mk server { listen 127.0.0.1:%%PORT%%; segura_node_lost_timeout 30s; }",
+           qr/"segura_node_lost_timeout" directive is not allowed here/,
+           'segura_node_lost_timeout in a server block');
 
 # segura_session, segura_api
 conf_fails("$db $mk server { listen 127.0.0.1:%%PORT%%; location = /session { segura_session on; } }",
