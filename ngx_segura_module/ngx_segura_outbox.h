@@ -13,7 +13,7 @@
 #include "ngx_segura.h"
 
 
-#define NGX_SEGURA_OUTBOX_MAX_PARAMS  12
+#define NGX_SEGURA_OUTBOX_MAX_PARAMS  16
 
 
 /* event loop only */
