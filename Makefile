@@ -146,13 +146,24 @@ run: deps-run build ui
 deps-run:
 	@tools/deps.sh build run
 
-test: deps-test build ui unit build/test/stderr-sshd
+test: deps-test build ui unit build/test/stderr-sshd build/test/stall-sshd \
+      build/test/highfd.so
 	@ASAN=$(ASAN) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) t/run-tests $(TESTS)
 
 # a device that writes to stderr under a pty, which OpenSSH never does
 build/test/stderr-sshd: t/device/stderr-sshd.c
 	@mkdir -p build/test
 	$(CC) -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter -O1 -g -o $@ $< -lssh
+
+# a device that goes silent at a chosen point of the SSH set-up
+build/test/stall-sshd: t/device/stall-sshd.c
+	@mkdir -p build/test
+	$(CC) -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter -O1 -g -o $@ $< -lssh
+
+# LD_PRELOAD: TCP sockets above descriptor 65535 (t/session_highfd.t)
+build/test/highfd.so: t/device/highfd.c
+	@mkdir -p build/test
+	$(CC) -std=gnu99 -Wall -Wextra -Werror -O1 -g -shared -fPIC -o $@ $< -ldl
 
 deps-test:
 	@tools/deps.sh build test

@@ -80,6 +80,13 @@ SeguraTest::wait_for(sub { SeguraTest::port_open($light_port) }, 20,
                      'light sshd listens') or die "light sshd did not start";
 my $fl = SeguraTest::Session::fixture($t, type => 'ed25519', port => $light_port);
 
+# the black hole for the blackhole row: a port that the load client
+# listens on (it accepts and never speaks), with its own device row
+my $hole_port = SeguraTest::free_port();
+my $fb = SeguraTest::Session::fixture($t, type => 'ed25519', port => $hole_port,
+                                      authorize => 0);
+my $HOLES = $ENV{BENCH_BLACKHOLES} // 50;
+
 # wetty: one to the OpenSSH server, one to the light device
 my %wetty;
 for my $w ([main => $sshd->port], [light => $light_port]) {
@@ -150,6 +157,25 @@ for my $run (1 .. $RUNS) {
         push @{ $R{$target}{setup50} }, $r->{p50};
         push @{ $R{$target}{setup95} }, $r->{p95};
 
+        if ($target eq 'segura' && $HOLES) {
+            $r = blackhole_row();
+            push @{ $R{$target}{hole50} }, $r->{p50};
+            push @{ $R{$target}{hole_ratio} },
+                defined $r->{p50} && $R{$target}{setup50}[-1]
+                ? $r->{p50} / $R{$target}{setup50}[-1] : undef;
+            $R{$target}{hole_note} = "$r->{held}/$r->{blackholed} held at the "
+                . "black hole, $r->{held_after} still at the end, "
+                . "$r->{ended_early} ended before the measurement did, "
+                . scalar(@{ $r->{ms} }) . "/$r->{n} set-ups (the slowest "
+                . fmt($r->{max}, 1) . ' ms)'
+                . ($r->{failed} ? " ($r->{why})" : '');
+            # the figure counts only if the load was there all along
+            $R{$target}{hole_full} = 1 unless exists $R{$target}{hole_full};
+            $R{$target}{hole_full} = 0
+                if $r->{held} < $r->{blackholed} || $r->{ended_early}
+                   || $r->{failed};
+        }
+
         $r = client($target, 'echo', n => 500);
         push @{ $R{$target}{echo50} }, $r->{p50};
         push @{ $R{$target}{echo99} }, $r->{p99};
@@ -194,6 +220,29 @@ exit 0;
 
 # --- helpers ---------------------------------------------------------------
 
+# the set-up of 20 healthy sessions while $HOLES sessions hang on a device
+# that accepts and never speaks (bench/client.js, mode blackhole): they go
+# to /blackhole, whose connect timeout (10 s) outlasts the measurement. A
+# healthy set-up that takes 30 s is counted as failed and ends the series.
+sub blackhole_row {
+    my $r = client('segura', 'blackhole', n => 20, open_timeout_ms => 30000,
+                   deadline => 240,
+                   blackhole => { n => $HOLES, port => $hole_port + 0,
+                                  path => '/blackhole', key => $fb->{key},
+                                  device => $fb->{device},
+                                  cookie => $fb->{cookie},
+                                  wait_ms => 10000, drain_ms => 120000 });
+    say_(sprintf('  blackhole: %d/%d at the black hole, %d still at the end, '
+                 . 'set-up p50 %s ms, drained in %.1f s',
+                 $r->{held}, $r->{blackholed}, $r->{held_after},
+                 fmt($r->{p50}, 1), $r->{drain_seconds}));
+    if ($r->{ended_early}) {
+        say_("  blackhole: $r->{ended_early} hanging sessions ended before "
+             . 'the measurement did');
+    }
+    return $r;
+}
+
 sub write_nginx_conf {
     # a private copy: a rebuild of build/ (cp writes in place) must not
     # change the pages of a module that the running worker has mapped
@@ -224,6 +273,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT%% backlog=4096;
         location = /session { segura_session; }
+        location = /blackhole { segura_connect_timeout 10s; segura_session; }
         location /api/ { segura_api; }
         location = /static { return 200 "static\\n"; }
     }
@@ -385,6 +435,7 @@ sub report {
         [mibps    => 'throughput MiB/s', 1],
         [setup50  => 'setup p50 ms', 1],
         [setup95  => 'setup p95 ms', 1],
+        [hole50   => "setup p50 ms, $HOLES blackholed", 1],
         [echo50   => 'echo p50 ms', 3],
         [echo99   => 'echo p99 ms', 3],
         [mem50    => 'KiB/session @50', 0],
@@ -442,6 +493,18 @@ sub report {
          sprintf('%.2f ms; with plain ssh, nginx idle: %.2f ms',
                  $s->{static99}, $h->{static99})],
         );
+    }
+    # the blackhole row stands on its own: segura against itself
+    my $hr = median(@{ $R{segura}{hole_ratio} || [] });
+    if ($HOLES && grep { $_ eq 'segura' } @TARGETS) {
+        push @targets,
+            ["setup p50 while $HOLES devices blackhole <= 1.2x the quiet "
+             . 'setup p50 (same run)',
+             defined $hr && $hr <= 1.2 && $R{segura}{hole_full},
+             (defined $hr ? sprintf('%.2fx', $hr) : 'n/a')
+             . sprintf('; %s ms against %s ms; last run: %s',
+                       fmt($M{segura}{hole50}, 1), fmt($M{segura}{setup50}, 1),
+                       $R{segura}{hole_note} // 'not run')];
     }
     my $verdict = join('', map {
         sprintf("- %s: %s (%s)\n", $_->[0], $_->[1] ? 'holds' : 'MISSED', $_->[2])
@@ -502,6 +565,11 @@ Method (bench/client.js, the same client for every row):
 - throughput: the device prints 50 MiB (`head -c 39321600 /dev/zero |
   base64 -w0`); MiB/s from sending the command to the end marker.
 - setup: 20 sessions one after another, from the request to the prompt.
+- setup with $HOLES blackholed (segura only): the same 20 set-ups while
+  $HOLES sessions hang on a device that accepts TCP and never speaks (a
+  listener in the load client; nginx `location = /blackhole` with
+  `segura_connect_timeout 10s`, longer than the measurement); its ratio to
+  the quiet set-up p50 is taken in each run, the median reported.
 - echo: `stty raw -echo; exec cat`, then 500 single bytes, each timed
   from write to its echo.
 - memory: PSS (/proc/<pid>/smaps_rollup) summed over the server side,

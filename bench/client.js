@@ -25,6 +25,9 @@
 //               before and after
 //   storm       n sessions requested at once while probe.js measures a
 //               static request on the server's event loop
+//   blackhole   (segura) blackhole.n sessions to a device that accepts TCP
+//               and never speaks (a listener here), then, while they hang,
+//               the set-up of n sessions one after the other, as in setup
 //
 // Prints one JSON object on stdout.
 
@@ -553,8 +556,84 @@ async function storm() {
 }
 
 
+/*
+ * The black hole: a loopback listener that accepts and never writes. The
+ * hanging sessions go to cfg.blackhole.path, a location with a connect
+ * timeout longer than the measurement; the run fails if any of them ended
+ * before the measurement did (the load would not have been there).
+ */
+async function blackhole() {
+    const net = require('net');
+    const WebSocket = require('ws');
+    const b = cfg.blackhole, s = cfg.segura, n = cfg.n || 20;
+    const socks = new Set();
+    let accepted = 0;
+
+    const server = net.createServer((c) => {
+        accepted++;
+        socks.add(c);
+        c.on('data', () => {});
+        c.on('error', () => {});
+        c.on('close', () => socks.delete(c));
+    });
+    await new Promise((r) => server.listen(b.port, '127.0.0.1', r));
+
+    const w = await openOne();     /* warm, as in idle */
+    await w.close();
+
+    const hung = [];
+    let ended = 0;
+    for (let i = 0; i < b.n; i++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${s.port}${b.path}?key=${b.key}`
+                                 + `&device=${b.device}&cols=80&rows=24`,
+                                 { headers: { Cookie: b.cookie },
+                                   perMessageDeflate: false });
+        ws.on('error', () => {});
+        ws.on('close', () => { ws.ended = true; ended++; });
+        hung.push(ws);
+    }
+
+    /* every one of them at the black hole, or as many as get there */
+    const t0 = now();
+    while (socks.size < b.n && now() - t0 < (b.wait_ms || 10000)) {
+        await sleep(20);
+    }
+    const held = socks.size;
+
+    const ms = [];
+    let failed = 0, why = null;
+    for (let i = 0; i < n; i++) {
+        try {
+            const x = await openOne();
+            ms.push(x.first - x.t0);
+            await withTimeout(x.close(), remaining(), 'close');
+        } catch (e) {
+            failed++;
+            why = e.message;
+            break;
+        }
+    }
+    const heldAfter = socks.size, endedEarly = ended;
+
+    /* the hanging sessions go; nginx must let go of the device side too */
+    hung.forEach((ws) => ws.terminate());
+    const t1 = now();
+    while (socks.size > 0 && now() - t1 < (b.drain_ms || 90000)) {
+        await sleep(50);
+    }
+    const drained = (now() - t1) / 1000, left = socks.size;
+    server.close();
+
+    return { n, ms, failed, why, p50: pct(ms, 50), p95: pct(ms, 95),
+             max: ms.length ? Math.max(...ms) : null,
+             blackholed: b.n, accepted, held, held_after: heldAfter,
+             ended_early: endedEarly, drain_seconds: drained,
+             left_open: left };
+}
+
+
 (async () => {
-    const modes = { throughput, setup, echo, idle, storm };
+    const modes = { throughput, setup, echo, idle, storm, blackhole };
     if (!modes[cfg.mode]) {
         fail('unknown mode ' + cfg.mode);
     }

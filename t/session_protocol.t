@@ -85,6 +85,36 @@ ok($ws->wait_for(sub { $ws->output =~ /z{300}/ }, 10), 'a 16-bit length frame');
 $ws->close(1000);
 $ws->wait_eof(10);
 
+# a Ping and a Close in one TCP write: the server answers with its Close
+# and sends nothing after it (RFC 6455 5.5.1), in particular no Pong; a
+# Pong before its Close is allowed (the Ping came first)
+for my $round (1 .. 3) {
+    $ws = SeguraTest::Session::open_ws($t, $f);
+    ok($ws->wait_event('connected', 20), "ping+close $round: connected");
+    $ws->send_binary("echo quiet-\$((6*7))\n");
+    ok($ws->wait_for(sub { $ws->output =~ /quiet-42.*[#\$] $/s }, 10),
+       "ping+close $round: the shell is idle")
+        or diag($ws->output);
+    my $before = @{ $ws->{frames} };
+    $ws->{close_sent} = 1;    # ours is in the write below
+    $ws->{no_pong} = 1;
+    $ws->raw(SeguraTest::WS::frame(opcode => 9, payload => "p$round")
+             . SeguraTest::WS::frame(opcode => 8, payload => pack('n', 1000)));
+    ok($ws->wait_eof(10), "ping+close $round: the server closes the connection");
+    my @after = map { $_->[0] } @{ $ws->{frames} }[$before .. $#{ $ws->{frames} }];
+    my ($at) = grep { $after[$_] == 8 } 0 .. $#after;
+    ok(defined $at, "ping+close $round: the server sent its Close")
+        or diag('frames after the write: ' . join(' ', @after));
+    is($ws->{close_code}, 1000, "ping+close $round: with 1000");
+    is_deeply([@after[($at // $#after) + 1 .. $#after]], [],
+              "ping+close $round: nothing after the server's Close")
+        or diag('frames after the write: ' . join(' ', @after));
+    ok(!grep({ $_ != 10 } @after[0 .. ($at // 0) - 1]),
+       "ping+close $round: before it at most the Pong")
+        or diag('frames after the write: ' . join(' ', @after));
+    $ws->disconnect;
+}
+
 # a client that just drops the TCP connection
 $ws = SeguraTest::Session::open_ws($t, $f);
 ok($ws->wait_event('connected', 20), 'drop: connected');

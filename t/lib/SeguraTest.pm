@@ -109,7 +109,8 @@ sub expand {
 }
 
 # The whole nginx.conf around an http{} body.  The defaults fit most
-# tests; "main" adds lines to the main context (thread_pool etc.).
+# tests; "main" adds lines to the main context (thread_pool etc.),
+# "nofile" sets worker_rlimit_nofile (8192).
 sub write_config {
     my ($self, $http, %o) = @_;
 
@@ -128,7 +129,7 @@ daemon off;
 master_process on;
 pid logs/nginx.pid;
 error_log logs/error.log debug;
-worker_rlimit_nofile 8192;
+worker_rlimit_nofile @{[ $o{nofile} // 8192 ]};
 $main
 events {
     worker_connections 4096;
@@ -149,9 +150,12 @@ EOF
     return "$self->{dir}/conf/nginx.conf";
 }
 
+# the environment of nginx: the sanitizer's, and what the test asked
+# for with new(env => {...}) (an LD_PRELOAD of its own comes after ASan's)
 sub nginx_env {
     my ($self, $config_test) = @_;
     my %env;
+    my %own = %{ $self->{opt}{env} || {} };
 
     if ($ASAN) {
         chomp(my $lib = `gcc -print-file-name=libasan.so`);
@@ -164,7 +168,11 @@ sub nginx_env {
         $env{LSAN_OPTIONS} = "suppressions=$TOP/t/lsan.supp:print_suppressions=0";
     }
 
-    return %env;
+    if (defined $own{LD_PRELOAD} && defined $env{LD_PRELOAD}) {
+        $own{LD_PRELOAD} = "$env{LD_PRELOAD}:$own{LD_PRELOAD}";
+    }
+
+    return (%env, %own);
 }
 
 # nginx -t: returns (exit status, output)

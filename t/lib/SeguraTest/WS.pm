@@ -11,6 +11,12 @@ package SeguraTest::WS;
 #   $ws->wait_for(sub { $ws->output =~ /hi/ }, 10);
 #   my @events = $ws->events;   # decoded JSON text frames
 #   $ws->{close_code}           once the server closed
+#
+# SeguraTest::WS->start(...) sends the request and returns at once, for
+# many connections driven by one select loop (SeguraTest::Mux); the times
+# of the response head, of each event, of the first output and of the
+# close frame are kept ($ws->{started}, {head_at}, event_time('connected'),
+# {first_output_at}, {close_at}).
 
 use strict;
 use warnings;
@@ -22,6 +28,24 @@ use MIME::Base64;
 use Time::HiRes qw(time);
 
 sub connect {
+    my ($class, $port, $path, %headers) = @_;
+
+    my $self = $class->start($port, $path, %headers);
+
+    # the response head
+    my $deadline = time + ($headers{_timeout} // 15);
+    until ($self->take_head(0)) {
+        $self->fill($deadline) or last;
+    }
+    $self->take_head(1);
+
+    return $self;
+}
+
+# sends the upgrade request and returns at once: the response is taken
+# by parse() when it is there ($ws->{status} stays undef until then), so
+# that one select loop can drive many of them (SeguraTest::Mux)
+sub start {
     my ($class, $port, $path, %headers) = @_;
 
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -50,34 +74,45 @@ sub connect {
     $req .= "\r\n";
 
     my $self = bless { sock => $sock, buf => '', output => '', events => [],
-                       frames => [] }, $class;
+                       event_at => [], frames => [], started => time },
+                     $class;
 
     $self->raw($req);
 
-    # the response head
-    my $deadline = time + ($headers{_timeout} // 15);
-    while ($self->{buf} !~ /\r\n\r\n/) {
-        $self->fill($deadline) or last;
-    }
-
-    my ($head, $rest) = split /\r\n\r\n/, $self->{buf}, 2;
-    $head //= '';
-    $self->{buf} = $rest // '';
-    ($self->{status}) = $head =~ m{^HTTP/1\.1 (\d+)};
-    $self->{status} //= 0;
-    $self->{head} = $head;
-
-    if ($self->{status} != 101) {
-        my ($len) = $head =~ /^Content-Length: (\d+)/mi;
-        while (defined $len && length($self->{buf}) < $len) {
-            $self->fill($deadline) or last;
-        }
-        $self->{body} = $self->{buf};
-        $self->{json} = eval { decode_json($self->{buf}) };
-        $self->{buf} = '';
-    }
-
     return $self;
+}
+
+# takes the response head (and a refusal's body) out of the buffer once it
+# is complete, or, when $final, whatever is there; true once taken
+sub take_head {
+    my ($self, $final) = @_;
+
+    return 1 if defined $self->{status};
+
+    my $end = index($self->{buf}, "\r\n\r\n");
+    return 0 if $end < 0 && !$final;
+
+    my ($head, $rest) = $end < 0
+        ? ($self->{buf}, '')
+        : (substr($self->{buf}, 0, $end), substr($self->{buf}, $end + 4));
+
+    my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
+    $status //= 0;
+
+    if ($status != 101) {
+        my ($len) = $head =~ /^Content-Length: (\d+)/mi;
+        return 0 if !$final && defined $len && length($rest) < $len;
+        $self->{body} = $rest;
+        $self->{json} = eval { decode_json($rest) };
+        $rest = '';
+    }
+
+    $self->{status} = $status;
+    $self->{head} = $head;
+    $self->{head_at} = time;
+    $self->{buf} = $rest;
+
+    return 1;
 }
 
 sub header {
@@ -170,6 +205,8 @@ sub fill {
 sub parse {
     my ($self) = @_;
 
+    return unless $self->take_head(0);
+
     while (length($self->{buf}) >= 2) {
         my ($b0, $b1) = unpack('CC', $self->{buf});
         my $len = $b1 & 0x7f;
@@ -195,13 +232,16 @@ sub parse {
         push @{ $self->{frames} }, [$op, length $payload];
 
         if ($op == 2) {
+            $self->{first_output_at} //= time;
             $self->{output} .= $payload unless $self->{discard};
             $self->{output_bytes} += length $payload;
             $self->{on_binary}->($payload) if $self->{on_binary};
         } elsif ($op == 1) {
             push @{ $self->{events} }, decode_json($payload);
+            push @{ $self->{event_at} }, time;
         } elsif ($op == 8) {
             $self->{close_code} = length $payload >= 2 ? unpack('n', $payload) : 1005;
+            $self->{close_at} = time;
             $self->{close_reason} = length $payload > 2 ? substr($payload, 2) : '';
             unless ($self->{close_sent}) {
                 $self->{close_sent} = 1;
@@ -254,6 +294,15 @@ sub event {
     my ($self, $type) = @_;
     my ($e) = grep { $_->{type} eq $type } @{ $self->{events} };
     return $e;
+}
+
+# when the first event of that type was read (time()), or undef
+sub event_time {
+    my ($self, $type) = @_;
+    for my $i (0 .. $#{ $self->{events} }) {
+        return $self->{event_at}[$i] if $self->{events}[$i]{type} eq $type;
+    }
+    return undef;
 }
 
 sub wait_event {
