@@ -426,7 +426,10 @@ package SeguraTest::Sshd;
 
 # A real OpenSSH server on loopback: own host keys, own authorized_keys
 # file, free port, runs as the current user (as root: privilege
-# separation in /run/sshd).  The login user is the current user.
+# separation in /run/sshd).  The login user is the current user, with
+# HOME set to <dir>/home: the shells of the tests read no profile of the
+# user's own (slow, or waiting on a lock of its tools) and write no
+# history into the user's real home.
 
 use strict;
 use warnings;
@@ -459,6 +462,9 @@ sub new {
     open my $fh, '>', "$dir/authorized_keys" or die $!;
     close $fh;
     chmod 0644, "$dir/authorized_keys";
+
+    make_path("$dir/home");
+    chmod 0755, "$dir/home";
 
     $self->write_config;
     $self->start;
@@ -497,6 +503,7 @@ sub write_config {
         "PrintLastLog no",
         "Banner none",
         "AcceptEnv LANG",
+        "SetEnv HOME=$d/home",
         "Subsystem sftp internal-sftp",
         ""), "\n";
     close $fh;
