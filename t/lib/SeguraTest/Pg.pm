@@ -639,10 +639,12 @@ sub promote {
 }
 
 # waits until the standby $sb has replayed everything written here so far
+# (the insert position: with --fast's synchronous_commit=off a commit may
+# not be written yet when it returns)
 sub wait_replayed {
     my ($self, $sb, $timeout) = @_;
     my ($lsn) = $self->admin_dbh->selectrow_array(
-        'select pg_current_wal_lsn()');
+        'select pg_current_wal_insert_lsn()');
     my $deadline = Time::HiRes::time() + ($timeout // 20);
     while (Time::HiRes::time() < $deadline) {
         my ($done) = $sb->admin_dbh->selectrow_array(
