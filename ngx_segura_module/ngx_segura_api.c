@@ -60,6 +60,9 @@ static void ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 static ngx_int_t ngx_segura_api_filter_arg(ngx_segura_api_ctx_t *ctx,
     const char *name, char *buf, size_t len, const char **param);
+static PGresult *ngx_segura_api_run(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, ngx_uint_t retry, const char *sql, int nparams,
+    const char *const *params);
 static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     PGresult *res, const char *err);
 
@@ -677,10 +680,10 @@ ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
-    res = ngx_segura_db_query(ctx->smcf->db, conn,
-                              "select coalesce(max(version), 0)"
-                              " from schema_migrations", 0, NULL,
-                              err, sizeof(err));
+    res = ngx_segura_db_query_retry(ctx->smcf->db, conn,
+                                    "select coalesce(max(version), 0)"
+                                    " from schema_migrations", 0, NULL,
+                                    err, sizeof(err));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         PQclear(res);
@@ -710,15 +713,39 @@ PGresult *
 ngx_segura_api_query(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *sql, int nparams, const char *const *params)
 {
+    return ngx_segura_api_run(ctx, conn, 0, sql, nparams, params);
+}
+
+
+PGresult *
+ngx_segura_api_query_retry(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *sql, int nparams, const char *const *params)
+{
+    return ngx_segura_api_run(ctx, conn, 1, sql, nparams, params);
+}
+
+
+static PGresult *
+ngx_segura_api_run(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    ngx_uint_t retry, const char *sql, int nparams,
+    const char *const *params)
+{
     char       err[NGX_SEGURA_ERRLEN];
     PGresult  *res;
 
-    /* runs a statement; on failure the request fails and NULL is returned */
+    /*
+     * runs a statement, sent at most once unless retry says a second run
+     * is harmless (ngx_segura_db.c has the rule); on failure the request
+     * fails and NULL is returned
+     */
 
     err[0] = '\0';
 
-    res = ngx_segura_db_query(ctx->smcf->db, conn, sql, nparams, params,
-                              err, sizeof(err));
+    res = retry ? ngx_segura_db_query_retry(ctx->smcf->db, conn, sql,
+                                            nparams, params, err,
+                                            sizeof(err))
+                : ngx_segura_db_query(ctx->smcf->db, conn, sql, nparams,
+                                      params, err, sizeof(err));
 
     if (res != NULL
         && (PQresultStatus(res) == PGRES_TUPLES_OK
@@ -745,6 +772,26 @@ ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     char                          buf[NGX_SEGURA_FIELDLEN];
 
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (state != NULL && !ngx_segura_db_broken(conn)
+        && (ngx_strncmp(state, "08", 2) == 0
+            || ngx_strncmp(state, "53", 2) == 0
+            || ngx_strncmp(state, "57", 2) == 0
+            || ngx_strcmp(state, "25006") == 0))
+    {
+        /*
+         * the database cannot serve now, the request was fine: too many
+         * connections, a statement timeout, a shutdown under way, or a
+         * server that turned read-only (a standby) under a failover
+         */
+
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_DB_UNAVAILABLE, NULL, NULL);
+
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_cpystrn((u_char *) ctx->log, (u_char *) err,
+                           sizeof(ctx->log));
+        return;
+    }
 
     if (state == NULL || ngx_segura_db_broken(conn)
         || (ngx_strncmp(state, "23", 2) != 0
@@ -838,11 +885,11 @@ ngx_segura_api_query_json(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PGresult  *res;
 
     /*
-     * a query that builds the whole response as one json value; no row or
-     * a null value is 404
+     * a select that builds the whole response as one json value, so it
+     * may be retried; no row or a null value is 404
      */
 
-    res = ngx_segura_api_query(ctx, conn, sql, nparams, params);
+    res = ngx_segura_api_query_retry(ctx, conn, sql, nparams, params);
     if (res == NULL) {
         return NGX_ERROR;
     }
@@ -862,7 +909,9 @@ ngx_segura_api_begin(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 {
     PGresult  *res;
 
-    res = ngx_segura_api_query(ctx, conn, "begin", 0, NULL);
+    /* on a dead connection, beginning elsewhere is as good */
+
+    res = ngx_segura_api_query_retry(ctx, conn, "begin", 0, NULL);
     if (res == NULL) {
         return NGX_ERROR;
     }

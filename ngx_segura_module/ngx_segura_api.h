@@ -107,8 +107,13 @@ void ngx_segura_api_fail_reason(ngx_segura_api_ctx_t *ctx, const char *field,
     const char *reason, const char *message);
 ngx_int_t ngx_segura_api_need_admin(ngx_segura_api_ctx_t *ctx);
 
+/* sent at most once, the default (the rule: ngx_segura_db.c) */
 PGresult *ngx_segura_api_query(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *sql, int nparams, const char *const *params);
+/* may be sent again on a new connection: selects, idempotent updates */
+PGresult *ngx_segura_api_query_retry(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *sql, int nparams, const char *const *params);
+/* a select building the response; retried like the one above */
 ngx_int_t ngx_segura_api_query_json(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     ngx_uint_t status, const char *sql, int nparams,
     const char *const *params);

@@ -114,7 +114,7 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
     params[0] = username;
 
-    res = ngx_segura_api_query(ctx, conn,
+    res = ngx_segura_api_query_retry(ctx, conn,
               "select 1 from login_failures"
               " where username = lower($1)"
               " and count >= " ngx_value(NGX_SEGURA_LOGIN_FREE)
@@ -136,11 +136,12 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
     PQclear(res);
 
-    res = ngx_segura_api_query(ctx, conn,
-                               "select id, password_hash from users"
-                               " where username = $1 and status = 'active'"
-                               " and password_hash is not null",
-                               1, params);
+    res = ngx_segura_api_query_retry(ctx, conn,
+                                     "select id, password_hash from users"
+                                     " where username = $1"
+                                     " and status = 'active'"
+                                     " and password_hash is not null",
+                                     1, params);
     if (res == NULL) {
         goto done;
     }
@@ -278,7 +279,8 @@ ngx_segura_api_login_failed(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     /*
      * one statement: it counts even when a later one would fail; records
-     * quiet for a day are dropped, so names tried once do not pile up
+     * quiet for a day are dropped, so names tried once do not pile up.
+     * Sent once: a second run would count the failure twice.
      */
 
     res = ngx_segura_api_query(ctx, conn,
@@ -331,7 +333,12 @@ ngx_segura_api_logout(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
         params[0] = token_hash;
 
-        res = ngx_segura_api_query(ctx, conn,
+        /*
+         * idempotent, so it may be retried: a second run finds the token
+         * revoked and writes no second audit row
+         */
+
+        res = ngx_segura_api_query_retry(ctx, conn,
                   "with w as (update web_sessions set revoked_at = now()"
                   " where token_hash = $1::bytea and revoked_at is null"
                   " returning user_id)"

@@ -327,11 +327,11 @@ ngx_segura_auth_identify(ngx_segura_db_pool_t *db, PGconn **conn,
 
         params[0] = delegated;
 
-        res = ngx_segura_db_query(db, conn,
-                                  "select id, username, is_admin from users"
-                                  " where username = $1"
-                                  " and status = 'active'",
-                                  1, params, err, errlen);
+        res = ngx_segura_db_query_retry(db, conn,
+                                        "select id, username, is_admin"
+                                        " from users where username = $1"
+                                        " and status = 'active'",
+                                        1, params, err, errlen);
 
         if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
             PQclear(res);
@@ -361,10 +361,11 @@ ngx_segura_auth_identify(ngx_segura_db_pool_t *db, PGconn **conn,
     /*
      * one statement: a live session is touched, a dead one (expired, idle
      * too long) is revoked so that it cannot come back; a revoked one or
-     * one whose user was deactivated only fails
+     * one whose user was deactivated only fails.  It sets and never adds,
+     * so running it twice does what running it once does: it may retry.
      */
 
-    res = ngx_segura_db_query(db, conn,
+    res = ngx_segura_db_query_retry(db, conn,
               "with s as ("
                 "select w.id, u.id as uid, u.username, u.is_admin,"
                 " (w.revoked_at is null and w.expires_at > now()"

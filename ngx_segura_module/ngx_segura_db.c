@@ -12,8 +12,32 @@
  * given back by thread-pool tasks only, never on the event loop; a mutex
  * guards the idle list because several pool threads share it.
  *
- * Every connection is opened with a connect timeout and a statement
- * timeout, so that no task can hold a pool thread forever.
+ * Every wait is bounded, so that no task can hold a pool thread forever:
+ * a task finding all connections in use waits at most
+ * NGX_SEGURA_DB_ACQUIRE_TIMEOUT (3 s) for one to come back and then fails
+ * (its caller answers 503 database_unavailable); opening a connection
+ * takes at most the connect timeout per host; a statement at most the
+ * statement timeout.
+ *
+ * A pooled connection may die while idle: PostgreSQL restarted or failed
+ * over, an administrator terminated the backend.  The server then says
+ * so (an error report, end of file) on a socket that should be silent,
+ * so ngx_segura_db_acquire() replaces any idle connection with something
+ * to read before handing it out.  A connection found dead by a statement
+ * is another matter: the statement may or may not have run, and may have
+ * committed.  Hence the rule for callers:
+ *
+ *   ngx_segura_db_query() sends a statement at most once.  It is for
+ *   everything that must not happen twice: inserts (audit_log,
+ *   login_failures, ssh_sessions), counters, anything not idempotent;
+ *   and it is the default.
+ *
+ *   ngx_segura_db_query_retry() reconnects and sends it once more when
+ *   the connection turned out to be dead and no transaction was open
+ *   (inside one, a retry would run the statement outside it).  Only for
+ *   statements whose second run changes nothing the first did not:
+ *   read-only selects, "begin", and updates that set rather than add
+ *   (last_seen_at = now(), revoked_at = coalesce(revoked_at, now())).
  */
 
 
@@ -23,9 +47,11 @@
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
 
+#include <poll.h>
 #include <pthread.h>
 
 
+#define NGX_SEGURA_DB_ACQUIRE_TIMEOUT    3000
 #define NGX_SEGURA_DB_CONNECT_TIMEOUT    "5"
 #define NGX_SEGURA_DB_OPTIONS            "-c statement_timeout=30000 "      \
                                          "-c idle_in_transaction_session_"  \
@@ -43,6 +69,10 @@ struct ngx_segura_db_pool_s {
 };
 
 
+static ngx_uint_t ngx_segura_db_usable(PGconn *conn);
+static PGresult *ngx_segura_db_exec(ngx_segura_db_pool_t *db, PGconn **conn,
+    ngx_uint_t retry, const char *sql, int nparams,
+    const char *const *params, char *err, size_t errlen);
 static void ngx_segura_db_error(char *err, size_t errlen, const char *what,
     const char *text);
 
@@ -52,6 +82,7 @@ ngx_segura_db_pool_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
     ngx_uint_t max)
 {
     ngx_segura_db_pool_t  *db;
+    pthread_condattr_t     attr;
 
     db = ngx_pcalloc(cycle->pool, sizeof(ngx_segura_db_pool_t));
     if (db == NULL) {
@@ -73,12 +104,26 @@ ngx_segura_db_pool_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
         return NULL;
     }
 
-    if (pthread_cond_init(&db->cond, NULL) != 0) {
+    /* the wait for a connection is measured on a clock nobody sets */
+
+    if (pthread_condattr_init(&attr) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "pthread_cond_init() failed");
+                      "pthread_condattr_init() failed");
         (void) pthread_mutex_destroy(&db->lock);
         return NULL;
     }
+
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
+        || pthread_cond_init(&db->cond, &attr) != 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "pthread_cond_init(CLOCK_MONOTONIC) failed");
+        (void) pthread_condattr_destroy(&attr);
+        (void) pthread_mutex_destroy(&db->lock);
+        return NULL;
+    }
+
+    (void) pthread_condattr_destroy(&attr);
 
     return db;
 }
@@ -107,12 +152,41 @@ ngx_segura_db_pool_destroy(ngx_segura_db_pool_t *db)
 PGconn *
 ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err, size_t errlen)
 {
-    PGconn  *conn;
+    int               rc;
+    PGconn           *conn;
+    struct timespec   deadline;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &deadline);
+
+    deadline.tv_sec += NGX_SEGURA_DB_ACQUIRE_TIMEOUT / 1000;
+    deadline.tv_nsec += (NGX_SEGURA_DB_ACQUIRE_TIMEOUT % 1000) * 1000000;
+
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    rc = 0;
 
     (void) pthread_mutex_lock(&db->lock);
 
     while (db->nidle == 0 && db->total >= db->max) {
-        (void) pthread_cond_wait(&db->cond, &db->lock);
+
+        if (rc == ETIMEDOUT) {
+            (void) pthread_mutex_unlock(&db->lock);
+
+            if (err != NULL && errlen > 0) {
+                (void) ngx_snprintf((u_char *) err, errlen - 1,
+                                    "no database connection free within "
+                                    "%d ms (all %ui in use)%Z",
+                                    NGX_SEGURA_DB_ACQUIRE_TIMEOUT, db->max);
+                err[errlen - 1] = '\0';
+            }
+
+            return NULL;
+        }
+
+        rc = pthread_cond_timedwait(&db->cond, &db->lock, &deadline);
     }
 
     if (db->nidle) {
@@ -120,9 +194,7 @@ ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err, size_t errlen)
         db->idle[db->nidle] = NULL;
         (void) pthread_mutex_unlock(&db->lock);
 
-        if (PQstatus(conn) == CONNECTION_OK
-            && PQtransactionStatus(conn) == PQTRANS_IDLE)
-        {
+        if (ngx_segura_db_usable(conn)) {
             return conn;
         }
 
@@ -180,15 +252,35 @@ ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
     const char *sql, int nparams, const char *const *params, char *err,
     size_t errlen)
 {
+    return ngx_segura_db_exec(db, conn, 0, sql, nparams, params, err,
+                              errlen);
+}
+
+
+PGresult *
+ngx_segura_db_query_retry(ngx_segura_db_pool_t *db, PGconn **conn,
+    const char *sql, int nparams, const char *const *params, char *err,
+    size_t errlen)
+{
+    return ngx_segura_db_exec(db, conn, 1, sql, nparams, params, err,
+                              errlen);
+}
+
+
+static PGresult *
+ngx_segura_db_exec(ngx_segura_db_pool_t *db, PGconn **conn, ngx_uint_t retry,
+    const char *sql, int nparams, const char *const *params, char *err,
+    size_t errlen)
+{
     PGresult        *res;
     ngx_uint_t       idle;
     ExecStatusType   st;
 
     /*
-     * runs one statement with text parameters; when the connection turned
-     * out to be dead and no transaction was open, reconnects once and
-     * retries, so that a PostgreSQL restart costs no failed request.
-     * Inside a transaction a retry would run the statement outside it.
+     * runs one statement with text parameters; on a dead connection,
+     * reconnects and runs it again only when the caller said that is
+     * harmless and no transaction was open (the header comment has the
+     * rule); else the caller finds the connection broken
      */
 
     idle = (PQtransactionStatus(*conn) == PQTRANS_IDLE);
@@ -197,7 +289,7 @@ ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
 
     if (res == NULL || PQstatus(*conn) != CONNECTION_OK) {
 
-        if (!idle) {
+        if (!retry || !idle) {
             ngx_segura_db_error(err, errlen, "PQexecParams()",
                                 PQerrorMessage(*conn));
             PQclear(res);
@@ -273,6 +365,31 @@ ngx_segura_db_connect(ngx_segura_db_pool_t *db, const char *app, char *err,
     }
 
     return conn;
+}
+
+
+static ngx_uint_t
+ngx_segura_db_usable(PGconn *conn)
+{
+    struct pollfd  pfd;
+
+    if (PQstatus(conn) != CONNECTION_OK
+        || PQtransactionStatus(conn) != PQTRANS_IDLE)
+    {
+        return 0;
+    }
+
+    /*
+     * an idle pooled connection listens to nothing, so the server has
+     * nothing to tell it but that it is going away (a FATAL report, then
+     * end of file); a false alarm costs only a reconnection
+     */
+
+    pfd.fd = PQsocket(conn);
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+
+    return poll(&pfd, 1, 0) == 0;
 }
 
 

@@ -18,10 +18,19 @@ ngx_segura_db_pool_t *ngx_segura_db_pool_create(ngx_cycle_t *cycle,
 void ngx_segura_db_pool_destroy(ngx_segura_db_pool_t *db);
 
 /* pool threads only */
+
+/* NULL with err after at most 3 s without a free connection, or when none
+ * can be opened; the caller answers 503 database_unavailable */
 PGconn *ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err,
     size_t errlen);
 void ngx_segura_db_release(ngx_segura_db_pool_t *db, PGconn *conn);
+
+/* the statement is sent at most once: for anything not idempotent */
 PGresult *ngx_segura_db_query(ngx_segura_db_pool_t *db, PGconn **conn,
+    const char *sql, int nparams, const char *const *params, char *err,
+    size_t errlen);
+/* may be sent twice (a reconnection): selects and idempotent updates */
+PGresult *ngx_segura_db_query_retry(ngx_segura_db_pool_t *db, PGconn **conn,
     const char *sql, int nparams, const char *const *params, char *err,
     size_t errlen);
 ngx_uint_t ngx_segura_db_broken(PGconn *conn);

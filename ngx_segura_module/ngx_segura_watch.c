@@ -22,7 +22,14 @@
  * listener (re)connects, for what was said while nobody listened, and
  * when a session enters the relay after a notification heard during its
  * own set-up.  Notifications that arrive during a re-check fold into one
- * more re-check.
+ * more re-check; a re-check that failed is tried again with the backoff.
+ *
+ * A worker that is shutting down gracefully (nginx -s reload or quit)
+ * keeps its sessions until they end, so it keeps listening too: the
+ * listener is not an idle connection for nginx to close, and it is
+ * reopened with the backoff after a loss as long as a session is live.
+ * It holds no timer that is not cancelable, so the worker still exits
+ * when its last session ends; exit process then closes the listener.
  */
 
 
@@ -37,7 +44,7 @@
 
 #define NGX_SEGURA_WATCH_RETRY_MIN   1000
 #define NGX_SEGURA_WATCH_ERRLEN      256
-#define NGX_SEGURA_WATCH_RETRY_MAX   30000
+#define NGX_SEGURA_WATCH_RETRY_MAX   5000
 
 
 typedef struct {
@@ -75,6 +82,7 @@ static void ngx_segura_watch_connect_done(ngx_event_t *ev);
 static void ngx_segura_watch_read(ngx_event_t *rev);
 static void ngx_segura_watch_write(ngx_event_t *wev);
 static void ngx_segura_watch_close(ngx_segura_watch_t *w);
+static ngx_uint_t ngx_segura_watch_needed(void);
 static void ngx_segura_watch_schedule(ngx_segura_watch_t *w);
 static void ngx_segura_watch_retry(ngx_event_t *ev);
 static void ngx_segura_watch_check(void *data, ngx_log_t *log);
@@ -198,6 +206,9 @@ ngx_segura_watch_recheck(void)
 
     w->refs = ngx_alloc(size, w->log);
     if (w->refs == NULL) {
+        /* a revoked grant must not be forgotten: later, then */
+        w->check_failed = 1;
+        ngx_segura_watch_schedule(w);
         return;
     }
 
@@ -210,6 +221,8 @@ ngx_segura_watch_recheck(void)
 
     if (ngx_segura_watch_post(w, w->check_task) != NGX_OK) {
         ngx_segura_watch_free_check(w);
+        w->check_failed = 1;
+        ngx_segura_watch_schedule(w);
         return;
     }
 
@@ -307,7 +320,7 @@ ngx_segura_watch_connect_done(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
+    if (!ngx_segura_watch_needed()) {
         ngx_segura_watch_close(w);
         return;
     }
@@ -326,8 +339,10 @@ ngx_segura_watch_connect_done(ngx_event_t *ev)
     c->read->log = w->log;
     c->write->log = w->log;
 
-    /* an idle connection: a graceful shutdown closes it first */
-    c->idle = 1;
+    /*
+     * not c->idle: a graceful shutdown would close it at once, and the
+     * sessions the exiting worker keeps would no longer hear revocations
+     */
 
     w->c = c;
 
@@ -366,7 +381,7 @@ ngx_segura_watch_read(ngx_event_t *rev)
     w = c->data;
 
     if (c->close) {
-        /* the worker is exiting */
+        /* worker_shutdown_timeout: every connection goes */
         ngx_segura_watch_close(w);
         return;
     }
@@ -439,10 +454,30 @@ ngx_segura_watch_close(ngx_segura_watch_t *w)
 }
 
 
+static ngx_uint_t
+ngx_segura_watch_needed(void)
+{
+    /*
+     * a worker shutting down gracefully listens while it has sessions to
+     * end; one that was told to terminate does not
+     */
+
+    if (ngx_terminate) {
+        return 0;
+    }
+
+    if (ngx_exiting || ngx_quit) {
+        return ngx_segura_session_live_count() > 0;
+    }
+
+    return 1;
+}
+
+
 static void
 ngx_segura_watch_schedule(ngx_segura_watch_t *w)
 {
-    if (ngx_exiting || ngx_quit || ngx_terminate || w->retry.timer_set) {
+    if (w->retry.timer_set || !ngx_segura_watch_needed()) {
         return;
     }
 
@@ -459,6 +494,10 @@ static void
 ngx_segura_watch_retry(ngx_event_t *ev)
 {
     ngx_segura_watch_t *w = ev->data;
+
+    if (!ngx_segura_watch_needed()) {
+        return;
+    }
 
     if (w->conn == NULL) {
         ngx_segura_watch_start(w);
@@ -533,7 +572,7 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
         goto done;
     }
 
-    res = ngx_segura_db_query(w->smcf->db, &conn,
+    res = ngx_segura_db_query_retry(w->smcf->db, &conn,
               "select t.id::text, case when s.end_requested_at is not null"
               " then 'ended' else segura_grant_check(t.u, t.k, t.d) end"
               " from unnest($1::uuid[], $2::bigint[], $3::bigint[],"

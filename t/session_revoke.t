@@ -18,8 +18,10 @@ $t->run(SeguraTest::Session::config());
 my $db = $t->db;
 my $dbh = $db->dbh;
 
+# this test's listeners only: other files run beside it on the same cluster
 my $LISTENERS = q{select count(*) from pg_stat_activity
-                  where application_name = 'ngx_segura_module listener'};
+                  where application_name = 'ngx_segura_module listener'
+                    and datname = current_database()};
 ok(SeguraTest::wait_for(sub { $dbh->selectrow_array($LISTENERS) == 1 }, 20,
                         'the listener'), 'the worker listens');
 
@@ -125,7 +127,8 @@ still_alive($bws, 'bystander after another session was ended');
 $f = SeguraTest::Session::fixture($t);
 ($ws, $id) = live($f, 'missed');
 $dbh->do(q{select pg_terminate_backend(pid) from pg_stat_activity
-           where application_name = 'ngx_segura_module listener'});
+           where application_name = 'ngx_segura_module listener'
+             and datname = current_database()});
 # revoked while nobody listens: the notification is lost, the re-check on
 # reconnection finds it
 $dbh->do('delete from group_members where user_id = ?', undef, $f->{user});

@@ -13,6 +13,14 @@ package SeguraTest;
 #
 # Checks added to every file at the end: no [alert] or [emerg] lines, no
 # sanitizer report, no planted canary in any log.
+#
+# Options of new: sshd => 1 (an OpenSSH server), no_db => 1 (no database;
+# set_db gives one later), private_pg => 1 (the database lives in a
+# PostgreSQL cluster of the test's own under its directory, $t->pg, which
+# the test may stop and start: see SeguraTest::Pg->private_cluster).
+# Options of run and write_config: main => "..." (main context lines),
+# no_defaults => 1, db_params => "connections=2" (after the conninfo of
+# segura_database).
 
 use strict;
 use warnings;
@@ -62,7 +70,12 @@ sub new {
     close $fh;
     chmod 0600, $self->{master_key};
 
-    $self->{db} = SeguraTest::Pg->new_database() unless $opt{no_db};
+    if ($opt{private_pg}) {
+        $self->{pg} = SeguraTest::Pg->private_cluster("$dir/pg");
+        $self->{db} = $self->{pg}->db;
+    } elsif (!$opt{no_db}) {
+        $self->{db} = SeguraTest::Pg->new_database();
+    }
     $self->{sshd} = SeguraTest::Sshd->new("$dir/sshd") if $opt{sshd};
 
     push @INSTANCES, $self;
@@ -72,6 +85,9 @@ sub new {
 sub dir  { $_[0]{dir} }
 sub port { $_[0]{port} }
 sub db   { $_[0]{db} }
+sub pg   { $_[0]{pg} }
+# the database the configuration names (%%DATABASE%%) and fixtures use
+sub set_db { $_[0]{db} = $_[1] }
 sub sshd { $_[0]{sshd} }
 sub master_key_file { $_[0]{master_key} }
 sub url  { my ($self, $path) = @_; "http://127.0.0.1:$self->{port}$path" }
@@ -116,8 +132,9 @@ sub write_config {
 
     my $user = ($> == 0) ? "user root root;\n" : '';
     my $main = $o{main} // "thread_pool segura threads=4;\n";
-    my $http_defaults = $o{no_defaults} ? '' : <<'EOF';
-    segura_database   "%%DATABASE%%";
+    my $db_params = $o{db_params} ? " $o{db_params}" : '';
+    my $http_defaults = $o{no_defaults} ? '' : <<"EOF";
+    segura_database   "%%DATABASE%%"$db_params;
     segura_master_key %%MASTER_KEY%%;
     segura_thread_pool segura;
 EOF
@@ -318,9 +335,12 @@ sub log_checks {
 
 sub DESTROY_all {
     for my $t (@INSTANCES) {
-        my $had_nginx = $t->{nginx_pid};
         $t->stop;
         $t->{sshd}->stop if $t->{sshd};
+    }
+    # nginx is gone: the clusters under the tests' directories may go
+    SeguraTest::Pg::stop_private_clusters();
+    for my $t (@INSTANCES) {
         $t->{db}->drop if $t->{db} && $t->{db}->can('drop');
         $t->{checked} = 1;
         remove_tree($t->{dir}) unless $ENV{SEGURA_KEEP} || !$t->{passed};
@@ -434,7 +454,10 @@ package SeguraTest::Sshd;
 
 # A real OpenSSH server on loopback: own host keys, own authorized_keys
 # file, free port, runs as the current user (as root: privilege
-# separation in /run/sshd).  The login user is the current user.
+# separation in /run/sshd).  The login user is the current user, with
+# HOME set to <dir>/home: the shells of the tests read no profile of the
+# user's own (slow, or waiting on a lock of its tools) and write no
+# history into the user's real home.
 
 use strict;
 use warnings;
@@ -473,6 +496,7 @@ sub new {
     # shell, and a lock file that a killed shell leaves behind) are not
     # what a test measures, and no test writes to the user's history
     make_path("$dir/home");
+    chmod 0755, "$dir/home";
 
     $self->write_config;
     $self->start;

@@ -30,6 +30,33 @@ package SeguraTest::Pg;
 # insert_user, insert_group, insert_device, insert_key, grant, associate,
 # insert_ssh_session, insert_web_session, grant_check($u, $k, $d),
 # key_devices_for($u, $k).
+#
+# A private cluster, for a test that stops PostgreSQL or fails it over
+# (the shared cluster above is never stopped):
+#
+#     my $pc = SeguraTest::Pg->private_cluster("$dir/pg1");
+#         # t/bin/pg-cluster start --fast in that directory (absolute, under
+#         # the test's own), then database "segura" migrated with
+#         # tools/segura-migrate: sql/*.sql in order, as for the template
+#     $pc->db;            # that database: the same methods as new_database
+#                         # gives (dbh, conninfo, fixtures...)
+#     $pc->host;          # its socket directory; $pc->dir, $pc->log
+#     $pc->stop;          # fast shutdown; the test's handles reconnect
+#     $pc->start;         # the same data again
+#     $pc->running;
+#     my $sb = $pc->standby("$dir/pg2");
+#         # pg_basebackup -R of the running $pc, started as a streaming
+#         # hot standby (read-only) with its own socket directory
+#     $pc->wait_replayed($sb);   # the standby has replayed all $pc wrote
+#     $sb->promote;              # returns once it accepts writes
+#     my $db = SeguraTest::Pg->database_on([$pc, $sb]);
+#         # one database object over several hosts, conninfo
+#         # "host=<sock1>,<sock2> dbname=segura user=segura
+#         #  target_session_attrs=read-write": its handle follows a failover
+#
+# Private clusters are stopped at END (and by SeguraTest before it removes
+# a test's directory); their directories go with the test's.  Their
+# databases are never dropped one by one: the cluster goes whole.
 
 use strict;
 use warnings;
@@ -123,6 +150,20 @@ sub host {
 }
 
 
+# a DBI handle on a database of the cluster at $host (a socket directory,
+# or several separated by commas) with more conninfo settings in $attrs
+sub _connect {
+    my ($host, $dbname, $user, $attrs) = @_;
+    my $dsn = "dbi:Pg:host=$host;dbname=$dbname";
+    $dsn .= ";$_" for split ' ', $attrs // '';
+    return DBI->connect($dsn, $user // 'segura', '', {
+        AutoCommit => 1, RaiseError => 1, PrintError => 0,
+        # a forked child must not close its parent's connection
+        AutoInactiveDestroy => 1,
+    });
+}
+
+
 sub conninfo_for {
     my ($dbname, $user) = @_;
     return 'host=' . host() . " dbname=$dbname user=" . ($user // 'segura');
@@ -131,12 +172,7 @@ sub conninfo_for {
 
 sub connect_to {
     my ($dbname, $user) = @_;
-    my $dsn = 'dbi:Pg:host=' . host() . ";dbname=$dbname";
-    return DBI->connect($dsn, $user // 'segura', '', {
-        AutoCommit => 1, RaiseError => 1, PrintError => 0,
-        # a forked child must not close its parent's connection
-        AutoInactiveDestroy => 1,
-    });
+    return _connect(host(), $dbname, $user);
 }
 
 
@@ -228,15 +264,20 @@ sub host_dir { $_[0]{host} }
 
 sub conninfo {
     my ($self) = @_;
-    return "host=$self->{host} dbname=$self->{name} user=segura";
+    return "host=$self->{host} dbname=$self->{name} user=segura"
+           . ($self->{attrs} ? " $self->{attrs}" : '');
 }
 
 
-# the test's handle on this database (AutoCommit, RaiseError), as segura
+# the test's handle on this database (AutoCommit, RaiseError), as segura;
+# on a private cluster, a handle the cluster lost (a stop, a failover) is
+# replaced
 sub dbh {
     my ($self) = @_;
-    if (!$self->{dbh} || $self->{dbh_pid} != $$) {
-        $self->{dbh} = connect_to($self->{name});
+    if (!$self->{dbh} || $self->{dbh_pid} != $$
+        || ($self->{private} && !$self->{dbh}->ping))
+    {
+        $self->{dbh} = $self->new_dbh;
         $self->{dbh_pid} = $$;
     }
     return $self->{dbh};
@@ -246,7 +287,7 @@ sub dbh {
 # a new, separate connection (for concurrency tests); the caller owns it
 sub new_dbh {
     my ($self) = @_;
-    return connect_to($self->{name});
+    return _connect($self->{host}, $self->{name}, undef, $self->{attrs});
 }
 
 
@@ -282,6 +323,12 @@ sub migrate {
 sub drop {
     my ($self) = @_;
     return if $self->{pid} != $$ || $self->{dropped}++;
+    if ($self->{private}) {
+        # its cluster goes whole
+        eval { $self->{dbh}->disconnect } if $self->{dbh};
+        delete $self->{dbh};
+        return;
+    }
     if ($self->{dbh}) {
         eval { $self->{dbh}->disconnect };
         delete $self->{dbh};
@@ -448,6 +495,170 @@ sub key_devices_for {
 }
 
 
+# --- private clusters -----------------------------------------------------
+
+my @CLUSTERS;          # private clusters this process started
+
+
+sub private_cluster {
+    my ($class, $dir) = @_;
+    croak 'private_cluster: an absolute directory' unless $dir && $dir =~ m{^/};
+    my $pc = SeguraTest::Pg::Cluster->_new($dir);
+    $pc->start;
+    $pc->_migrate;
+    return $pc;
+}
+
+
+# one database object over the clusters given, in that order, for the
+# read-write one of them (libpq tries each host in turn)
+sub database_on {
+    my ($class, $clusters, %opt) = @_;
+    my $name = delete $opt{name} // 'segura';
+    croak 'database_on: unknown option ' . join(', ', sort keys %opt) if %opt;
+    return bless {
+        name    => $name,
+        host    => join(',', map { $_->host } @$clusters),
+        attrs   => 'target_session_attrs=read-write',
+        pid     => $$,
+        private => 1,
+    }, $class;
+}
+
+
+# stops every private cluster still running; SeguraTest calls it before it
+# removes a test's directory, END does too
+sub stop_private_clusters {
+    for my $pc (reverse @CLUSTERS) {
+        next unless $pc->{pid} == $$;
+        eval { $pc->stop };
+        warn "SeguraTest::Pg: $@" if $@;
+    }
+    @CLUSTERS = ();
+}
+
+
+package SeguraTest::Pg::Cluster;
+
+use Carp qw(croak);
+use Time::HiRes ();
+
+sub _new {
+    my ($class, $dir) = @_;
+    my $self = bless { dir => $dir, pid => $$, host => "$dir/sock" }, $class;
+    push @CLUSTERS, $self;
+    return $self;
+}
+
+sub dir  { $_[0]{dir} }
+sub host { $_[0]{host} }
+sub log  { "$_[0]{dir}/postgres.log" }
+
+sub _pg_cluster {
+    my ($self, @args) = @_;
+    my ($rc, $out, $err) = SeguraTest::Pg::run("$ROOT/t/bin/pg-cluster", @args);
+    croak "t/bin/pg-cluster @args failed (exit $rc):\n$err" if $rc != 0;
+    return $out;
+}
+
+sub start {
+    my ($self) = @_;
+    my $out = $self->_pg_cluster('start', '--fast', $self->{dir});
+    ($self->{host}) = $out =~ /^(\S+)\s*\z/m
+        or croak "t/bin/pg-cluster start printed no socket directory";
+    $self->{running} = 1;
+    return $self;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{running};
+    $self->_disconnect;
+    $self->_pg_cluster('stop', $self->{dir});
+    $self->{running} = 0;
+    return $self;
+}
+
+sub running {
+    my ($self) = @_;
+    my ($rc) = SeguraTest::Pg::run("$ROOT/t/bin/pg-cluster", 'status',
+                                   $self->{dir});
+    return $rc == 0;
+}
+
+# the migrated database "segura" (made by t/bin/pg-cluster)
+sub db {
+    my ($self) = @_;
+    return $self->{db} //= bless {
+        name => 'segura', host => $self->{host}, pid => $$, private => 1,
+    }, 'SeguraTest::Pg';
+}
+
+# superuser handle on database "postgres" of this cluster
+sub admin_dbh {
+    my ($self) = @_;
+    if (!$self->{admin} || !$self->{admin}->ping) {
+        $self->{admin} = SeguraTest::Pg::_connect($self->{host}, 'postgres',
+                                                  $SUPERUSER);
+    }
+    return $self->{admin};
+}
+
+sub _disconnect {
+    my ($self) = @_;
+    for my $h (delete $self->{admin},
+               $self->{db} ? delete $self->{db}{dbh} : ()) {
+        eval { $h->disconnect } if $h;
+    }
+}
+
+sub _migrate {
+    my ($self) = @_;
+    my ($rc, $out, $err) = $self->db->migrate;
+    croak "tools/segura-migrate in $self->{dir} failed (exit $rc):\n$out$err"
+        if $rc != 0;
+}
+
+sub standby {
+    my ($self, $dir) = @_;
+    croak 'standby: an absolute directory' unless $dir && $dir =~ m{^/};
+    my $sb = SeguraTest::Pg::Cluster->_new($dir);
+    my $out = $self->_pg_cluster('standby', '--fast', $self->{dir}, $dir);
+    ($sb->{host}) = $out =~ /^(\S+)\s*\z/m
+        or croak "t/bin/pg-cluster standby printed no socket directory";
+    $sb->{running} = 1;
+    $sb->{standby} = 1;
+    return $sb;
+}
+
+sub promote {
+    my ($self) = @_;
+    $self->_pg_cluster('promote', $self->{dir});
+    delete $self->{standby};
+    return $self;
+}
+
+# waits until the standby $sb has replayed everything written here so far
+# (the insert position: with --fast's synchronous_commit=off a commit may
+# not be written yet when it returns)
+sub wait_replayed {
+    my ($self, $sb, $timeout) = @_;
+    my ($lsn) = $self->admin_dbh->selectrow_array(
+        'select pg_current_wal_insert_lsn()');
+    my $deadline = Time::HiRes::time() + ($timeout // 20);
+    while (Time::HiRes::time() < $deadline) {
+        my ($done) = $sb->admin_dbh->selectrow_array(
+            'select pg_last_wal_replay_lsn() >= ?::pg_lsn', undef, $lsn);
+        return 1 if $done;
+        Time::HiRes::sleep(0.05);
+    }
+    croak "the standby in $sb->{dir} did not replay $lsn within the time";
+}
+
+
+package SeguraTest::Pg;
+
+
 # --- internals -----------------------------------------------------------------
 
 sub _insert {
@@ -534,6 +745,7 @@ sub _slurp {
 END {
     if ($$ == $OWNER) {
         local ($?, $@, $!);
+        stop_private_clusters();
         if ($PRIVATE_DIR) {
             # the whole cluster goes: no need to drop databases one by one
             %LIVE = ();
