@@ -700,7 +700,7 @@ ngx_segura_session_check(void *data, ngx_log_t *log)
 
     /* the grant and everything the session needs, in one round trip */
 
-    res = ngx_segura_db_query(s->smcf->db, &conn,
+    res = ngx_segura_db_query_retry(s->smcf->db, &conn,
               "select segura_grant_check($1, $2, $3),"
               " k.name, k.username, k.private_key_enc, k.passphrase_enc,"
               " d.name, d.address, d.port, d.host_key,"

@@ -45,9 +45,12 @@ sub worker_row {
 
 sub session_row {
     my ($id) = @_;
-    return $dbh->selectrow_hashref(
-        'select worker_id, started_at, ended_at, end_reason
-           from ssh_sessions where id = ?', undef, $id);
+    # the start row is written through the outbox, a moment after the
+    # connected event: wait for it
+    return SeguraTest::wait_for(sub {
+        $dbh->selectrow_hashref(
+            'select worker_id, started_at, ended_at, end_reason
+               from ssh_sessions where id = ?', undef, $id) }, 10) || {};
 }
 
 sub live {
