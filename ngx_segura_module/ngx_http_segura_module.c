@@ -5,10 +5,10 @@
 
 
 /*
- * Directives, configuration create/merge, worker init and exit, the module
- * object, and the two shared writers of HTTP errors and JSON responses.
- * Configuration handlers run in the master at configuration time; the
- * writers run on the event loop only.
+ * Directives, configuration create/merge, worker init and exit, and the
+ * module object.  Configuration handlers run in the master at
+ * configuration time; init and exit process in each worker.  The shared
+ * error tables and HTTP writers are in ngx_segura_http.c.
  */
 
 
@@ -224,38 +224,6 @@ ngx_module_t  ngx_http_segura_module = {
     ngx_http_segura_exit_process,          /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
-};
-
-
-ngx_segura_err_t  ngx_segura_errors[] = {
-    { 200, ngx_string("ok"), ngx_string("OK") },
-    { 400, ngx_string("bad_request"), ngx_string("Bad request") },
-    { 400, ngx_string("invalid_json"),
-      ngx_string("The request body is not valid JSON") },
-    { 422, ngx_string("invalid_field"), ngx_string("Invalid field") },
-    { 401, ngx_string("unauthenticated"),
-      ngx_string("Log in first") },
-    { 403, ngx_string("forbidden"), ngx_string("Not allowed") },
-    { 403, ngx_string("foreign_origin"),
-      ngx_string("The request came from a foreign origin") },
-    { 404, ngx_string("not_found"), ngx_string("Not found") },
-    { 405, ngx_string("method_not_allowed"),
-      ngx_string("Method not allowed") },
-    { 409, ngx_string("conflict"), ngx_string("The name is already taken") },
-    { 409, ngx_string("already_ended"),
-      ngx_string("The session has already ended") },
-    { 413, ngx_string("too_large"),
-      ngx_string("The request body is too large") },
-    { 415, ngx_string("unsupported_media_type"),
-      ngx_string("Send Content-Type: application/json") },
-    { 429, ngx_string("too_many_attempts"),
-      ngx_string("Too many attempts, try again later") },
-    { 503, ngx_string("database_unavailable"),
-      ngx_string("The database is unavailable") },
-    { 500, ngx_string("internal_error"), ngx_string("Internal error") },
-    { 501, ngx_string("not_available"),
-      ngx_string("Not available in this build") },
-    { 0, ngx_null_string, ngx_null_string }
 };
 
 
@@ -952,174 +920,4 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
     }
 
     (void) ssh_finalize();
-}
-
-
-ngx_segura_master_key_t *
-ngx_http_segura_current_key(ngx_http_segura_main_conf_t *smcf)
-{
-    /* the first key listed encrypts; the others only decrypt */
-
-    return smcf->keys.elts;
-}
-
-
-ngx_segura_master_key_t *
-ngx_http_segura_find_key(ngx_http_segura_main_conf_t *smcf, ngx_uint_t id)
-{
-    ngx_uint_t                i;
-    ngx_segura_master_key_t  *key;
-
-    key = smcf->keys.elts;
-
-    for (i = 0; i < smcf->keys.nelts; i++) {
-        if (key[i].id == id) {
-            return &key[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-ngx_int_t
-ngx_http_segura_send_error(ngx_http_request_t *r, ngx_segura_err_e err,
-    const char *field, const char *message)
-{
-    return ngx_http_segura_send_error_reason(r, err, field, message, NULL);
-}
-
-
-ngx_int_t
-ngx_http_segura_send_error_reason(ngx_http_request_t *r,
-    ngx_segura_err_e err, const char *field, const char *message,
-    const char *reason)
-{
-    char              *body;
-    size_t             len;
-    json_t            *json, *e;
-    ngx_int_t          rc;
-    ngx_segura_err_t  *se;
-
-    se = &ngx_segura_errors[err];
-
-    e = json_object();
-    json = json_object();
-
-    if (e == NULL || json == NULL) {
-        json_decref(e);
-        json_decref(json);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    json_object_set_new(e, "code",
-                        json_stringn((char *) se->code.data, se->code.len));
-
-    if (message != NULL) {
-        json_object_set_new(e, "message", json_string(message));
-
-    } else {
-        json_object_set_new(e, "message",
-                            json_stringn((char *) se->message.data,
-                                         se->message.len));
-    }
-
-    if (field != NULL) {
-        json_object_set_new(e, "field", json_string(field));
-    }
-
-    if (reason != NULL) {
-        json_object_set_new(e, "reason", json_string(reason));
-    }
-
-    json_object_set_new(json, "error", e);
-
-    body = json_dumps(json, JSON_COMPACT);
-    json_decref(json);
-
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(body);
-
-    rc = ngx_http_segura_send_json(r, se->status, (u_char *) body, len);
-
-    free(body);
-
-    return rc;
-}
-
-
-ngx_int_t
-ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    u_char *json, size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len + 1;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    /* responses carry per-user data: never cached, never sniffed */
-
-    if (ngx_http_segura_add_header(r, "Cache-Control", "no-store") != NGX_OK
-        || ngx_http_segura_add_header(r, "X-Content-Type-Options", "nosniff")
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, json, len);
-    *b->last++ = '\n';
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-ngx_int_t
-ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-
-    return NGX_OK;
 }

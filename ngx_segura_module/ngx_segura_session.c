@@ -219,39 +219,6 @@ static ngx_int_t ngx_segura_session_variable(ngx_http_request_t *r,
 static ngx_queue_t  ngx_segura_session_live;
 
 
-ngx_segura_ws_error_t  ngx_segura_ws_errors[] = {
-    { ngx_null_string, 1000, NULL },
-    { ngx_string("device_unreachable"), 4001,
-      "The device cannot be reached" },
-    { ngx_string("connect_timeout"), 4002,
-      "The device did not answer in time" },
-    { ngx_string("host_key_mismatch"), 4003,
-      "The device presented a host key other than the pinned one" },
-    { ngx_string("host_key_unknown"), 4004,
-      "The device has no pinned host key and the policy is strict" },
-    { ngx_string("auth_rejected"), 4005,
-      "The device refused the key: is the public key deployed?" },
-    { ngx_string("key_unusable"), 4006,
-      "The stored key cannot be used" },
-    { ngx_string("shell_failed"), 4007,
-      "The device refused to open a terminal" },
-    { ngx_string("session_terminated"), 4008,
-      "The connection to the device was lost" },
-    { ngx_string("idle_timeout"), 4009,
-      "The session was idle for too long" },
-    { ngx_string("database_unavailable"), 4010,
-      "The database is unavailable" },
-    { ngx_string("internal_error"), 4011, "Internal error" },
-    { ngx_string("bad_message"), 4012,
-      "The message is not a valid control message" },
-    { ngx_string("session_ended"), 4013,
-      "An administrator ended the session" },
-    { ngx_string("access_revoked"), 4014,
-      "Access to this device with this key was revoked" },
-    { ngx_null_string, 0, NULL }
-};
-
-
 static ngx_http_variable_t  ngx_segura_session_vars[] = {
 
     { ngx_string("segura_session_id"), NULL, ngx_segura_session_variable,
