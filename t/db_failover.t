@@ -46,16 +46,8 @@ sub works {
     return $admin;
 }
 
-sub live {
-    my ($f, $what) = @_;
-    my $ws = SeguraTest::Session::open_ws($t, $f);
-    my $c = $ws->wait_event('connected', 20);
-    ok($c, "$what: a session starts") or diag(explain($ws->{json} // $ws->{status}));
-    $ws->send_binary("echo alive-$what\n");
-    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10),
-       "$what: its shell answers");
-    return ($ws, $c ? $c->{session} : '');
-}
+# a session that is open and echoing, with its audit row
+sub live { SeguraTest::Session::live($t, @_) }
 
 works('before', time + 10);
 my $before = SeguraTest::Session::fixture($t);

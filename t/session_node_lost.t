@@ -53,16 +53,8 @@ sub session_row {
                from ssh_sessions where id = ?', undef, $id) }, 10) || {};
 }
 
-sub live {
-    my ($t, $f, $what) = @_;
-    my $ws = SeguraTest::Session::open_ws($t, $f);
-    my $c = $ws->wait_event('connected', 20);
-    ok($c, "$what: connected");
-    $ws->send_binary("echo alive-$what\n");
-    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10),
-       "$what: echoes");
-    return ($ws, $c ? $c->{session} : '');
-}
+# a session that is open and echoing, with its audit row
+sub live { SeguraTest::Session::live(@_, db => $db) }
 
 sub still_alive {
     my ($ws, $what) = @_;

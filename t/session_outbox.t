@@ -17,16 +17,8 @@ my $t = SeguraTest->new(sshd => 1, private_pg => 1);
 $t->run(SeguraTest::Session::config());
 my $db = $t->db;
 
-sub live {
-    my ($f, $what) = @_;
-    my $ws = SeguraTest::Session::open_ws($t, $f);
-    my $c = $ws->wait_event('connected', 20);
-    ok($c, "$what: a session starts");
-    $ws->send_binary("echo alive-$what\n");
-    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10),
-       "$what: its shell answers");
-    return ($ws, $c ? $c->{session} : '');
-}
+# a session that is open and echoing, with its audit row
+sub live { SeguraTest::Session::live($t, @_) }
 
 my @f = map { SeguraTest::Session::fixture($t) } 1 .. 4;
 my ($w_exit, $id_exit) = live($f[0], 'exits');

@@ -28,16 +28,8 @@ SeguraTest::Api::add_user($db, 'boss', 'boss-password-1', admin => 1);
 my $admin = SeguraTest::Api->new($t);
 is($admin->login('boss', 'boss-password-1')->code, 200, 'the administrator logs in');
 
-sub live {
-    my ($f, $what) = @_;
-    my $ws = SeguraTest::Session::open_ws($t, $f);
-    my $c = $ws->wait_event('connected', 20);
-    ok($c, "$what: connected");
-    $ws->send_binary("echo alive-$what\n");
-    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10),
-       "$what: echoes");
-    return ($ws, $c ? $c->{session} : '');
-}
+# a session that is open and echoing, with its audit row
+sub live { SeguraTest::Session::live($t, @_) }
 
 # the session ends with $code within $within seconds of $t0
 sub ends {

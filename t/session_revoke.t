@@ -25,16 +25,8 @@ my $LISTENERS = q{select count(*) from pg_stat_activity
 ok(SeguraTest::wait_for(sub { $dbh->selectrow_array($LISTENERS) == 1 }, 20,
                         'the listener'), 'the worker listens');
 
-# a session that is open and echoing; returns the socket and its id
-sub live {
-    my ($f, $what) = @_;
-    my $ws = SeguraTest::Session::open_ws($t, $f);
-    my $c = $ws->wait_event('connected', 20);
-    ok($c, "$what: connected");
-    $ws->send_binary("echo alive-$what\n");
-    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10), "$what: echoes");
-    return ($ws, $c ? $c->{session} : '');
-}
+# a session that is open and echoing, with its audit row
+sub live { SeguraTest::Session::live($t, @_) }
 
 sub still_alive {
     my ($ws, $what) = @_;

@@ -129,6 +129,28 @@ sub open_ws {
                                    %{ $o{headers} || {} });
 }
 
+# opens a session and checks that it lives: the connected event, an echo,
+# and its audit row (which the outbox writes a moment after the event);
+# returns the WebSocket and the session id.  Options: those of open_ws,
+# and db (where the row is, for a node without a database of its own)
+sub live {
+    my ($t, $f, $what, %o) = @_;
+    my $db = delete $o{db} // $t->db;    # another node's, if need be
+    my $ws = open_ws($t, $f, %o);
+    my $c = $ws->wait_event('connected', 20);
+    ok($c, "$what: a session starts")
+        or diag(explain($ws->{json} // $ws->{status}));
+    $ws->send_binary("echo alive-$what\n");
+    ok($ws->wait_for(sub { $ws->output =~ /alive-\Q$what\E\r?\n/ }, 10),
+       "$what: its shell answers");
+    my $id = $c ? $c->{session} : '';
+    ok(SeguraTest::wait_for(sub {
+        eval { $db->dbh->selectrow_array(
+            'select count(*) from ssh_sessions where id = ?', undef, $id) }
+    }, 10), "$what: its audit row is written");
+    return ($ws, $id);
+}
+
 sub config {
     my ($extra) = @_;
     $extra //= '';
