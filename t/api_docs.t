@@ -5,7 +5,7 @@ use warnings;
 use Test::More;
 use SeguraTest;
 
-my $src = SeguraTest::slurp("$SeguraTest::TOP/ngx_segura_module/ngx_http_segura_module.c");
+my $src = SeguraTest::slurp("$SeguraTest::TOP/ngx_segura_module/ngx_segura_http.c");
 my ($table) = $src =~ /ngx_segura_errors\[\] = \{(.*?)\n\};/s or die 'no error table';
 my %code = map { $_->[1] => $_->[0] }
            map { [ /\{\s*(\d+),\s*ngx_string\("(\w+)"\)/ ] }
