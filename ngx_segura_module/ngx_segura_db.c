@@ -73,8 +73,6 @@ static ngx_uint_t ngx_segura_db_usable(PGconn *conn);
 static PGresult *ngx_segura_db_exec(ngx_segura_db_pool_t *db, PGconn **conn,
     ngx_uint_t retry, const char *sql, int nparams,
     const char *const *params, char *err, size_t errlen);
-static void ngx_segura_db_error(char *err, size_t errlen, const char *what,
-    const char *text);
 
 
 ngx_segura_db_pool_t *
@@ -393,7 +391,7 @@ ngx_segura_db_usable(PGconn *conn)
 }
 
 
-static void
+void
 ngx_segura_db_error(char *err, size_t errlen, const char *what,
     const char *text)
 {

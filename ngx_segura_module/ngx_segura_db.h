@@ -17,6 +17,10 @@ ngx_segura_db_pool_t *ngx_segura_db_pool_create(ngx_cycle_t *cycle,
     ngx_str_t *conninfo, ngx_uint_t max);
 void ngx_segura_db_pool_destroy(ngx_segura_db_pool_t *db);
 
+/* either thread: "<what> failed: <libpq text>" on one line, in err */
+void ngx_segura_db_error(char *err, size_t errlen, const char *what,
+    const char *text);
+
 /* pool threads only */
 
 /* NULL with err after at most 3 s without a free connection, or when none

@@ -95,8 +95,6 @@ static ngx_int_t ngx_segura_outbox_exec(PGconn *conn,
     ngx_segura_outbox_entry_t *e, char *err, size_t errlen);
 static void ngx_segura_outbox_written(ngx_event_t *ev);
 static void ngx_segura_outbox_timer(ngx_event_t *ev);
-static void ngx_segura_outbox_error(char *err, size_t errlen,
-    const char *what, const char *text);
 
 
 /* one per worker process */
@@ -320,7 +318,7 @@ ngx_segura_outbox_write(void *data, ngx_log_t *log)
         res = PQexec(conn, "begin");
 
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            ngx_segura_outbox_error(ob->err, sizeof(ob->err), "begin",
+            ngx_segura_db_error(ob->err, sizeof(ob->err), "begin",
                                     PQerrorMessage(conn));
             PQclear(res);
             goto done;
@@ -345,7 +343,7 @@ ngx_segura_outbox_write(void *data, ngx_log_t *log)
                 goto done;
             }
 
-            ngx_segura_outbox_error(ob->err, sizeof(ob->err), "commit",
+            ngx_segura_db_error(ob->err, sizeof(ob->err), "commit",
                                     PQerrorMessage(conn));
             PQclear(res);
         }
@@ -404,7 +402,7 @@ ngx_segura_outbox_exec(PGconn *conn, ngx_segura_outbox_entry_t *e,
         return NGX_OK;
     }
 
-    ngx_segura_outbox_error(err, errlen, "PQexecParams()",
+    ngx_segura_db_error(err, errlen, "PQexecParams()",
                             res ? PQresultErrorMessage(res)
                                 : PQerrorMessage(conn));
     PQclear(res);
@@ -504,29 +502,3 @@ ngx_segura_outbox_timer(ngx_event_t *ev)
     ngx_segura_outbox_flush(ob);
 }
 
-
-static void
-ngx_segura_outbox_error(char *err, size_t errlen, const char *what,
-    const char *text)
-{
-    u_char  *p, *last;
-
-    /* libpq messages end with a newline and may span lines */
-
-    p = ngx_snprintf((u_char *) err, errlen - 1, "%s failed: %s", what,
-                     text ? text : "");
-
-    for (last = p; last > (u_char *) err
-                   && (last[-1] == '\n' || last[-1] == ' '); last--)
-    {
-        /* void */
-    }
-
-    *last = '\0';
-
-    for (p = (u_char *) err; p < last; p++) {
-        if (*p == '\n') {
-            *p = ' ';
-        }
-    }
-}
