@@ -20,7 +20,8 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_fleet.h"
-#include "ngx_segura_session.h"
+#include "ngx_segura_handshake.h"
+#include "ngx_segura_live.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_watch.h"
 
@@ -113,7 +114,7 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       ngx_http_segura_handler_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
-      (void *) ngx_segura_session_handler },
+      (void *) ngx_segura_handshake_handler },
 
     { ngx_string("segura_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -230,7 +231,7 @@ ngx_module_t  ngx_http_segura_module = {
 static ngx_int_t
 ngx_http_segura_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_segura_session_add_variables(cf);
+    return ngx_segura_handshake_add_variables(cf);
 }
 
 
@@ -861,7 +862,7 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    ngx_segura_session_init_process();
+    ngx_segura_live_init();
 
     /* the heartbeat first: its task is queued ahead of any session's */
 

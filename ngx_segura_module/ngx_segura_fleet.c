@@ -46,7 +46,7 @@
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
 #include "ngx_segura_fleet.h"
-#include "ngx_segura_session.h"
+#include "ngx_segura_live.h"
 
 #include <openssl/rand.h>
 
@@ -274,7 +274,7 @@ ngx_segura_fleet_run(ngx_segura_fleet_t *w)
      * than the sessions' own timers do
      */
 
-    goodbye = (ngx_exiting && ngx_segura_session_live_count() == 0);
+    goodbye = (ngx_exiting && ngx_segura_live_count() == 0);
 
     w->timer.cancelable = goodbye;
 

@@ -38,7 +38,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
-#include "ngx_segura_session.h"
+#include "ngx_segura_live.h"
 #include "ngx_segura_watch.h"
 
 
@@ -62,7 +62,7 @@ typedef struct {
     char                           connect_err[NGX_SEGURA_WATCH_ERRLEN];
 
     /* the re-check: live sessions in, a verdict for each out */
-    ngx_segura_session_ref_t      *refs;
+    ngx_segura_live_ref_t         *refs;
     u_char                        *verdict;    /* 0, 'e'nded, 'r'evoked */
     ngx_uint_t                     nrefs;
     char                           check_err[NGX_SEGURA_WATCH_ERRLEN];
@@ -196,13 +196,13 @@ ngx_segura_watch_recheck(void)
     w->again = 0;
     w->check_failed = 0;
 
-    n = ngx_segura_session_live_count();
+    n = ngx_segura_live_count();
 
     if (n == 0) {
         return;
     }
 
-    size = n * (sizeof(ngx_segura_session_ref_t) + 1);
+    size = n * (sizeof(ngx_segura_live_ref_t) + 1);
 
     w->refs = ngx_alloc(size, w->log);
     if (w->refs == NULL) {
@@ -217,7 +217,7 @@ ngx_segura_watch_recheck(void)
     w->nrefs = n;
     w->check_err[0] = '\0';
 
-    ngx_segura_session_live_get(w->refs, n);
+    (void) ngx_segura_live_get(w->refs, n);
 
     if (ngx_segura_watch_post(w, w->check_task) != NGX_OK) {
         ngx_segura_watch_free_check(w);
@@ -467,7 +467,7 @@ ngx_segura_watch_needed(void)
     }
 
     if (ngx_exiting || ngx_quit) {
-        return ngx_segura_session_live_count() > 0;
+        return ngx_segura_live_count() > 0;
     }
 
     return 1;
@@ -520,7 +520,7 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
     PGconn                    *conn;
     PGresult                  *res;
     ngx_uint_t                 i, j, k, rows;
-    ngx_segura_session_ref_t  *ref;
+    ngx_segura_live_ref_t     *ref;
 
     /*
      * a pool thread: one query for all live sessions of the worker, as
@@ -646,7 +646,7 @@ ngx_segura_watch_check_done(ngx_event_t *ev)
 
     for (i = 0; i < w->nrefs; i++) {
         if (w->verdict[i]) {
-            ngx_segura_session_end(w->refs[i].id, w->verdict[i] == 'e');
+            ngx_segura_live_end(w->refs[i].id, w->verdict[i] == 'e');
         }
     }
 

@@ -1,0 +1,58 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_LIVE_H_INCLUDED_
+#define _NGX_SEGURA_LIVE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_SEGURA_LIVE_ID_LEN  40
+
+
+typedef struct ngx_segura_live_s  ngx_segura_live_t;
+
+/* by_admin: 1 an administrator ended it, 0 its grant went */
+typedef void (*ngx_segura_live_end_pt)(ngx_segura_live_t *l,
+    ngx_uint_t by_admin);
+
+
+/* embedded in what is registered (a terminal) */
+
+struct ngx_segura_live_s {
+    ngx_queue_t                queue;
+    const char                *id;
+    int64_t                    user_id;
+    int64_t                    key_id;
+    int64_t                    device_id;
+    ngx_segura_live_end_pt     end;
+    unsigned                   listed:1;
+};
+
+
+/* a copy, as the watcher re-checks it */
+
+typedef struct {
+    char                       id[NGX_SEGURA_LIVE_ID_LEN];
+    int64_t                    user_id;
+    int64_t                    key_id;
+    int64_t                    device_id;
+} ngx_segura_live_ref_t;
+
+
+/* event loop only */
+void ngx_segura_live_init(void);
+void ngx_segura_live_add(ngx_segura_live_t *l);
+void ngx_segura_live_remove(ngx_segura_live_t *l);
+ngx_uint_t ngx_segura_live_count(void);
+ngx_uint_t ngx_segura_live_get(ngx_segura_live_ref_t *refs, ngx_uint_t n);
+ngx_segura_live_t *ngx_segura_live_find(const char *id);
+void ngx_segura_live_end(const char *id, ngx_uint_t by_admin);
+
+
+#endif /* _NGX_SEGURA_LIVE_H_INCLUDED_ */

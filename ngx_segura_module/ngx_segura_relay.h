@@ -1,0 +1,76 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_RELAY_H_INCLUDED_
+#define _NGX_SEGURA_RELAY_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_live.h"
+#include "ngx_segura_terminal.h"
+#include "ngx_segura_ws.h"
+
+
+#define NGX_SEGURA_RELAY_TEXT_MAX  1024   /* one JSON control message */
+#define NGX_SEGURA_RELAY_MAX_DIM   1000   /* columns and rows */
+
+
+typedef enum {
+    NGX_SEGURA_RELAY_NEW = 0,
+    NGX_SEGURA_RELAY_WAIT,       /* upgraded; the terminal is set up */
+    NGX_SEGURA_RELAY_RELAY,
+    NGX_SEGURA_RELAY_CLOSING,    /* our close frame is queued */
+    NGX_SEGURA_RELAY_DONE
+} ngx_segura_relay_state_e;
+
+
+/*
+ * The owner's viewer: a WebSocket on an upgraded HTTP connection.  It
+ * must be the first member of the module's context of the request, so
+ * that the connection's handlers find it.
+ */
+
+typedef struct {
+    ngx_segura_viewer_t            viewer;
+    ngx_http_request_t            *r;
+    ngx_connection_t              *c;
+    ngx_http_segura_loc_conf_t    *slcf;
+    ngx_segura_relay_state_e       state;
+    char                           id[NGX_SEGURA_LIVE_ID_LEN];
+
+    ngx_segura_ws_parser_t         ws;
+    ngx_buf_t                      in;
+    ngx_buf_t                      out;
+    u_char                        *pending;  /* payload the channel refused */
+    size_t                         pending_len;
+    u_char                         text[NGX_SEGURA_RELAY_TEXT_MAX];
+    size_t                         text_len;
+    u_char                         pong[NGX_SEGURA_WS_CONTROL_MAX];
+    size_t                         pong_len;
+
+    ngx_event_t                    timer;
+    ngx_msec_t                     last_client;  /* any bytes from it */
+    ngx_msec_t                     closing_since;
+
+    unsigned                       pong_pending:1;
+    unsigned                       text_skip:1;
+    unsigned                       client_closed:1;  /* close frame seen */
+    unsigned                       client_gone:1;    /* TCP closed */
+    unsigned                       close_queued:1;
+} ngx_segura_relay_t;
+
+
+/* event loop only */
+ngx_int_t ngx_segura_relay_init(ngx_segura_relay_t *rl,
+    ngx_http_request_t *r);
+void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
+void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
+
+
+#endif /* _NGX_SEGURA_RELAY_H_INCLUDED_ */

@@ -1,0 +1,148 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+#ifndef _NGX_SEGURA_TERMINAL_H_INCLUDED_
+#define _NGX_SEGURA_TERMINAL_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_auth.h"
+#include "ngx_segura_connect.h"
+#include "ngx_segura_live.h"
+#include "ngx_segura_ssh.h"
+
+
+typedef struct ngx_segura_terminal_s  ngx_segura_terminal_t;
+typedef struct ngx_segura_viewer_s    ngx_segura_viewer_t;
+
+
+/*
+ * A viewer is what a terminal knows of whoever looks at it (today the
+ * owner's WebSocket, ngx_segura_relay.c).  The terminal calls
+ *
+ *   ready   once, when the shell is open (t->id names the session)
+ *   wake    when the device has data for it or room for its input
+ *   ended   once, when the terminal ends for a reason of its own (exit,
+ *           device gone, idle, revoked, ended, shutdown, set-up failed);
+ *           t->end_err, t->exit_status and t->shutdown say how.  The
+ *           terminal is valid during the call only, and v->terminal is
+ *           already NULL.  The handler must not re-enter the terminal.
+ *
+ * A viewer that leaves calls ngx_segura_terminal_detach() and hears no
+ * ended.
+ */
+
+typedef void (*ngx_segura_viewer_pt)(ngx_segura_viewer_t *v);
+typedef void (*ngx_segura_viewer_ended_pt)(ngx_segura_viewer_t *v,
+    ngx_segura_terminal_t *t);
+
+struct ngx_segura_viewer_s {
+    ngx_segura_terminal_t         *terminal;
+    ngx_segura_viewer_pt           ready;
+    ngx_segura_viewer_pt           wake;
+    ngx_segura_viewer_ended_pt     ended;
+    void                          *data;
+};
+
+
+typedef enum {
+    NGX_SEGURA_TERMINAL_NEW = 0,
+    NGX_SEGURA_TERMINAL_CONNECT,
+    NGX_SEGURA_TERMINAL_LIVE,
+    NGX_SEGURA_TERMINAL_ENDED
+} ngx_segura_terminal_state_e;
+
+
+struct ngx_segura_terminal_s {
+
+    /*
+     * in: set by the handshake before ngx_segura_terminal_start(), in
+     * part by its pool thread while nothing else has the terminal
+     */
+    ngx_http_segura_main_conf_t   *smcf;
+    ngx_http_segura_loc_conf_t    *slcf;
+    ngx_resolver_t                *resolver;
+    ngx_msec_t                     resolver_timeout;
+    ngx_uint_t                     generation;  /* grant changes seen */
+    int64_t                        key_id;
+    int64_t                        device_id;
+    char                          *client_addr;
+    char                          *node;
+    ngx_segura_identity_t          identity;
+    char                           key_name[129];
+    char                           username[129];
+    char                           device_name[129];
+    char                           device_address[256];
+    ngx_uint_t                     port;
+    char                           pinned[NGX_SEGURA_SSH_LINE_LEN];
+    char                           pinned_fp[NGX_SEGURA_SSH_FP_LEN];
+    char                           pinned_type[64];
+    char                           key_type[65];
+    ngx_segura_ssh_t               ssh;
+
+    /* the terminal's own, event loop */
+    ngx_pool_t                    *pool;
+    ngx_log_t                      log;
+    ngx_segura_terminal_state_e    state;
+    ngx_segura_connect_t           connect;
+    ngx_connection_t              *peer;       /* wraps libssh's socket */
+    ngx_segura_viewer_t           *viewer;
+    ngx_segura_live_t              live;
+    char                           id[NGX_SEGURA_LIVE_ID_LEN];
+    char                           started[NGX_INT64_LEN + 1];  /* ms */
+    ngx_event_t                    idle;
+    ngx_event_t                    free;
+    ngx_msec_t                     last_any;   /* data either way */
+
+    /* how it went */
+    off_t                          bytes_in;
+    off_t                          bytes_out;
+    ngx_int_t                      exit_status;
+    const char                    *end_reason;
+    ngx_segura_ws_err_e            end_err;
+
+    /* the pin task's */
+    char                           pin_err[NGX_SEGURA_SSH_ERRLEN];
+
+    unsigned                       audited:1;
+    unsigned                       ending:1;
+    unsigned                       shutdown:1;
+    unsigned                       pinned_now:1;
+    unsigned                       pin_failed:1;
+};
+
+
+/* event loop only */
+ngx_segura_terminal_t *ngx_segura_terminal_create(ngx_log_t *log);
+void ngx_segura_terminal_destroy(ngx_segura_terminal_t *t);
+void ngx_segura_terminal_start(ngx_segura_terminal_t *t,
+    ngx_segura_viewer_t *v);
+void ngx_segura_terminal_detach(ngx_segura_terminal_t *t,
+    const char *end_reason);
+void ngx_segura_terminal_end(ngx_segura_terminal_t *t,
+    const char *end_reason, ngx_segura_ws_err_e err);
+
+/*
+ * The relay's side: read returns the bytes read (stdout and stderr as
+ * one stream), NGX_AGAIN for none now, NGX_DONE when the terminal ended
+ * meanwhile (the viewer heard ended); write returns the bytes the SSH
+ * window took, or NGX_DONE.  poll is called after each pass: it flushes
+ * what libssh holds and wakes the viewer for data left in libssh or in
+ * the socket when the viewer has room for it.
+ */
+ssize_t ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf,
+    size_t size);
+ssize_t ngx_segura_terminal_write(ngx_segura_terminal_t *t, u_char *data,
+    size_t len);
+void ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
+    unsigned rows);
+void ngx_segura_terminal_poll(ngx_segura_terminal_t *t, ngx_uint_t room);
+
+
+#endif /* _NGX_SEGURA_TERMINAL_H_INCLUDED_ */
