@@ -153,14 +153,14 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
     }
 
     if (ngx_segura_handshake_arg(r, "key", 1, NGX_MAX_OFF_T_VALUE, -1,
-                               &key_id) != NGX_OK)
+                                 &key_id) != NGX_OK)
     {
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
                                           "key", "Give the key id: key=<n>");
     }
 
     if (ngx_segura_handshake_arg(r, "device", 1, NGX_MAX_OFF_T_VALUE, -1,
-                               &device_id) != NGX_OK)
+                                 &device_id) != NGX_OK)
     {
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
                                           "device",
@@ -168,14 +168,14 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
     }
 
     if (ngx_segura_handshake_arg(r, "cols", 1, NGX_SEGURA_RELAY_MAX_DIM, 80,
-                               &cols) != NGX_OK)
+                                 &cols) != NGX_OK)
     {
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
                                           "cols", "cols must be 1-1000");
     }
 
     if (ngx_segura_handshake_arg(r, "rows", 1, NGX_SEGURA_RELAY_MAX_DIM, 24,
-                               &rows) != NGX_OK)
+                                 &rows) != NGX_OK)
     {
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
                                           "rows", "rows must be 1-1000");
@@ -485,9 +485,11 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
     PGresult                *res;
     const char              *params[3];
     ngx_segura_err_e         rc;
+    ngx_segura_terminal_t   *t;
     ngx_segura_handshake_t  *s;
 
     s = ctx->s;
+    t = s->t;
 
     conn = ngx_segura_db_acquire(s->smcf->db, s->log, sizeof(s->log));
 
@@ -500,7 +502,7 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
     rc = ngx_segura_auth_identify(s->smcf->db, &conn,
                                   s->has_token ? s->token : NULL,
                                   s->delegated, s->slcf->login_idle,
-                                  &s->t->identity, s->log, sizeof(s->log));
+                                  &t->identity, s->log, sizeof(s->log));
 
     OPENSSL_cleanse(s->token, sizeof(s->token));
 
@@ -516,7 +518,7 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
         goto done;
     }
 
-    (void) ngx_snprintf((u_char *) id, sizeof(id), "%L%Z", s->t->identity.id);
+    (void) ngx_snprintf((u_char *) id, sizeof(id), "%L%Z", t->identity.id);
     (void) ngx_snprintf((u_char *) key, sizeof(key), "%L%Z", s->key_id);
     (void) ngx_snprintf((u_char *) dev, sizeof(dev), "%L%Z", s->device_id);
 
@@ -589,51 +591,51 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
         goto done;
     }
 
-    (void) ngx_cpystrn((u_char *) s->t->key_name,
+    (void) ngx_cpystrn((u_char *) t->key_name,
                        (u_char *) PQgetvalue(res, 0, 1),
-                       sizeof(s->t->key_name));
-    (void) ngx_cpystrn((u_char *) s->t->username,
+                       sizeof(t->key_name));
+    (void) ngx_cpystrn((u_char *) t->username,
                        (u_char *) PQgetvalue(res, 0, 2),
-                       sizeof(s->t->username));
-    (void) ngx_cpystrn((u_char *) s->t->device_name,
+                       sizeof(t->username));
+    (void) ngx_cpystrn((u_char *) t->device_name,
                        (u_char *) PQgetvalue(res, 0, 5),
-                       sizeof(s->t->device_name));
-    (void) ngx_cpystrn((u_char *) s->t->device_address,
+                       sizeof(t->device_name));
+    (void) ngx_cpystrn((u_char *) t->device_address,
                        (u_char *) PQgetvalue(res, 0, 6),
-                       sizeof(s->t->device_address));
+                       sizeof(t->device_address));
 
-    s->t->port = ngx_atoi((u_char *) PQgetvalue(res, 0, 7),
+    t->port = ngx_atoi((u_char *) PQgetvalue(res, 0, 7),
                        ngx_strlen(PQgetvalue(res, 0, 7)));
 
-    (void) ngx_cpystrn((u_char *) s->t->key_type,
+    (void) ngx_cpystrn((u_char *) t->key_type,
                        (u_char *) PQgetvalue(res, 0, 10),
-                       sizeof(s->t->key_type));
+                       sizeof(t->key_type));
 
-    if (ngx_strcmp(s->t->key_type, "ssh-rsa") == 0 && !PQgetisnull(res, 0, 11)) {
-        s->t->ssh.rsa_bits = ngx_atoi((u_char *) PQgetvalue(res, 0, 11),
+    if (ngx_strcmp(t->key_type, "ssh-rsa") == 0 && !PQgetisnull(res, 0, 11)) {
+        t->ssh.rsa_bits = ngx_atoi((u_char *) PQgetvalue(res, 0, 11),
                                    ngx_strlen(PQgetvalue(res, 0, 11)));
     }
 
     if (!PQgetisnull(res, 0, 8)) {
-        (void) ngx_cpystrn((u_char *) s->t->pinned,
+        (void) ngx_cpystrn((u_char *) t->pinned,
                            (u_char *) PQgetvalue(res, 0, 8),
-                           sizeof(s->t->pinned));
-        (void) ngx_cpystrn((u_char *) s->t->pinned_fp,
+                           sizeof(t->pinned));
+        (void) ngx_cpystrn((u_char *) t->pinned_fp,
                            (u_char *) PQgetvalue(res, 0, 9),
-                           sizeof(s->t->pinned_fp));
+                           sizeof(t->pinned_fp));
 
         /* "<type> <base64>": the type selects the host key algorithms */
 
-        v = ngx_strchr(s->t->pinned, ' ');
-        if (v != NULL && (size_t) (v - s->t->pinned) < sizeof(s->t->pinned_type)) {
-            ngx_memcpy(s->t->pinned_type, s->t->pinned, v - s->t->pinned);
-            s->t->ssh.pinned_type = s->t->pinned_type;
+        v = ngx_strchr(t->pinned, ' ');
+        if (v != NULL && (size_t) (v - t->pinned) < sizeof(t->pinned_type)) {
+            ngx_memcpy(t->pinned_type, t->pinned, v - t->pinned);
+            t->ssh.pinned_type = t->pinned_type;
         }
     }
 
     if (ngx_segura_handshake_load_key(s, res) != NGX_OK) {
         s->err = NGX_SEGURA_ERR_OK;
-        s->t->ssh.err = NGX_SEGURA_WS_ERR_KEY_UNUSABLE;
+        t->ssh.err = NGX_SEGURA_WS_ERR_KEY_UNUSABLE;
         s->log_level = NGX_LOG_ERR;
     }
 
@@ -662,14 +664,14 @@ ngx_segura_handshake_load_key(ngx_segura_handshake_t *s, PGresult *res)
     plen = 0;
 
     key = ngx_segura_handshake_open(s, PQgetvalue(res, 0, 3), "private_key",
-                                  &klen);
+                                    &klen);
     if (key == NULL) {
         return NGX_ERROR;
     }
 
     if (!PQgetisnull(res, 0, 4)) {
         pass = ngx_segura_handshake_open(s, PQgetvalue(res, 0, 4),
-                                       "passphrase", &plen);
+                                         "passphrase", &plen);
         if (pass == NULL) {
             OPENSSL_cleanse(key, klen);
             free(key);
