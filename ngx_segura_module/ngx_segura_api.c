@@ -75,6 +75,8 @@ static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
     { "users", ngx_segura_api_users, 0, NGX_SEGURA_API_NUMBERED },
     { "groups", ngx_segura_api_groups, 0, NGX_SEGURA_API_NUMBERED },
     { "devices", ngx_segura_api_devices, 0, NGX_SEGURA_API_NUMBERED },
+    { "keys/generate", ngx_segura_api_keys_generate, 0,
+      NGX_SEGURA_API_NONE },
     { "keys", ngx_segura_api_keys, 0, NGX_SEGURA_API_NUMBERED },
     { "sessions", ngx_segura_api_sessions, 0, NGX_SEGURA_API_NAMED },
     { NULL, NULL, 0, 0 }

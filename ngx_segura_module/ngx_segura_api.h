@@ -182,6 +182,8 @@ void ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
+void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 
