@@ -42,6 +42,12 @@
     " 'devices', coalesce((select json_agg(kd.device_id"                     \
     "   order by kd.is_main desc, kd.device_id)"                             \
     "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
+    " 'deployment', (select json_build_object("                              \
+    "   'deployed', count(c.result) filter (where c.result = 'deployed'),"  \
+    "   'checked', count(c.result), 'devices', count(*))"                    \
+    "   from key_devices kd left join key_checks c"                          \
+    "   on c.key_id = kd.key_id and c.device_id = kd.device_id"              \
+    "   where kd.key_id = k.id),"                                            \
     " 'created_at', k.created_at, 'updated_at', k.updated_at)"
 
 /* $1: the caller's id, $2: 't' for an administrator */
@@ -124,6 +130,11 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     params[1] = ctx->me.admin ? "t" : "f";
     params[2] = idbuf;
 
+    if (id != 0 && ngx_strcmp(sub, "check") == 0) {
+        ngx_segura_api_key_check(ctx, conn, id, params);
+        return;
+    }
+
     if (*sub != '\0') {
         if (id == 0 || ngx_strcmp(sub, "devices") != 0) {
             ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
@@ -187,7 +198,11 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                "   'address', d.address, 'port', d.port, 'status', d.status,"
                "   'tags', to_json(d.tags), 'main', f.is_main,"
                "   'can_start', f.reason = 'ok',"
-               "   'reason', nullif(f.reason, 'ok'))"
+               "   'reason', nullif(f.reason, 'ok'),"
+               "   'check', (select json_build_object('result', c.result,"
+               "     'detail', c.detail, 'checked_at', c.checked_at)"
+               "     from key_checks c"
+               "     where c.key_id = k.id and c.device_id = d.id))"
                "   order by f.is_main desc, f.device_id)"
                "   from segura_key_devices_for($1::bigint, k.id) f"
                "   join devices d on d.id = f.device_id), '[]'))"
