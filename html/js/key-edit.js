@@ -3,6 +3,7 @@
 // are sent once and never read back.
 import { get, post, patch, h, idParam, banner, errorText, statusPill, ApiError } from './api.js';
 import { mountShell } from './shell.js';
+import { checkPill, runCheck } from './checks.js';
 
 await mountShell('keys', { adminOnly: true });
 
@@ -25,6 +26,7 @@ let allDevices = new Map();   // id -> device
 let assoc = [];               // device ids, in order
 let mainId = null;
 let original = null;          // the key being edited
+let checks = new Map();       // device id -> its last deployment check
 
 /* ---------- tabs ---------- */
 
@@ -263,11 +265,47 @@ function renderAssoc() {
       h('td', {}, statusPill(d.status)),
       h('td', {}, id === mainId ? h('span', { class: 'pill main' }, 'Main')
                                : h('button', { type: 'button', onclick: () => setMain(id) }, 'Make main')),
+      h('td', { class: 'deployment' }, deploymentCell(id, d)),
       h('td', { class: 'actions' }, h('button', { type: 'button', class: 'danger', 'aria-label': `Remove ${d.name}`,
         onclick: () => { assoc = assoc.filter(x => x !== id); if (mainId === id) mainId = null; renderMainSelect(); renderAssoc(); } }, 'Remove')));
   }));
   document.getElementById('assoc-empty').hidden = ids.length > 0;
 }
+
+// the Devices tab of a saved key: its last check per device, Check and
+// Check all (devices added since the last save are checked once saved)
+function saved(id) { return keyId && original && (original.devices || []).includes(id); }
+function deploymentCell(id, d) {
+  if (!keyId) return h('span', { class: 'muted' }, '—');
+  if (!saved(id)) return h('span', { class: 'muted' }, 'Save to check');
+  const b = h('button', { type: 'button', class: 'check', 'aria-label': `Check the key on ${d.name}` }, 'Check');
+  b.addEventListener('click', () => checkDevices([id]));
+  return h('span', { class: 'nowrap' }, checkPill(checks.get(id)), ' ', b);
+}
+async function loadChecks() {
+  const r = await get(`/api/keys/${keyId}/devices`);
+  checks = new Map(r.items.map(x => [x.id, x.check]));
+}
+const checkAllBtn = document.getElementById('check-all');
+const checkProgress = document.getElementById('check-progress');
+async function checkDevices(ids) {
+  for (const b of [checkAllBtn, ...document.querySelectorAll('#assoc-body button.check')]) b.disabled = true;
+  for (const id of ids) {
+    document.querySelector(`#assoc-body tr[data-device-id="${id}"] td.deployment`)
+      ?.replaceChildren(h('span', { class: 'pill busy' }, 'Checking…'));
+  }
+  checkProgress.textContent = `Checking ${ids.length} device${ids.length === 1 ? '' : 's'}…`;
+  try {
+    const r = await runCheck(keyId, ids);
+    checkProgress.textContent = `Checked ${r.total} device${r.total === 1 ? '' : 's'}: the key is deployed on ${r.deployed}.`;
+    await loadChecks();
+  } catch (e) {
+    checkProgress.textContent = 'The check failed: ' + errorText(e);
+  }
+  checkAllBtn.disabled = false;
+  renderAssoc();
+}
+checkAllBtn.addEventListener('click', () => checkDevices((original?.devices || []).slice()));
 
 // Register new device, inline
 const regBox = document.getElementById('register-device');
@@ -501,6 +539,8 @@ if (keyId) {
     `Stored: ${original.type}${original.bits ? ' ' + original.bits + ' bits' : ''}, ${original.fingerprint}` +
     (original.has_passphrase ? ', protected by a password' : '') + '. It is never shown.';
   document.getElementById('source-field').hidden = true;
+  checkAllBtn.hidden = !(original.devices || []).length;
+  try { await loadChecks(); } catch { /* the column says "Not checked" */ }
   assoc = [...(original.devices || [])];
   mainId = original.main_device ?? null;
   syncKeyFields();
