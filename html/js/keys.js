@@ -93,7 +93,7 @@ async function load() {
     h('td', {}, tagList(k.tags)),
     h('td', { class: 'clip', title: k.main_device_name ?? '' }, k.main_device_name ?? none()),
     h('td', { class: 'num' }, h('div', {}, String(k.devices.length)),
-      h('div', { class: 'muted small nowrap', dataset: { deployment: '' } }, deploymentText(k.deployment))),
+      h('div', { class: 'muted small', dataset: { deployment: '' } }, deploymentText(k.deployment))),
     h('td', { class: 'actions' }, actionsMenu(k)))));
   document.getElementById('keys-empty').hidden = data.items.length > 0;
   document.getElementById('keys-count').textContent =
