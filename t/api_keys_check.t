@@ -123,6 +123,31 @@ is($res->code, 200, 'one device: 200');
 is(scalar @{ $res->json->{items} }, 1, 'one device: one result');
 is($res->json->{items}[0]{result}, 'refused', 'one device: refused');
 
+# a heavy RSA key: offered first, signed in a pool thread, still no shell
+my $rsa = $api->post('/api/keys/generate', { name => 'heavy', username => $sshd->user,
+                                             type => 'rsa-3072',
+                                             devices => [$dev{deployed}, $dev{refused}] });
+is($rsa->code, 201, 'an RSA-3072 key') or diag($rsa->body);
+$sshd->authorize($rsa->json->{authorized_keys});
+$res = $api->post('/api/keys/' . $rsa->json->{id} . '/check', {});
+my %heavy = map { $_->{device} => $_->{result} } @{ $res->json->{items} || [] };
+is($heavy{$dev{deployed}}, 'deployed', 'RSA-3072: deployed where authorized');
+is($heavy{$dev{refused}}, 'refused', 'RSA-3072: refused elsewhere');
+
+# a user granted the key on one device checks that one by default
+my $carol = SeguraTest::Api::add_user($db, 'carol', 'carol-password-1');
+$db->grant(group => $db->insert_group, members => [$carol], keys => [$key],
+           devices => [$dev{deployed}]);
+my $capi = SeguraTest::Api->new($t);
+is($capi->login('carol', 'carol-password-1')->code, 200, 'carol logs in');
+$res = $capi->post("/api/keys/$key/check", {});
+is($res->code, 200, 'carol: 200') or diag($res->body);
+is_deeply([ map { [$_->{device}, $_->{result}] } @{ $res->json->{items} || [] } ],
+          [ [$dev{deployed}, 'deployed'] ], 'carol: her one device, deployed');
+$capi->refused($db, 'POST', "/api/keys/$key/check", { devices => [$dev{refused}] },
+               { status => 422, code => 'invalid_field', field => 'devices' },
+               'carol: a device she may not use');
+
 # strict policy: a device without a pin is not trusted
 my $fresh = $db->insert_device(name => 'unpinned', port => $sshd->port);
 $db->associate(key => $key, device => $fresh);
