@@ -187,6 +187,16 @@ is($ws->wait_close(10), 1000, 'the session ends');
 ok(SeguraTest::wait_for(sub { SeguraTest::slurp($sshd->log) =~ /Starting session/ }, 10),
    'a session is what sshd logs as "Starting session"');
 
+# the results go with their device and their key
+is($api->delete("/api/devices/$dev{unreachable}")->code, 200, 'a device deleted');
+is($db->dbh->selectrow_array('select count(*) from key_checks where device_id = ?',
+                             undef, $dev{unreachable}), 0, 'its checks are gone');
+is($api->get("/api/keys/$key")->json->{deployment}{devices}, 4,
+   'the key counts the devices it still has');
+is($api->delete("/api/keys/$key")->code, 200, 'the key deleted');
+is($db->dbh->selectrow_array('select count(*) from key_checks where key_id = ?',
+                             undef, $key), 0, 'its checks are gone');
+
 unlike(SeguraTest::slurp($t->error_log), qr/\[error\]/, 'no [error] in the log');
 
 $sshd2->stop;
