@@ -75,6 +75,8 @@ static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
     { "users", ngx_segura_api_users, 0, NGX_SEGURA_API_NUMBERED },
     { "groups", ngx_segura_api_groups, 0, NGX_SEGURA_API_NUMBERED },
     { "devices", ngx_segura_api_devices, 0, NGX_SEGURA_API_NUMBERED },
+    { "keys/generate", ngx_segura_api_keys_generate, 0,
+      NGX_SEGURA_API_NONE },
     { "keys", ngx_segura_api_keys, 0, NGX_SEGURA_API_NUMBERED },
     { "sessions", ngx_segura_api_sessions, 0, NGX_SEGURA_API_NAMED },
     { NULL, NULL, 0, 0 }
@@ -174,6 +176,7 @@ ngx_segura_api_body_handler(ngx_http_request_t *r)
 
     ctx = task->ctx;
     ctx->smcf = smcf;
+    ctx->task = task;
 
     if (ngx_segura_api_prepare(r, ctx) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -352,7 +355,12 @@ ngx_segura_api_task(void *data, ngx_log_t *log)
         return;
     }
 
-    ngx_segura_api_route(ctx, &conn);
+    if (ctx->step != NULL) {
+        ctx->step(ctx, &conn);
+
+    } else {
+        ngx_segura_api_route(ctx, &conn);
+    }
 
     if (conn != NULL && PQtransactionStatus(conn) != PQTRANS_IDLE) {
         /* a handler's bug; the pool would close the connection anyway */
@@ -363,6 +371,8 @@ ngx_segura_api_task(void *data, ngx_log_t *log)
 
     if (ctx->body != NULL) {
         OPENSSL_cleanse(ctx->body, ctx->body_len);
+        ctx->body = NULL;
+        ctx->body_len = 0;
     }
 }
 
@@ -372,19 +382,64 @@ ngx_segura_api_done(ngx_event_t *ev)
 {
     ngx_http_request_t *r = ev->data;
 
-    ngx_int_t              rc;
-    ngx_connection_t      *c;
-    ngx_thread_task_t     *task;
-    ngx_segura_api_ctx_t  *ctx;
+    ngx_thread_task_t       *task;
+    ngx_segura_api_ctx_t    *ctx;
+    ngx_segura_api_next_pt   next;
+
+    task = (ngx_thread_task_t *) ((u_char *) ev
+                                  - offsetof(ngx_thread_task_t, event));
+    ctx = task->ctx;
+
+    next = ctx->next;
+    ctx->next = NULL;
+    ctx->step = NULL;
+
+    if (next != NULL) {
+
+        /*
+         * the request stays blocked: the handler's event-loop pass, which
+         * owns ctx->data and looks at r->connection->error itself
+         */
+
+        if (ctx->log_level) {
+            ngx_log_error(ctx->log_level, r->connection->log, 0,
+                          "segura api: %s", ctx->log);
+            ctx->log_level = 0;
+        }
+
+        next(r, ctx);
+        return;
+    }
+
+    ngx_segura_api_finish(r, ctx);
+}
+
+
+void
+ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
+    ngx_segura_api_step_pt step)
+{
+    ctx->step = step;
+
+    if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ctx->step = NULL;
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
+                            "The server is overloaded");
+        ngx_segura_api_finish(r, ctx);
+    }
+}
+
+
+void
+ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
 
     c = r->connection;
 
     r->main->blocked--;
     r->aio = 0;
-
-    task = (ngx_thread_task_t *) ((u_char *) ev
-                                  - offsetof(ngx_thread_task_t, event));
-    ctx = task->ctx;
 
     if (ctx->json != NULL) {
         /* freed with the request, on every path */

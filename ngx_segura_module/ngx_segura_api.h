@@ -27,6 +27,25 @@
 #define NGX_SEGURA_API_ABSENT      NGX_DECLINED
 
 
+typedef struct ngx_segura_api_ctx_s  ngx_segura_api_ctx_t;
+
+/*
+ * A request that talks to devices (POST /api/keys/{id}/check) runs in
+ * passes: its pool task sets ctx->next (and hands it ctx->data), and the
+ * completion handler calls next on the event loop instead of answering,
+ * even if the client has gone (next looks at r->connection->error and
+ * owns ctx->data from then on).  next does the device I/O there and
+ * either posts another pool pass with ngx_segura_api_resume() (ctx->step
+ * runs in place of the route, with a connection of its own) or answers
+ * with ngx_segura_api_finish().  The request stays blocked from the first
+ * post to the answer.
+ */
+typedef void (*ngx_segura_api_next_pt)(ngx_http_request_t *r,
+    ngx_segura_api_ctx_t *ctx);
+typedef void (*ngx_segura_api_step_pt)(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn);
+
+
 /*
  * The context of one API request.  The event loop fills the "in" part
  * and posts the task; the pool thread reads "in", writes "out" and
@@ -34,7 +53,7 @@
  * sets headers and sends the response.
  */
 
-typedef struct {
+struct ngx_segura_api_ctx_s {
     /* in */
     ngx_http_segura_main_conf_t  *smcf;
     ngx_uint_t                    method;
@@ -66,7 +85,13 @@ typedef struct {
     /* the task's own state */
     ngx_segura_identity_t         me;
     char                          field_buf[NGX_SEGURA_FIELDLEN];
-} ngx_segura_api_ctx_t;
+
+    /* passes (see above); data is the handler's, malloc()ed */
+    ngx_thread_task_t            *task;
+    ngx_segura_api_next_pt        next;
+    ngx_segura_api_step_pt        step;
+    void                         *data;
+};
 
 
 /* a resource handler: id is 0 for the collection, sub the rest of the
@@ -95,6 +120,11 @@ typedef struct {
 
 
 ngx_int_t ngx_segura_api_handler(ngx_http_request_t *r);
+
+/* event loop: the passes of a request (see ngx_segura_api_next_pt) */
+void ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
+    ngx_segura_api_step_pt step);
+void ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx);
 
 /* pool threads only */
 void ngx_segura_api_fail(ngx_segura_api_ctx_t *ctx, ngx_segura_err_e err,
@@ -181,6 +211,10 @@ void ngx_segura_api_groups(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 void ngx_segura_api_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+void ngx_segura_api_key_check(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *const *params);
+void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);

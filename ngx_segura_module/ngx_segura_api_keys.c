@@ -11,7 +11,9 @@
  * its passphrase are checked (ngx_segura_sshkey), sealed with the current
  * master key (ngx_segura_vault) under the associated data
  * "ssh_keys/<id>/private_key" and "ssh_keys/<id>/passphrase", and never
- * written anywhere else.  Pool threads only.
+ * written anywhere else.  POST /api/keys/generate makes a key pair here
+ * (libssh) and stores it the same way; only its public half is answered.
+ * Pool threads only.
  */
 
 
@@ -40,6 +42,12 @@
     " 'devices', coalesce((select json_agg(kd.device_id"                     \
     "   order by kd.is_main desc, kd.device_id)"                             \
     "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
+    " 'deployment', (select json_build_object("                              \
+    "   'deployed', count(c.result) filter (where c.result = 'deployed'),"  \
+    "   'checked', count(c.result), 'devices', count(*))"                    \
+    "   from key_devices kd left join key_checks c"                          \
+    "   on c.key_id = kd.key_id and c.device_id = kd.device_id"              \
+    "   where kd.key_id = k.id),"                                            \
     " 'created_at', k.created_at, 'updated_at', k.updated_at)"
 
 /* $1: the caller's id, $2: 't' for an administrator */
@@ -54,6 +62,10 @@ static void ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx,
     PGconn **conn, const char *const *params);
 static void ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx,
     PGconn **conn, int64_t id);
+static void ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, int64_t id, ngx_uint_t generate);
+static char *ngx_segura_api_key_make(ngx_segura_api_ctx_t *ctx,
+    const char *type);
 static char *ngx_segura_api_key_seal(ngx_segura_api_ctx_t *ctx,
     const char *id, const char *column, const char *plain);
 
@@ -63,10 +75,44 @@ static const char *const  ngx_segura_api_key_fields[] = {
     "passphrase", "public_key", "main_device", "devices", NULL
 };
 
+static const char *const  ngx_segura_api_key_generate_fields[] = {
+    "name", "status", "tags", "owner", "username", "type", "main_device",
+    "devices", NULL
+};
+
+
+/* the "type" of POST /api/keys/generate */
+
+typedef struct {
+    const char                 *name;
+    enum ssh_keytypes_e         type;
+    int                         bits;
+} ngx_segura_api_key_kind_t;
+
+
+static const ngx_segura_api_key_kind_t  ngx_segura_api_key_kinds[] = {
+    { "ed25519", SSH_KEYTYPE_ED25519, 0 },
+    { "rsa-3072", SSH_KEYTYPE_RSA, 3072 },
+    { "rsa-4096", SSH_KEYTYPE_RSA, 4096 },
+    { "ecdsa-p256", SSH_KEYTYPE_ECDSA_P256, 256 },
+    { "ecdsa-p384", SSH_KEYTYPE_ECDSA_P384, 384 },
+    { NULL, 0, 0 }
+};
+
+
 static const ngx_segura_api_resource_t  ngx_segura_api_key = {
     "ssh_keys", "ssh_key", NGX_HTTP_PATCH, ngx_segura_api_key_write,
     "select " NGX_SEGURA_API_KEY_JSON " from ssh_keys k where k.id = $1::bigint"
 };
+
+
+/* the answer to a generate: the key, and the line to put on devices */
+
+static const char  ngx_segura_api_key_generated[] =
+    "select (" NGX_SEGURA_API_KEY_JSON "::jsonb"
+    " || jsonb_build_object('authorized_keys',"
+    "    k.public_key || ' segura-key-' || k.id))::json"
+    " from ssh_keys k where k.id = $1::bigint";
 
 
 void
@@ -83,6 +129,11 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     params[0] = me;
     params[1] = ctx->me.admin ? "t" : "f";
     params[2] = idbuf;
+
+    if (id != 0 && ngx_strcmp(sub, "check") == 0) {
+        ngx_segura_api_key_check(ctx, conn, id, params);
+        return;
+    }
 
     if (*sub != '\0') {
         if (id == 0 || ngx_strcmp(sub, "devices") != 0) {
@@ -147,7 +198,11 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                "   'address', d.address, 'port', d.port, 'status', d.status,"
                "   'tags', to_json(d.tags), 'main', f.is_main,"
                "   'can_start', f.reason = 'ok',"
-               "   'reason', nullif(f.reason, 'ok'))"
+               "   'reason', nullif(f.reason, 'ok'),"
+               "   'check', (select json_build_object('result', c.result,"
+               "     'detail', c.detail, 'checked_at', c.checked_at)"
+               "     from key_checks c"
+               "     where c.key_id = k.id and c.device_id = d.id))"
                "   order by f.is_main desc, f.device_id)"
                "   from segura_key_devices_for($1::bigint, k.id) f"
                "   join devices d on d.id = f.device_id), '[]'))"
@@ -156,22 +211,56 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 }
 
 
+/*
+ * POST /api/keys/generate: a new key pair made here, in the pool thread
+ * (an RSA-4096 key takes a second of CPU); the private half goes to the
+ * vault as a registered key's does and is never returned
+ */
+
+void
+ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub)
+{
+    if (ctx->method != NGX_HTTP_POST) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
+
+    if (ngx_segura_api_need_admin(ctx) != NGX_OK) {
+        return;
+    }
+
+    ngx_segura_api_key_save(ctx, conn, 0, 1);
+}
+
+
 static void
 ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
+    ngx_segura_api_key_save(ctx, conn, id, 0);
+}
+
+
+static void
+ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, ngx_uint_t generate)
+{
     char                      *tags, *devices, *sealed_key, *sealed_pass;
+    char                      *made;
     json_t                    *body;
     PGresult                  *res, *ins;
     ngx_int_t                  rc_main;
     const char                *name, *status, *owner, *username, *pkey;
-    const char                *pass, *pub, *params[14];
+    const char                *pass, *pub, *type, *params[14];
     char                       idbuf[NGX_INT64_LEN + 1];
     char                       main_dev[NGX_INT64_LEN + 1];
     char                       bits[NGX_INT64_LEN + 1];
     ngx_segura_sshkey_info_t   info;
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_key_fields);
+    body = ngx_segura_api_parse(ctx, generate
+                                     ? ngx_segura_api_key_generate_fields
+                                     : ngx_segura_api_key_fields);
     if (body == NULL) {
         return;
     }
@@ -183,6 +272,8 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     pkey = NULL;
     pass = NULL;
     pub = NULL;
+    type = NULL;
+    made = NULL;
     tags = NULL;
     devices = NULL;
     sealed_key = NULL;
@@ -206,6 +297,8 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         || ngx_segura_api_get_string(ctx, body, "public_key", 1,
                                      NGX_SEGURA_SSHKEY_MAX_PUBLIC, &pub)
            == NGX_ERROR
+        || ngx_segura_api_get_string(ctx, body, "type", 1, 32, &type)
+           == NGX_ERROR
         || ngx_segura_api_get_ids(ctx, body, "devices", &devices)
            == NGX_ERROR)
     {
@@ -216,6 +309,15 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                                      INT64_MAX, main_dev);
     if (rc_main == NGX_ERROR) {
         goto done;
+    }
+
+    if (generate && name != NULL && username != NULL) {
+        made = ngx_segura_api_key_make(ctx, type ? type : "ed25519");
+        if (made == NULL) {
+            goto done;
+        }
+
+        pkey = made;
     }
 
     if (id == 0 && (name == NULL || username == NULL || pkey == NULL)) {
@@ -398,8 +500,34 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         PQclear(ins);
     }
 
-    (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_key, id == 0,
-                                idbuf, body);
+    if (generate) {
+        json_t  *detail;
+
+        detail = ngx_segura_api_fields(body);
+
+        if (detail != NULL) {
+            (void) json_object_set_new(detail, "key_type",
+                                       json_string(info.type));
+            (void) json_object_set_new(detail, "fingerprint",
+                                       json_string(info.fingerprint));
+        }
+
+        if (ngx_segura_api_audit(ctx, conn, "generate", "ssh_key", idbuf,
+                                 detail)
+            == NGX_OK)
+        {
+            params[0] = idbuf;
+            (void) ngx_segura_api_query_json(ctx, conn, 201,
+                                             ngx_segura_api_key_generated,
+                                             1, params);
+        }
+
+        json_decref(detail);
+
+    } else {
+        (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_key, id == 0,
+                                    idbuf, body);
+    }
 
 end:
 
@@ -412,9 +540,80 @@ done:
     free(sealed_pass);
     free(tags);
     free(devices);
+
+    if (made != NULL) {
+        OPENSSL_cleanse(made, ngx_strlen(made));
+        free(made);
+    }
+
     ngx_segura_api_wipe_string(body, "private_key");
     ngx_segura_api_wipe_string(body, "passphrase");
     json_decref(body);
+}
+
+
+static char *
+ngx_segura_api_key_make(ngx_segura_api_ctx_t *ctx, const char *type)
+{
+    int                               rc;
+    char                             *b64, *text;
+    size_t                            len;
+    ssh_key                           key;
+    const ngx_segura_api_key_kind_t  *k;
+
+    /*
+     * a new private key as OpenSSH (Ed25519) or PEM text, malloc()ed; the
+     * caller wipes and frees it.  libssh's copy is wiped here.
+     */
+
+    for (k = ngx_segura_api_key_kinds; k->name; k++) {
+        if (ngx_strcmp(k->name, type) == 0) {
+            break;
+        }
+    }
+
+    if (k->name == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "type",
+                            "One of ed25519, rsa-3072, rsa-4096, "
+                            "ecdsa-p256, ecdsa-p384");
+        return NULL;
+    }
+
+    key = NULL;
+    b64 = NULL;
+    text = NULL;
+
+    rc = ssh_pki_generate(k->type, k->bits, &key);
+
+    if (rc == SSH_OK) {
+        rc = ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &b64);
+    }
+
+    ssh_key_free(key);
+
+    if (rc == SSH_OK && b64 != NULL) {
+        len = ngx_strlen(b64);
+        text = malloc(len + 1);
+
+        if (text != NULL) {
+            ngx_memcpy(text, b64, len + 1);
+        }
+    }
+
+    if (b64 != NULL) {
+        OPENSSL_cleanse(b64, ngx_strlen(b64));
+        ssh_string_free_char(b64);
+    }
+
+    if (text == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                            "generating a %s key failed%Z", k->name);
+        return NULL;
+    }
+
+    return text;
 }
 
 

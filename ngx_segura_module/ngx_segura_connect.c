@@ -21,7 +21,7 @@
  *              a pool thread), then calls ngx_segura_connect_resume()
  *   OFFER      a heavy key is offered first, without a signature
  *   SIGN       paused: a pool thread signs with a heavy key
- *   AUTH       public-key authentication
+ *   AUTH       public-key authentication (the end with cn->auth_only)
  *   SHELL      channel, pty, environment, shell
  *
  * Event loop only, but for the two pool tasks, which touch only their
@@ -89,6 +89,7 @@ static void ngx_segura_connect_timeout(ngx_event_t *ev);
 static void ngx_segura_connect_fail(ngx_segura_connect_t *cn,
     ngx_segura_ws_err_e err, const char *what, const char *text);
 static void ngx_segura_connect_finish(ngx_segura_connect_t *cn);
+static void ngx_segura_connect_authed(ngx_segura_connect_t *cn);
 static void ngx_segura_connect_close(ngx_segura_connect_t *cn);
 
 
@@ -630,6 +631,11 @@ ngx_segura_connect_run(ngx_segura_connect_t *cn)
             rc = ngx_segura_ssh_auth(ssh);
 
             if (rc == NGX_OK) {
+                if (cn->auth_only) {
+                    ngx_segura_connect_authed(cn);
+                    return;
+                }
+
                 cn->state = NGX_SEGURA_CONNECT_SHELL;
                 cn->log->action = "opening a shell on device";
             }
@@ -820,6 +826,11 @@ ngx_segura_connect_sign_done(ngx_event_t *ev)
     switch (ctx->rc) {
 
     case NGX_OK:
+        if (cn->auth_only) {
+            ngx_segura_connect_authed(cn);
+            return;
+        }
+
         cn->state = NGX_SEGURA_CONNECT_SHELL;
         cn->log->action = "opening a shell on device";
         break;
@@ -959,6 +970,21 @@ ngx_segura_connect_finish(ngx_segura_connect_t *cn)
     cn->log->action = NULL;
 
     cn->done(cn);
+}
+
+
+/* auth_only: the key was accepted, and that is all the owner asked */
+
+static void
+ngx_segura_connect_authed(ngx_segura_connect_t *cn)
+{
+    cn->authenticated = 1;
+
+    ngx_segura_connect_close(cn);
+
+    cn->state = NGX_SEGURA_CONNECT_DONE;
+
+    ngx_segura_connect_finish(cn);
 }
 
 

@@ -23,6 +23,12 @@ typedef struct ngx_segura_connect_s  ngx_segura_connect_t;
  * the owner decides later and calls ngx_segura_connect_resume().
  * done: called exactly once, on success (ssh->err is NONE and cn->peer
  * is the owner's) or failure (everything released).
+ *
+ * auth_only: stop once the device has accepted the key (after AUTH): no
+ * channel, pty or shell is asked for, the connection and the SSH session
+ * are closed, and done is called with ssh->err NONE, cn->authenticated
+ * set and cn->peer NULL.
+ * For probes of a key's deployment (POST /api/keys/{id}/check).
  */
 typedef ngx_int_t (*ngx_segura_connect_host_key_pt)(ngx_segura_connect_t *cn);
 typedef void (*ngx_segura_connect_done_pt)(ngx_segura_connect_t *cn);
@@ -59,10 +65,12 @@ struct ngx_segura_connect_s {
     ngx_segura_connect_host_key_pt   host_key;
     ngx_segura_connect_done_pt       done;
     void                            *data;
+    unsigned                         auth_only:1;
 
     /* out */
     ngx_connection_t                *peer;     /* wraps libssh's socket */
     ngx_msec_t                       started;
+    unsigned                         authenticated:1;  /* auth_only */
 
     /* private */
     ngx_segura_connect_state_e       state;

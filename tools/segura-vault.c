@@ -14,6 +14,12 @@
  * prints the sealed blob as a PostgreSQL bytea literal ("\x<hex>").  The
  * associated data of a key row is "ssh_keys/<id>/private_key" or
  * "ssh_keys/<id>/passphrase".
+ *
+ *   segura-vault open <master key file> <key id> <associated data> < blob
+ *
+ * reads a blob as raw bytes and prints the secret: for tests that check
+ * what the module sealed (a generated key), never for a production vault
+ * whose secrets belong in memory only.
  */
 
 
@@ -38,9 +44,11 @@ main(int argc, char **argv)
     unsigned char           key[NGX_SEGURA_VAULT_KEY_LEN + 1], *plain, *blob;
     ngx_segura_vault_err_e  err;
 
-    if (argc != 5 || strcmp(argv[1], "seal") != 0) {
-        fprintf(stderr, "usage: segura-vault seal <master key file> <key id> "
-                "<associated data> < secret\n");
+    if (argc != 5
+        || (strcmp(argv[1], "seal") != 0 && strcmp(argv[1], "open") != 0))
+    {
+        fprintf(stderr, "usage: segura-vault seal|open <master key file> "
+                "<key id> <associated data> < secret|blob\n");
         return 2;
     }
 
@@ -81,6 +89,32 @@ main(int argc, char **argv)
         OPENSSL_cleanse(plain, SEGURA_MAX_SECRET + 1);
         OPENSSL_cleanse(key, sizeof(key));
         return 1;
+    }
+
+    if (strcmp(argv[1], "open") == 0) {
+        n = SEGURA_MAX_SECRET + 1;
+
+        if (ngx_segura_vault_open(key, (unsigned) id, argv[4],
+                                  strlen(argv[4]), plain, len, blob, &n,
+                                  &err)
+            != 0)
+        {
+            fprintf(stderr, "segura-vault: opening failed: %s\n",
+                    ngx_segura_vault_strerror(err));
+            OPENSSL_cleanse(plain, SEGURA_MAX_SECRET + 1);
+            OPENSSL_cleanse(key, sizeof(key));
+            return 1;
+        }
+
+        fwrite(blob, 1, n, stdout);
+
+        OPENSSL_cleanse(blob, n);
+        OPENSSL_cleanse(plain, SEGURA_MAX_SECRET + 1);
+        OPENSSL_cleanse(key, sizeof(key));
+        free(plain);
+        free(blob);
+
+        return 0;
     }
 
     if (ngx_segura_vault_seal(key, (unsigned) id, argv[4], strlen(argv[4]),

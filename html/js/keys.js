@@ -1,6 +1,7 @@
 // The SSH keys report: filters, table, Actions menu per row.
 import { get, del, h, statusPill, tagList, banner, errorText, confirmDialog } from './api.js';
 import { mountShell } from './shell.js';
+import { deploymentText } from './checks.js';
 
 const me = await mountShell('keys');
 const body = document.getElementById('keys-body');
@@ -91,7 +92,8 @@ async function load() {
     h('td', {}, statusPill(k.status)),
     h('td', {}, tagList(k.tags)),
     h('td', { class: 'clip', title: k.main_device_name ?? '' }, k.main_device_name ?? none()),
-    h('td', { class: 'num' }, String(k.devices.length)),
+    h('td', { class: 'num' }, h('div', {}, String(k.devices.length)),
+      h('div', { class: 'muted small', dataset: { deployment: '' } }, deploymentText(k.deployment))),
     h('td', { class: 'actions' }, actionsMenu(k)))));
   document.getElementById('keys-empty').hidden = data.items.length > 0;
   document.getElementById('keys-count').textContent =

@@ -1,9 +1,14 @@
-// SSH Keys: Remote Access: the devices a key may reach, and Start session.
+// SSH Keys: Remote Access: the devices a key may reach, Start session, and
+// the key's deployment: Check per device and Check all.
 import { get, h, idParam, banner, errorText, statusPill, tagList } from './api.js';
 import { mountShell } from './shell.js';
 import { reasonText } from './reasons.js';
+import { checkPill, runCheck } from './checks.js';
 
-await mountShell('keys');
+const me = await mountShell('keys');
+const progress = document.getElementById('check-progress');
+const checkAll = document.getElementById('check-all');
+let rows = [];   // the devices of the report
 const msg = document.getElementById('page-msg');
 const keyId = idParam('key');
 
@@ -27,6 +32,10 @@ async function load() {
       ? h('a', { class: 'button primary', href: url, 'aria-label': `Start session on ${d.name}` }, 'Start session')
       : h('button', { type: 'button', class: 'primary', disabled: true, 'aria-describedby': reasonId,
                       'aria-label': `Start session on ${d.name}` }, 'Start session');
+    const mayCheck = me.admin || d.can_start;
+    const check = h('button', { type: 'button', class: 'check', disabled: !mayCheck,
+                                'aria-label': `Check the key on ${d.name}` }, 'Check');
+    check.addEventListener('click', () => doCheck([d.id]));
     return h('tr', { dataset: { deviceId: d.id } },
       h('td', {}, h('div', {}, h('strong', {}, d.name),
         d.description ? h('div', { class: 'muted small' }, d.description) : null)),
@@ -37,9 +46,31 @@ async function load() {
       h('td', {}, d.tags?.length ? tagList(d.tags) : h('span', { class: 'muted' }, '—')),
       h('td', {}, d.can_start ? h('span', { class: 'pill ok' }, 'Allowed')
                               : h('span', { class: 'reason', id: reasonId }, reasonText(d.reason))),
-      h('td', { class: 'actions' }, start));
+      h('td', { class: 'deployment' }, checkPill(d.check)),
+      h('td', { class: 'actions' }, check, ' ', start));
   }));
+  rows = data.items;
+  checkAll.hidden = !rows.some(d => me.admin || d.can_start);
   document.getElementById('access-empty').hidden = data.items.length > 0;
 }
+
+// one call for all the devices asked: the server checks them at once
+async function doCheck(ids) {
+  const cells = ids.map(id => document.querySelector(`tr[data-device-id="${id}"] td.deployment`));
+  const buttons = [checkAll, ...document.querySelectorAll('button.check')];
+  for (const b of buttons) b.disabled = true;
+  for (const c of cells) c?.replaceChildren(h('span', { class: 'pill busy' }, 'Checking…'));
+  progress.textContent = `Checking ${ids.length} device${ids.length === 1 ? '' : 's'}…`;
+  try {
+    const r = await runCheck(keyId, ids);
+    progress.textContent = `Checked ${r.total} device${r.total === 1 ? '' : 's'}: the key is deployed on ${r.deployed}.`;
+  } catch (e) {
+    progress.textContent = '';
+    banner(msg, 'error', 'The check failed: ' + errorText(e));
+  }
+  await load();
+}
+checkAll.addEventListener('click', () =>
+  doCheck(rows.filter(d => me.admin || d.can_start).map(d => d.id)));
 
 await load();

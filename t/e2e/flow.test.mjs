@@ -113,7 +113,7 @@ step('an SSH key is registered through the tabs, with a new device', async () =>
   assert.equal(cells[4], 'Active');
   assert.deepEqual(await row.locator('.tag').allTextContents(), ['e2e', 'lab']);
   assert.equal(cells[6], 'test-sshd');
-  assert.equal(cells[7], '1', 'one device');
+  assert.equal(cells[7], '1not checked', 'one device, its deployment not checked yet');
   keyId = Number(await row.getAttribute('data-key-id'));
   const devs = await apiCall(page, 'GET', '/api/devices');
   deviceId = devs.body.items.find(d => d.name === 'test-sshd').id;
