@@ -33,9 +33,9 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_connect.h"
+#include "ngx_segura_sealed.h"
 #include "ngx_segura_ssh.h"
 #include "ngx_segura_sshkey.h"
-#include "ngx_segura_vault.h"
 
 #include <openssl/crypto.h>
 
@@ -101,8 +101,6 @@ static ngx_int_t ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx,
     PGresult *key);
 static ngx_int_t ngx_segura_check_keys(ngx_segura_api_ctx_t *ctx,
     ngx_segura_check_t *check, PGresult *key);
-static u_char *ngx_segura_check_open(ngx_segura_api_ctx_t *ctx,
-    int64_t key_id, const char *hex, const char *column, size_t *len);
 static void ngx_segura_check_free(ngx_segura_check_t *check);
 static void ngx_segura_check_cleanup(void *data);
 static void ngx_segura_check_run(ngx_http_request_t *r,
@@ -339,46 +337,23 @@ ngx_segura_check_keys(ngx_segura_api_ctx_t *ctx, ngx_segura_check_t *check,
 {
     int          rc;
     char        *b64;
-    size_t       klen, plen;
-    u_char      *text, *pass;
+    size_t       klen;
     ssh_key      first;
     ngx_uint_t   i;
 
-    pass = NULL;
-    plen = 0;
-
-    text = ngx_segura_check_open(ctx, check->key_id, PQgetvalue(key, 0, 1),
-                                 "private_key", &klen);
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (!PQgetisnull(key, 0, 2)) {
-        pass = ngx_segura_check_open(ctx, check->key_id,
-                                     PQgetvalue(key, 0, 2), "passphrase",
-                                     &plen);
-        if (pass == NULL) {
-            OPENSSL_cleanse(text, klen);
-            free(text);
-            return NGX_ERROR;
-        }
-    }
-
     first = NULL;
 
-    rc = ngx_segura_sshkey_import((char *) text, klen, (char *) pass, &first,
-                                  NULL);
-
-    OPENSSL_cleanse(text, klen);
-    free(text);
-
-    if (pass != NULL) {
-        OPENSSL_cleanse(pass, plen);
-        free(pass);
-    }
-
-    if (rc != 0) {
-        goto unusable;
+    if (ngx_segura_sealed_key(ctx->smcf, check->key_id,
+                              PQgetvalue(key, 0, 1),
+                              PQgetisnull(key, 0, 2) ? NULL
+                                                     : PQgetvalue(key, 0, 2),
+                              &first, ctx->log, sizeof(ctx->log))
+        != NGX_OK)
+    {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
+                            "The key cannot be used");
+        ctx->log_level = NGX_LOG_ERR;
+        return NGX_ERROR;
     }
 
     /*
@@ -427,69 +402,6 @@ unusable:
                         "key %L cannot be imported for a check%Z",
                         check->key_id);
     return NGX_ERROR;
-}
-
-
-static u_char *
-ngx_segura_check_open(ngx_segura_api_ctx_t *ctx, int64_t key_id,
-    const char *hex, const char *column, size_t *len)
-{
-    int                       id;
-    char                      aad[64];
-    size_t                    blen, plen;
-    u_char                   *blob, *plain;
-    ngx_segura_master_key_t  *mk;
-    ngx_segura_vault_err_e    err;
-
-    /* a sealed column of the key, malloc()ed; the caller wipes and frees */
-
-    blob = PQunescapeBytea((const u_char *) hex, &blen);
-    if (blob == NULL) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        return NULL;
-    }
-
-    id = ngx_segura_vault_key_id(blob, blen);
-    mk = (id < 0) ? NULL : ngx_http_segura_find_key(ctx->smcf, id);
-
-    plen = ngx_segura_vault_opened_size(blen);
-    plain = (mk != NULL) ? malloc(plen + 1) : NULL;
-
-    if (plain == NULL) {
-        PQfreemem(blob);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
-                            "The key cannot be used");
-        ctx->log_level = NGX_LOG_ERR;
-        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "key %L: %s sealed with master key id %d, "
-                            "which is not configured%Z", key_id, column, id);
-        return NULL;
-    }
-
-    (void) ngx_snprintf((u_char *) aad, sizeof(aad), "ssh_keys/%L/%s%Z",
-                        key_id, column);
-
-    if (ngx_segura_vault_open(mk->key, (unsigned) id, aad, ngx_strlen(aad),
-                              blob, blen, plain, &plen, &err)
-        != 0)
-    {
-        PQfreemem(blob);
-        free(plain);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
-                            "The key cannot be used");
-        ctx->log_level = NGX_LOG_ERR;
-        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "key %L: ngx_segura_vault_open(%s) failed: %s%Z",
-                            key_id, column, ngx_segura_vault_strerror(err));
-        return NULL;
-    }
-
-    PQfreemem(blob);
-
-    plain[plen] = '\0';
-    *len = plen;
-
-    return plain;
 }
 
 

@@ -33,9 +33,8 @@
 #include "ngx_segura_handshake.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_relay.h"
-#include "ngx_segura_sshkey.h"
+#include "ngx_segura_sealed.h"
 #include "ngx_segura_terminal.h"
-#include "ngx_segura_vault.h"
 #include "ngx_segura_watch.h"
 #include "ngx_segura_ws.h"
 
@@ -86,10 +85,6 @@ static char *ngx_segura_handshake_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static ngx_int_t ngx_segura_handshake_post(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_watchdog(ngx_event_t *ev);
 static void ngx_segura_handshake_check(void *data, ngx_log_t *log);
-static ngx_int_t ngx_segura_handshake_load_key(ngx_segura_handshake_t *s,
-    PGresult *res);
-static u_char *ngx_segura_handshake_open(ngx_segura_handshake_t *s,
-    const char *hex, const char *column, size_t *len);
 static void ngx_segura_handshake_check_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_handshake_accept(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_close(ngx_segura_handshake_t *s);
@@ -633,7 +628,17 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
         }
     }
 
-    if (ngx_segura_handshake_load_key(s, res) != NGX_OK) {
+    /*
+     * the private key and the passphrase exist in plain text only between
+     * the vault and libssh
+     */
+
+    if (ngx_segura_sealed_key(s->smcf, s->key_id, PQgetvalue(res, 0, 3),
+                              PQgetisnull(res, 0, 4) ? NULL
+                                                     : PQgetvalue(res, 0, 4),
+                              &t->ssh.key, s->log, sizeof(s->log))
+        != NGX_OK)
+    {
         s->err = NGX_SEGURA_ERR_OK;
         t->ssh.err = NGX_SEGURA_WS_ERR_KEY_UNUSABLE;
         s->log_level = NGX_LOG_ERR;
@@ -644,124 +649,6 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
 done:
 
     ngx_segura_db_release(s->smcf->db, conn);
-}
-
-
-static ngx_int_t
-ngx_segura_handshake_load_key(ngx_segura_handshake_t *s, PGresult *res)
-{
-    int       rc;
-    size_t    klen, plen;
-    u_char   *key, *pass;
-
-    /*
-     * the username is copied into the ssh struct here; the private key
-     * and the passphrase exist in plain text only between the vault and
-     * libssh, and are wiped on every path
-     */
-
-    pass = NULL;
-    plen = 0;
-
-    key = ngx_segura_handshake_open(s, PQgetvalue(res, 0, 3), "private_key",
-                                    &klen);
-    if (key == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (!PQgetisnull(res, 0, 4)) {
-        pass = ngx_segura_handshake_open(s, PQgetvalue(res, 0, 4),
-                                         "passphrase", &plen);
-        if (pass == NULL) {
-            OPENSSL_cleanse(key, klen);
-            free(key);
-            return NGX_ERROR;
-        }
-    }
-
-    rc = ngx_segura_sshkey_import((char *) key, klen, (char *) pass,
-                                  &s->t->ssh.key, NULL);
-
-    OPENSSL_cleanse(key, klen);
-    free(key);
-
-    if (pass != NULL) {
-        OPENSSL_cleanse(pass, plen);
-        free(pass);
-    }
-
-    if (rc != 0) {
-        (void) ngx_snprintf((u_char *) s->log, sizeof(s->log),
-                            "key %L cannot be imported%Z", s->key_id);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static u_char *
-ngx_segura_handshake_open(ngx_segura_handshake_t *s, const char *hex,
-    const char *column, size_t *len)
-{
-    int                       id;
-    char                      aad[64];
-    size_t                    blen, plen;
-    u_char                   *blob, *plain;
-    ngx_segura_master_key_t  *mk;
-    ngx_segura_vault_err_e    err;
-
-    blob = PQunescapeBytea((const u_char *) hex, &blen);
-    if (blob == NULL) {
-        (void) ngx_snprintf((u_char *) s->log, sizeof(s->log),
-                            "PQunescapeBytea() failed%Z");
-        return NULL;
-    }
-
-    id = ngx_segura_vault_key_id(blob, blen);
-    mk = (id < 0) ? NULL : ngx_http_segura_find_key(s->smcf, id);
-
-    if (mk == NULL) {
-        (void) ngx_snprintf((u_char *) s->log, sizeof(s->log),
-                            "key %L: %s sealed with master key id %d, "
-                            "which is not configured%Z",
-                            s->key_id, column, id);
-        PQfreemem(blob);
-        return NULL;
-    }
-
-    plen = ngx_segura_vault_opened_size(blen);
-
-    /* one spare byte: libssh wants the key text NUL-terminated */
-
-    plain = malloc(plen + 1);
-    if (plain == NULL) {
-        PQfreemem(blob);
-        return NULL;
-    }
-
-    (void) ngx_snprintf((u_char *) aad, sizeof(aad), "ssh_keys/%L/%s%Z",
-                        s->key_id, column);
-
-    if (ngx_segura_vault_open(mk->key, (unsigned) id, aad, ngx_strlen(aad),
-                              blob, blen, plain, &plen, &err)
-        != 0)
-    {
-        (void) ngx_snprintf((u_char *) s->log, sizeof(s->log),
-                            "key %L: ngx_segura_vault_open(%s) failed: %s%Z",
-                            s->key_id, column,
-                            ngx_segura_vault_strerror(err));
-        PQfreemem(blob);
-        free(plain);
-        return NULL;
-    }
-
-    PQfreemem(blob);
-
-    plain[plen] = '\0';
-    *len = plen;
-
-    return plain;
 }
 
 
