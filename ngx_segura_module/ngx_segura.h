@@ -142,6 +142,7 @@ ngx_int_t ngx_http_segura_send_error_reason(ngx_http_request_t *r,
     const char *reason);
 ngx_int_t ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len);
+char *ngx_http_segura_cstr(ngx_pool_t *pool, ngx_str_t *s);
 ngx_int_t ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
     const char *value);
 ngx_segura_master_key_t *ngx_http_segura_current_key(

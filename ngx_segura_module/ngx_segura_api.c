@@ -49,7 +49,6 @@ typedef struct {
 static void ngx_segura_api_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_segura_api_prepare(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
-static char *ngx_segura_api_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static void ngx_segura_api_task(void *data, ngx_log_t *log);
 static void ngx_segura_api_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_api_respond(ngx_http_request_t *r,
@@ -235,15 +234,16 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         path.len -= 5;
     }
 
-    ctx->path = ngx_segura_api_cstr(r->pool, &path);
+    ctx->path = ngx_http_segura_cstr(r->pool, &path);
     args = r->args;
-    ctx->args = ngx_segura_api_cstr(r->pool, &args);
+    ctx->args = ngx_http_segura_cstr(r->pool, &args);
 
     if (ctx->path == NULL || ctx->args == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->client_addr = ngx_segura_api_cstr(r->pool, &r->connection->addr_text);
+    ctx->client_addr = ngx_http_segura_cstr(r->pool,
+                                            &r->connection->addr_text);
     if (ctx->client_addr == NULL) {
         return NGX_ERROR;
     }
@@ -254,7 +254,7 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
             value.len = 255;
         }
 
-        ctx->user_agent = ngx_segura_api_cstr(r->pool, &value);
+        ctx->user_agent = ngx_http_segura_cstr(r->pool, &value);
         if (ctx->user_agent == NULL) {
             return NGX_ERROR;
         }
@@ -266,7 +266,7 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         }
 
         if (value.len) {
-            ctx->delegated = ngx_segura_api_cstr(r->pool, &value);
+            ctx->delegated = ngx_http_segura_cstr(r->pool, &value);
             if (ctx->delegated == NULL) {
                 return NGX_ERROR;
             }
@@ -318,23 +318,6 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
     ctx->body_len = len;
 
     return NGX_OK;
-}
-
-
-static char *
-ngx_segura_api_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return (char *) p;
 }
 
 

@@ -567,25 +567,16 @@ ngx_segura_check_host_key(ngx_segura_connect_t *cn)
 {
     ngx_segura_check_device_t *d = cn->data;
 
-    if (d->pinned[0] != '\0') {
-        if (ngx_strcmp(d->pinned_fp, d->ssh.host_key_fp) == 0) {
-            return NGX_OK;
-        }
-
-        d->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
-        (void) ngx_snprintf((u_char *) d->ssh.text, sizeof(d->ssh.text),
-                            "host key %s does not match the pinned %s%Z",
-                            d->ssh.host_key_fp, d->pinned_fp);
+    switch (ngx_segura_ssh_host_key(&d->ssh, d->pinned_fp,
+                                    d->check->policy
+                                    == NGX_SEGURA_HOST_KEY_STRICT))
+    {
+    case NGX_OK:
+        return NGX_OK;
+    case NGX_ERROR:
         return NGX_ERROR;
-    }
-
-    if (d->check->policy == NGX_SEGURA_HOST_KEY_STRICT) {
-        d->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN;
-        (void) ngx_snprintf((u_char *) d->ssh.text, sizeof(d->ssh.text),
-                            "no pinned host key and the policy is strict "
-                            "(the device presented %s)%Z",
-                            d->ssh.host_key_fp);
-        return NGX_ERROR;
+    default:
+        break;
     }
 
     /*

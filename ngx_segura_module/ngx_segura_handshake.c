@@ -81,7 +81,6 @@ static const char *ngx_segura_handshake_upgrade_ok(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_segura_handshake_arg(ngx_http_request_t *r, char *name,
     int64_t min, int64_t max, int64_t dflt, int64_t *value);
-static char *ngx_segura_handshake_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static ngx_int_t ngx_segura_handshake_post(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_watchdog(ngx_event_t *ev);
 static void ngx_segura_handshake_check(void *data, ngx_log_t *log);
@@ -242,7 +241,7 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
         }
 
         if (value.len) {
-            s->delegated = ngx_segura_handshake_cstr(r->pool, &value);
+            s->delegated = ngx_http_segura_cstr(r->pool, &value);
             if (s->delegated == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
@@ -262,14 +261,14 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
         }
     }
 
-    t->client_addr = ngx_segura_handshake_cstr(t->pool,
-                                               &r->connection->addr_text);
+    t->client_addr = ngx_http_segura_cstr(t->pool,
+                                          &r->connection->addr_text);
     value = ((ngx_cycle_t *) ngx_cycle)->hostname;
-    t->node = ngx_segura_handshake_cstr(t->pool, &value);
+    t->node = ngx_http_segura_cstr(t->pool, &value);
 
     /* the accept value is computed after the check: keep the key */
 
-    s->wskey = ngx_segura_handshake_cstr(r->pool, &wskey);
+    s->wskey = ngx_http_segura_cstr(r->pool, &wskey);
 
     if (t->client_addr == NULL || t->node == NULL || s->wskey == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -386,23 +385,6 @@ ngx_segura_handshake_arg(ngx_http_request_t *r, char *name, int64_t min,
     *value = n;
 
     return NGX_OK;
-}
-
-
-static char *
-ngx_segura_handshake_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return (char *) p;
 }
 
 

@@ -256,3 +256,22 @@ ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
 
     return NGX_OK;
 }
+
+
+/* a NUL-terminated copy, for libpq and libssh */
+
+char *
+ngx_http_segura_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}

@@ -431,6 +431,34 @@ ngx_segura_ssh_close(ngx_segura_ssh_t *ssh)
 
 
 ngx_int_t
+ngx_segura_ssh_host_key(ngx_segura_ssh_t *ssh, const char *pinned_fp,
+    ngx_uint_t strict)
+{
+    if (pinned_fp[0] != '\0') {
+        if (ngx_strcmp(pinned_fp, ssh->host_key_fp) == 0) {
+            return NGX_OK;
+        }
+
+        ssh->err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
+        (void) ngx_snprintf((u_char *) ssh->text, sizeof(ssh->text) - 1,
+                            "host key %s does not match the pinned %s%Z",
+                            ssh->host_key_fp, pinned_fp);
+        return NGX_ERROR;
+    }
+
+    if (strict) {
+        ssh->err = NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN;
+        (void) ngx_snprintf((u_char *) ssh->text, sizeof(ssh->text) - 1,
+                            "no pinned host key and the policy is strict "
+                            "(the device presented %s)%Z", ssh->host_key_fp);
+        return NGX_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_int_t
 ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
     const char *what, const char *text)
 {

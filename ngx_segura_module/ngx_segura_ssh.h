@@ -82,6 +82,15 @@ ngx_int_t ngx_segura_ssh_shell(ngx_segura_ssh_t *ssh);
 ngx_int_t ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
     const char *what, const char *text);
 
+/*
+ * The host-key decision, once ssh->host_key_fp is known: NGX_OK when it
+ * matches the pin (pinned_fp, "" for none), NGX_DECLINED when there is
+ * no pin and the policy allows pinning it now (trust on first use),
+ * NGX_ERROR with ssh->err and ssh->text set otherwise.
+ */
+ngx_int_t ngx_segura_ssh_host_key(ngx_segura_ssh_t *ssh,
+    const char *pinned_fp, ngx_uint_t strict);
+
 /* either thread, whoever owns the session at the time; safe to call twice */
 void ngx_segura_ssh_close(ngx_segura_ssh_t *ssh);
 

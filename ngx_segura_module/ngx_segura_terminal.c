@@ -199,26 +199,16 @@ ngx_segura_terminal_host_key(ngx_segura_connect_t *cn)
     ngx_thread_task_t       *task;
     ngx_segura_terminal_t  **ctx;
 
-    if (t->pinned[0] != '\0') {
-        if (ngx_strcmp(t->pinned_fp, t->ssh.host_key_fp) == 0) {
-            return NGX_OK;
-        }
-
-        t->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_MISMATCH;
-        (void) ngx_snprintf((u_char *) t->ssh.text, sizeof(t->ssh.text),
-                            "host key %s of device %L does not match the "
-                            "pinned %s%Z", t->ssh.host_key_fp, t->device_id,
-                            t->pinned_fp);
+    switch (ngx_segura_ssh_host_key(&t->ssh, t->pinned_fp,
+                                    t->slcf->host_key_policy
+                                    == NGX_SEGURA_HOST_KEY_STRICT))
+    {
+    case NGX_OK:
+        return NGX_OK;
+    case NGX_ERROR:
         return NGX_ERROR;
-    }
-
-    if (t->slcf->host_key_policy == NGX_SEGURA_HOST_KEY_STRICT) {
-        t->ssh.err = NGX_SEGURA_WS_ERR_HOST_KEY_UNKNOWN;
-        (void) ngx_snprintf((u_char *) t->ssh.text, sizeof(t->ssh.text),
-                            "device %L has no pinned host key and the "
-                            "policy is strict (it presented %s)%Z",
-                            t->device_id, t->ssh.host_key_fp);
-        return NGX_ERROR;
+    default:
+        break;
     }
 
     /*
