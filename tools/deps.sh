@@ -3,7 +3,7 @@
 # As root: apt-get update + apt-get install.  Otherwise: prints the exact
 # command and fails, so nothing half-works.
 #
-#   tools/deps.sh [build|ui|test|run|bench|fuzz]...
+#   tools/deps.sh [build|ui|test|run|bench|fuzz|deb]...
 set -euo pipefail
 
 build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
@@ -14,6 +14,7 @@ test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
 bench=(linux-perf python3)
+deb=(debhelper dpkg-dev fakeroot lintian)
 
 want=("${build[@]}")
 for what in "${@:-build}"; do
@@ -24,6 +25,7 @@ for what in "${@:-build}"; do
         test)  want+=("${run[@]}" "${test[@]}") ;;
         fuzz)  want+=("${fuzz[@]}") ;;
         bench) want+=("${run[@]}" "${test[@]}" "${bench[@]}") ;;
+        deb)   want+=("${ui[@]}" "${deb[@]}") ;;
         *) echo "deps.sh: unknown set '$what'" >&2; exit 2 ;;
     esac
 done
