@@ -25,7 +25,9 @@
  * and the client is not read meanwhile.  Device -> client: terminal data
  * is read straight behind a frame header into rl->out; while rl->out is
  * not sent, the terminal is not read, and the SSH window stops the
- * device.
+ * device.  A client that acknowledges what it rendered ("ack") also
+ * stops the reading while more than NGX_SEGURA_RELAY_ACK_WINDOW of output
+ * is sent and not acknowledged.
  *
  * Event loop only.
  */
@@ -426,7 +428,10 @@ done:
 
     if (t != NULL && rl->state == NGX_SEGURA_RELAY_RELAY) {
         ngx_segura_terminal_poll(t, (size_t) (rl->out.end - rl->out.last)
-                                    >= NGX_SEGURA_RELAY_RESERVE + 4 + 1024);
+                                    >= NGX_SEGURA_RELAY_RESERVE + 4 + 1024
+                                    && (!rl->acking
+                                        || rl->sent - rl->acked
+                                           < NGX_SEGURA_RELAY_ACK_WINDOW));
     }
 }
 
@@ -694,7 +699,7 @@ static void
 ngx_segura_relay_control(ngx_segura_relay_t *rl)
 {
     json_t        *json, *type;
-    json_int_t     cols, rows;
+    json_int_t     cols, rows, bytes;
     json_error_t   error;
 
     json = NULL;
@@ -713,6 +718,32 @@ ngx_segura_relay_control(ngx_segura_relay_t *rl)
 
     if (!json_is_string(type)) {
         goto bad;
+    }
+
+    if (ngx_strcmp(json_string_value(type), "ack") == 0) {
+
+        /*
+         * end-to-end flow control: the output the client has rendered,
+         * counted from the connected event; never more than was sent,
+         * never less than before
+         */
+
+        if (!json_is_integer(json_object_get(json, "bytes"))) {
+            goto bad;
+        }
+
+        bytes = json_integer_value(json_object_get(json, "bytes"));
+
+        if (bytes < rl->acked || bytes > rl->sent) {
+            goto bad;
+        }
+
+        json_decref(json);
+
+        rl->acked = bytes;
+        rl->acking = 1;
+
+        return;
     }
 
     if (ngx_strcmp(json_string_value(type), "resize") == 0) {
@@ -768,6 +799,7 @@ bad:
 static ngx_int_t
 ngx_segura_relay_from_device(ngx_segura_relay_t *rl)
 {
+    off_t       behind;
     u_char     *p;
     size_t      room, hlen;
     ssize_t     n;
@@ -792,6 +824,25 @@ ngx_segura_relay_from_device(ngx_segura_relay_t *rl)
 
         room = rl->out.end - p - NGX_SEGURA_RELAY_RESERVE - 4;
 
+        if (rl->acking) {
+
+            /*
+             * the client is behind what it renders: the device waits,
+             * held by the SSH window, so that an interrupt takes effect
+             * at once
+             */
+
+            behind = rl->sent - rl->acked;
+
+            if (behind >= NGX_SEGURA_RELAY_ACK_WINDOW) {
+                return moved ? NGX_OK : NGX_AGAIN;
+            }
+
+            if ((off_t) room > NGX_SEGURA_RELAY_ACK_WINDOW - behind) {
+                room = (size_t) (NGX_SEGURA_RELAY_ACK_WINDOW - behind);
+            }
+        }
+
         n = ngx_segura_terminal_read(rl->viewer.terminal, p + 4, room);
 
         if (n == NGX_AGAIN) {
@@ -810,6 +861,7 @@ ngx_segura_relay_from_device(ngx_segura_relay_t *rl)
         }
 
         rl->out.last = p + hlen + n;
+        rl->sent += n;
         moved = 1;
     }
 }

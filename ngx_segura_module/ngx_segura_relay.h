@@ -20,6 +20,12 @@
 #define NGX_SEGURA_RELAY_TEXT_MAX  1024   /* one JSON control message */
 #define NGX_SEGURA_RELAY_MAX_DIM   1000   /* columns and rows */
 
+/*
+ * a client that acknowledges what it rendered has at most this much
+ * output sent and not yet acknowledged
+ */
+#define NGX_SEGURA_RELAY_ACK_WINDOW  (256 * 1024)
+
 
 typedef enum {
     NGX_SEGURA_RELAY_NEW = 0,
@@ -54,6 +60,9 @@ typedef struct {
     u_char                         pong[NGX_SEGURA_WS_CONTROL_MAX];
     size_t                         pong_len;
 
+    off_t                          sent;     /* output payload, in frames */
+    off_t                          acked;    /* what the client rendered */
+
     ngx_event_t                    timer;
     ngx_msec_t                     last_client;  /* any bytes from it */
     ngx_msec_t                     closing_since;
@@ -63,6 +72,7 @@ typedef struct {
     unsigned                       client_closed:1;  /* close frame seen */
     unsigned                       client_gone:1;    /* TCP closed */
     unsigned                       close_queued:1;
+    unsigned                       acking:1;   /* flow control is on */
 } ngx_segura_relay_t;
 
 

@@ -227,6 +227,11 @@ document.addEventListener('pointerdown', ev => { if (!keysEl.contains(ev.target)
 
 const enc = new TextEncoder();
 let ws = null;
+// end-to-end flow control (docs/protocol.md): output bytes rendered by
+// xterm.js since "connected", and how many of them the server was told of
+const ACK_EVERY = 32 * 1024;
+let rendered = 0;
+let acked = 0;
 let opened = false;    // the WebSocket upgrade went through
 let connected = false; // the shell opened
 let exit = null; // the exit event, when the shell ended
@@ -271,14 +276,27 @@ function connect() {
   ws.addEventListener('message', ev => {
     if (typeof ev.data !== 'string') {
       // bytes, not text: xterm.js keeps a UTF-8 sequence split across
-      // two frames until its end arrives
-      term.write(new Uint8Array(ev.data));
+      // two frames until its end arrives. What it has rendered is
+      // acknowledged, so that the server holds the device while the
+      // terminal is behind and an interrupt takes effect at once
+      const bytes = new Uint8Array(ev.data);
+      term.write(bytes, () => {
+        rendered += bytes.length;
+        if (rendered - acked >= ACK_EVERY) {
+          acked = rendered;
+          send(JSON.stringify({ type: 'ack', bytes: rendered }));
+        }
+      });
       return;
     }
     let m;
     try { m = JSON.parse(ev.data); } catch { return; }
     if (m.type === 'connected') {
       connected = true;
+      // the output is counted from here; this first ack turns flow
+      // control on before any output arrives
+      rendered = 0; acked = 0;
+      send(JSON.stringify({ type: 'ack', bytes: 0 }));
       state('Connected', 'connected');
       term.focus();
       // the size may have changed while connecting

@@ -253,6 +253,27 @@ step('Ctrl+C interrupts the command; Tab completes in the shell', async () => {
   assert.ok(await page.evaluate(() => document.activeElement?.classList.contains('xterm-helper-textarea')));
 });
 
+step('a flood does not drown the tab: Ctrl+C during seq brings the prompt back', async () => {
+  // the page acknowledges what xterm.js rendered: the server holds the
+  // device while the tab is behind, so the interrupt is not queued behind
+  // megabytes of output (the time is reported; make bench has the goal)
+  await run('seq 1 200000000; echo flood-not-interrupted');
+  await waitRow(/^\d{5,}$/, 20000);
+  const t0 = Date.now();
+  await page.keyboard.press('Control+C');
+  await run('echo flood-interrupted-$((2+2))');
+  await waitRow('flood-interrupted-4', 20000);
+  const ms = Date.now() - t0;
+  console.log(`# Ctrl+C during seq: prompt and answer back in ${ms} ms`);
+  assert.ok(!(await terminalLines(page)).includes('flood-not-interrupted'));
+  const heap = await page.evaluate(() => performance.memory ? performance.memory.usedJSHeapSize : 0);
+  if (heap) {
+    console.log(`# JS heap after the flood: ${(heap / 1048576).toFixed(1)} MiB`);
+    assert.ok(heap < 100 * 1048576, `the tab's JS heap stays under 100 MiB (${heap} bytes)`);
+  }
+  await run('clear');
+});
+
 step('the termbar: the key list, and a narrow window without overlaps', async () => {
   await page.getByText('Keys', { exact: true }).click();
   await page.locator('#term-keys dl').getByText('Ctrl+Shift+C').waitFor();
