@@ -362,10 +362,12 @@ sub profile {
     my $dso = `$rep -g none --sort dso 2>/dev/null | grep '%'`;
     my $flat = `$rep -g none --sort dso,symbol --percent-limit 0.5 2>/dev/null | grep '%'`;
     # inclusive shares of the relay's steps
-    my @steps = qw(ngx_segura_session_from_device ssh_channel_read_nonblocking
+    my @steps = qw(ngx_segura_relay_from_device ngx_segura_terminal_read
+                   ssh_channel_read_nonblocking
                    ssh_channel_poll __GI___poll __libc_recv
-                   ngx_segura_session_send __libc_send epoll_wait
-                   ngx_segura_session_to_device ssh_channel_write);
+                   ngx_segura_relay_send __libc_send epoll_wait
+                   ngx_segura_relay_to_device ngx_segura_terminal_write
+                   ssh_channel_write);
     my $calls = '';
     for (`perf report -i $data --stdio --children -g none --sort symbol 2>/dev/null`) {
         my ($sym) = /\[[.k]\] (\S+)/ or next;
