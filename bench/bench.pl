@@ -36,7 +36,7 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh segura wetty');
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura wetty');
 my @KIDS;
 
 $| = 1;
@@ -117,12 +117,14 @@ my %base = (
 
 my %watch = (
     ssh    => { self_children => JSON::PP::true },
+    sshpipe => { self_children => JSON::PP::true },
     segura => { pids => [ $worker + 0 ] },
     wetty  => { pids => [ $wetty{main}{pid} + 0 ], tree => JSON::PP::true },
 );
 
 my %probe = (
     ssh    => $t->url('/static'),
+    sshpipe => $t->url('/static'),
     segura => $t->url('/static'),
     wetty  => "http://127.0.0.1:$wetty{main}{port}/wetty/client/wetty.svg",
 );
@@ -193,6 +195,8 @@ for my $run (1 .. $RUNS) {
 # the scale column: once per target, against the light device
 if ($SCALE) {
     for my $target (@TARGETS) {
+        # the pipe baseline differs from ssh only in the client's terminal
+        next if $target eq 'sshpipe';
         say_("scale: $SCALE idle sessions, $target");
         my %o = (n => $SCALE, concurrency => 20, deadline => 240,
                  open_timeout_ms => 60000);
@@ -458,7 +462,12 @@ sub report {
         push @lines, "| $tg | "
             . join(' | ', map { fmt($M{$tg}{ $_->[0] }, $_->[2]) } @cols) . ' |';
     }
-    for my $p ([segura => 'ssh'], [wetty => 'ssh'], [segura => 'wetty']) {
+    for my $p ([segura => 'ssh'], [segura => 'sshpipe'], [wetty => 'ssh'],
+               [segura => 'wetty'])
+    {
+        next unless $M{ $p->[0] } && $M{ $p->[1] }
+                    && grep({ $_ eq $p->[1] } @TARGETS)
+                    && grep({ $_ eq $p->[0] } @TARGETS);
         my ($a, $b) = @$p;
         push @lines, "| $a / $b | "
             . join(' | ', map { ratio($M{$a}{ $_->[0] }, $M{$b}{ $_->[0] }) } @cols)
@@ -470,7 +479,8 @@ sub report {
     my $h = $M{ssh};
     my $w = $M{wetty};
     my @targets;
-    if (@TARGETS == 3) {
+    my %has = map { $_ => 1 } @TARGETS;
+    if ($has{ssh} && $has{segura} && $has{wetty}) {
         no warnings 'uninitialized';
         @targets = (
         ['throughput >= 0.9x ssh and above wetty',
@@ -495,6 +505,22 @@ sub report {
          sprintf('%.2f ms; with plain ssh, nginx idle: %.2f ms',
                  $s->{static99}, $h->{static99})],
         );
+    }
+    # the stricter baseline: the ssh client reading pipes, not a pty
+    my $p = $M{sshpipe};
+    if ($has{sshpipe} && $has{segura}) {
+        no warnings 'uninitialized';
+        push @targets,
+            ['throughput >= 1.0x ssh -tt over pipes',
+             $s->{mibps} >= $p->{mibps},
+             sprintf('%.2fx; %s MiB/s against %s', $s->{mibps} / $p->{mibps},
+                     fmt($s->{mibps}, 1), fmt($p->{mibps}, 1))],
+            ['echo p99 <= ssh over pipes + 0.2 ms',
+             $s->{echo99} <= $p->{echo99} + 0.2,
+             sprintf('%+.3f ms', $s->{echo99} - $p->{echo99})],
+            ['relay CPU per MiB <= ssh over pipes',
+             $s->{cpu100} <= $p->{cpu100},
+             sprintf('%.2fx', $s->{cpu100} / $p->{cpu100})];
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });
@@ -556,6 +582,8 @@ Method (bench/client.js, the same client for every row):
 - ssh: `ssh -tt` with the same key to the same sshd under a pty
   (node-pty); the client reads the pty master. Server side: the ssh
   client process (what sits between sshd and the terminal).
+- sshpipe: the same `ssh -tt` with its standard input and output on pipes
+  (no local pty): the stricter baseline. Not in the scale column.
 - segura: a WebSocket client (npm ws) through nginx and the module; server
   side: the one nginx worker.
 - wetty: socket.io (websocket transport) to wetty, acknowledging every

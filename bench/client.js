@@ -5,12 +5,15 @@
 //
 //   node client.js <config.json>
 //
-// config: { target: "ssh" | "segura" | "wetty", mode: ..., deadline: <s>,
+// config: { target: "ssh" | "sshpipe" | "segura" | "wetty", mode: ...,
+//           deadline: <s>,
 //           watch: { pids: [..], tree: bool, children: bool }, ... }
 //
 // Targets and what "the terminal" is for each:
 //   ssh     `ssh -tt` under a pty (node-pty); this process is the
 //           terminal and reads the pty master itself
+//   sshpipe `ssh -tt` with its stdin and stdout on pipes: the stricter
+//           baseline, without a local pty in the way
 //   segura  a WebSocket (npm ws) to nginx's /session: binary frames are
 //           terminal output, the first one is the prompt
 //   wetty   socket.io (websocket transport) to wetty, its "data" events,
@@ -207,6 +210,45 @@ SshSession.prototype.start = function () {
 
 SshSession.prototype.write = function (s) { this.term.write(s); };
 
+
+function SshPipeSession() {
+    SshSession.call(this);
+}
+Object.setPrototypeOf(SshPipeSession.prototype, SshSession.prototype);
+
+SshPipeSession.prototype.start = function () {
+    const s = cfg.ssh;
+    const port = cfg.port || s.port;
+    this.child = require('child_process').spawn('ssh', [
+        '-tt', '-F', s.config || '/dev/null', '-i', s.key, '-p', String(port),
+        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=no',
+        '-o', 'LogLevel=ERROR', '-o', 'EscapeChar=none',
+        '-o', 'BatchMode=yes', `${s.user}@127.0.0.1`,
+    ], { stdio: ['pipe', 'pipe', 'ignore'] });
+    this.child.stdout.on('data', (d) => this.data(d));
+    this.child.on('exit', () => {
+        this.closed = true;
+        this.failed('ssh exited');
+        if (this.onclose) {
+            this.onclose();
+        }
+    });
+    /* a peer that went away must not kill the client with EPIPE */
+    this.child.stdin.on('error', () => {});
+};
+
+SshPipeSession.prototype.write = function (s) { this.child.stdin.write(s); };
+
+SshPipeSession.prototype.close = function () {
+    return new Promise((resolve) => {
+        if (this.closed) {
+            return resolve();
+        }
+        this.onclose = resolve;
+        this.child.kill('SIGTERM');
+    });
+};
+
 SshSession.prototype.close = function () {
     return new Promise((resolve) => {
         if (this.closed) {
@@ -325,6 +367,7 @@ WettySession.prototype.close = function () {
 function newSession() {
     switch (cfg.target) {
     case 'ssh': return new SshSession();
+    case 'sshpipe': return new SshPipeSession();
     case 'segura': return new SeguraSession();
     case 'wetty': return new WettySession();
     }
