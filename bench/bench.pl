@@ -14,6 +14,7 @@ use warnings;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use File::Path qw(make_path);
+use File::Temp qw(tempdir);
 use JSON::PP;
 use POSIX qw(strftime :sys_wait_h);
 use Time::HiRes qw(time sleep);
@@ -217,6 +218,7 @@ if ($SCALE) {
 }
 
 my $profile = $PROFILE ? profile() : undef;
+my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
 
 report();
 $t->{passed} = 1;
@@ -345,6 +347,24 @@ sub client {
     open my $log, '>>', "$dir/results.jsonl" or die $!;
     print $log $JSON->encode($r), "\n";
     close $log;
+    return $r;
+}
+
+# instructions per MiB relayed, counted by callgrind (t/perf/instructions.pl,
+# the same measurement t/perf_instructions.t checks against the reference)
+sub instructions {
+    system('valgrind --version >/dev/null 2>&1') == 0 or return undef;
+    say_("instructions: callgrind on the worker, 16 MiB relayed");
+    my $tmp = tempdir('segura-bench-cg-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0755, $tmp;
+    local $ENV{SEGURA_TEST_TMP} = $tmp;
+    local $ENV{MODULE} = $MODULE;
+    my $out = `$^X $TOP/t/perf/instructions.pl 16 2>&1`;
+    my ($line) = $out =~ /^(\{.*\})$/m or return undef;
+    my $r = $JSON->decode($line);
+    my ($ref) = SeguraTest::slurp("$TOP/bench/instructions.ref")
+                =~ /^per_mib (\d+)$/m;
+    $r->{ref} = $ref;
     return $r;
 }
 
@@ -539,6 +559,14 @@ sub report {
     } @targets);
 
     my $mem_ok = join(', ', map { "$_ " . ($R{$_}{mem1000_ok} // 'n/a') } @TARGETS);
+
+    if ($instr) {
+        $verdict .= sprintf("- instructions per MiB relayed (callgrind, %.0f MiB): "
+                            . "%.2f M; the reference of t/perf_instructions.t "
+                            . "is %.2f M (%+.1f %%)\n", $instr->{mib},
+                            $instr->{per_mib} / 1e6, $instr->{ref} / 1e6,
+                            ($instr->{per_mib} / $instr->{ref} - 1) * 100);
+    }
 
     print "\n$table\n$verdict";
 

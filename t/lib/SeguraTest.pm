@@ -221,14 +221,16 @@ sub run {
         @ENV{ keys %env } = values %env;
         open STDOUT, '>>', "$self->{dir}/logs/stderr.log";
         open STDERR, '>>', "$self->{dir}/logs/stderr.log";
-        exec $NGINX, '-p', "$self->{dir}/", '-c', 'conf/nginx.conf',
-             '-e', 'logs/error.log';
+        # a wrapper (valgrind, for instance) runs nginx when given
+        exec @{ $o{wrapper} || [] }, $NGINX, '-p', "$self->{dir}/",
+             '-c', 'conf/nginx.conf', '-e', 'logs/error.log';
         exit 127;
     }
 
     $self->{nginx_pid} = $pid;
 
-    wait_for(sub { port_open($self->{port}) }, 20, 'nginx listens')
+    wait_for(sub { port_open($self->{port}) }, $o{start_timeout} // 20,
+             'nginx listens')
         or die "nginx did not start:\n" . slurp($self->error_log);
 
     return $self;

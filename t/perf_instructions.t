@@ -1,0 +1,34 @@
+# The relay's cost in instructions per MiB (callgrind, t/perf/instructions.pl)
+# against the committed reference in bench/instructions.ref: fails when it
+# grows by more than 15 %.  Instruction counts do not depend on the
+# machine's load the way times do; runs of the same binary here spread by
+# about 3 % (the size of the reads varies with scheduling).
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use SeguraTest;
+
+my $ROOT = SeguraTest::Pg::root();
+
+plan skip_all => 'callgrind and AddressSanitizer do not mix' if $ENV{ASAN};
+BAIL_OUT('valgrind is missing: make test installs it')
+    if system('valgrind --version >/dev/null 2>&1') != 0;
+
+my ($ref) = SeguraTest::slurp("$ROOT/bench/instructions.ref") =~ /^per_mib (\d+)$/m;
+ok($ref, "the reference: $ref instructions per MiB");
+
+my $json = `$^X $ROOT/t/perf/instructions.pl 4 2>&1`;
+my ($line) = $json =~ /^(\{.*\})$/m;
+ok($line, 'callgrind counted the worker') or diag $json;
+my $r = $line ? decode_json($line) : {};
+
+ok(($r->{mib} // 0) > 3.9, "about 4 MiB were relayed ($r->{mib})");
+my $per = $r->{per_mib} // 0;
+ok($per > 0 && $per <= $ref * 1.15,
+   sprintf('%.2f M instructions per MiB, %+.1f %% of the reference',
+           $per / 1e6, $ref ? ($per / $ref - 1) * 100 : 0));
+diag(sprintf('relay: %.2f M instructions per MiB (reference %.2f M)',
+             $per / 1e6, $ref / 1e6));
+
+done_testing;
