@@ -91,6 +91,10 @@ ngx_segura_ssh_start(ngx_segura_ssh_t *ssh, ngx_socket_t fd, const char *host)
            < 0
         || ssh_options_set(ssh->session, SSH_OPTIONS_HOST, host) < 0
         || ssh_options_set(ssh->session, SSH_OPTIONS_USER, ssh->username) < 0
+        || ssh_options_set(ssh->session, SSH_OPTIONS_CIPHERS_C_S,
+                           NGX_SEGURA_SSH_CIPHERS) < 0
+        || ssh_options_set(ssh->session, SSH_OPTIONS_CIPHERS_S_C,
+                           NGX_SEGURA_SSH_CIPHERS) < 0
         || (hostkeys != NULL
             && ssh_options_set(ssh->session, SSH_OPTIONS_HOSTKEYS, hostkeys)
                < 0))
