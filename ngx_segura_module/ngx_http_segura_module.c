@@ -264,6 +264,13 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&smcf->locations, cf->pool, 4,
+                       sizeof(ngx_http_segura_location_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return smcf;
 }
 
@@ -325,8 +332,8 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     slcf->user = NULL;
-     *     slcf->allowed_origins = NULL;
+     *     slcf->handler = NULL;   (not inherited: set by segura_api
+     *                               or segura_session in its location)
      */
 
     slcf->user = NGX_CONF_UNSET_PTR;
@@ -651,7 +658,10 @@ ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
     ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_segura_location_t   *loc;
     ngx_http_segura_main_conf_t  *smcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -664,8 +674,32 @@ ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = (ngx_http_handler_pt) cmd->post;
+    slcf->handler = clcf->handler;
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_segura_module);
+
+    /*
+     * errors nginx finds before it chooses a location are JSON when the
+     * path starts with the name of a prefix or exact location of ours
+     * (ngx_segura_errpage.c); a regex location cannot be told in advance
+     */
+
+#if (NGX_PCRE)
+    if (clcf->regex == NULL && !clcf->named)
+#else
+    if (!clcf->named)
+#endif
+    {
+        loc = ngx_array_push(&smcf->locations);
+        if (loc == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        loc->server = ngx_http_conf_get_module_srv_conf(cf,
+                                                        ngx_http_core_module);
+        loc->name = clcf->name;
+        loc->exact = clcf->exact_match;
+    }
 
     if (!smcf->used) {
         smcf->used = 1;
