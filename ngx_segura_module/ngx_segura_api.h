@@ -23,6 +23,18 @@
 #define NGX_SEGURA_ERRLEN          256
 #define NGX_SEGURA_FIELDLEN        64
 
+/*
+ * may the caller see the device whose id is the SQL expression col: an
+ * administrator, or a member of a group the device is granted to.  $1 is
+ * the caller's id, $2 't' for an administrator.  Every answer that names
+ * a device (its list and item, a key's devices, the Remote Access report)
+ * uses this one condition.
+ */
+#define NGX_SEGURA_API_DEVICE_GRANTED(col)                                   \
+    " ($2::bool or exists (select 1 from group_devices gd"                   \
+    "   join group_members m on m.group_id = gd.group_id"                    \
+    "   where gd.device_id = " col " and m.user_id = $1::bigint))"
+
 /* ngx_segura_api_get_*() results besides NGX_OK and NGX_ERROR */
 #define NGX_SEGURA_API_ABSENT      NGX_DECLINED
 

@@ -27,10 +27,7 @@
     " 'created_at', d.created_at, 'updated_at', d.updated_at)"
 
 /* $1: the caller's id, $2: 't' for an administrator */
-#define NGX_SEGURA_API_DEVICE_VISIBLE                                        \
-    " ($2::bool or exists (select 1 from group_devices gd"                   \
-    "   join group_members m on m.group_id = gd.group_id"                    \
-    "   where gd.device_id = d.id and m.user_id = $1::bigint))"
+#define NGX_SEGURA_API_DEVICE_VISIBLE  NGX_SEGURA_API_DEVICE_GRANTED("d.id")
 
 
 static void ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx,

@@ -26,21 +26,30 @@
 #include <openssl/crypto.h>
 
 
-#define NGX_SEGURA_API_KEY_JSON                                              \
+/*
+ * a key as JSON; its devices (main_device, main_device_name, devices) are
+ * only those for which dv, an SQL condition on kd.device_id, holds: the
+ * ones the caller may see
+ */
+#define NGX_SEGURA_API_KEY_JSON(dv)                                          \
     "json_build_object('id', k.id, 'name', k.name, 'status', k.status,"      \
     " 'tags', to_json(k.tags), 'owner', k.owner, 'username', k.username,"    \
     " 'type', k.key_type, 'bits', k.bits, 'public_key', k.public_key,"       \
     " 'fingerprint', k.fingerprint,"                                         \
     " 'has_passphrase', k.passphrase_enc is not null,"                       \
     " 'main_device', (select kd.device_id from key_devices kd"               \
-    "   where kd.key_id = k.id and kd.is_main),"                             \
+    "   where kd.key_id = k.id and kd.is_main and" dv "),"                   \
     " 'main_device_name', (select d.name from key_devices kd"                \
     "   join devices d on d.id = kd.device_id"                               \
-    "   where kd.key_id = k.id and kd.is_main),"                             \
+    "   where kd.key_id = k.id and kd.is_main and" dv "),"                   \
     " 'devices', coalesce((select json_agg(kd.device_id"                     \
     "   order by kd.is_main desc, kd.device_id)"                             \
-    "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
+    "   from key_devices kd where kd.key_id = k.id and" dv "), '[]'),"       \
     " 'created_at', k.created_at, 'updated_at', k.updated_at)"
+
+/* the devices of a key the caller may see; $1 and $2 as below */
+#define NGX_SEGURA_API_KEY_DEVICES                                           \
+    NGX_SEGURA_API_DEVICE_GRANTED("kd.device_id")
 
 /* $1: the caller's id, $2: 't' for an administrator */
 #define NGX_SEGURA_API_KEY_VISIBLE                                           \
@@ -65,7 +74,8 @@ static const char *const  ngx_segura_api_key_fields[] = {
 
 static const ngx_segura_api_resource_t  ngx_segura_api_key = {
     "ssh_keys", "ssh_key", NGX_HTTP_PATCH, ngx_segura_api_key_write,
-    "select " NGX_SEGURA_API_KEY_JSON " from ssh_keys k where k.id = $1::bigint"
+    "select " NGX_SEGURA_API_KEY_JSON(" true")
+    " from ssh_keys k where k.id = $1::bigint"
 };
 
 
@@ -103,7 +113,8 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
         if (id != 0) {
             (void) ngx_segura_api_query_json(ctx, conn, 200,
-                       "select " NGX_SEGURA_API_KEY_JSON
+                       "select "
+                       NGX_SEGURA_API_KEY_JSON(NGX_SEGURA_API_KEY_DEVICES)
                        " from ssh_keys k where k.id = $3::bigint and"
                        NGX_SEGURA_API_KEY_VISIBLE, 3, params);
             return;
@@ -115,7 +126,8 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
         (void) ngx_segura_api_query_json(ctx, conn, 200,
                    "select json_build_object('items', coalesce(json_agg("
-                   NGX_SEGURA_API_KEY_JSON " order by k.id), '[]'))"
+                   NGX_SEGURA_API_KEY_JSON(NGX_SEGURA_API_KEY_DEVICES)
+                   " order by k.id), '[]'))"
                    " from ssh_keys k where" NGX_SEGURA_API_KEY_VISIBLE
                    " and ($3::text is null or k.status = $3)"
                    " and ($4::text is null or $4 = any(k.tags))"
@@ -135,7 +147,8 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 {
     /*
      * the Remote Access report: segura_grant_check() for the caller on
-     * every device associated with the key, main device first
+     * every device associated with the key that the caller may see, main
+     * device first; an ungranted device is not named, not even as refused
      */
 
     (void) ngx_segura_api_query_json(ctx, conn, 200,
@@ -150,7 +163,9 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                "   'reason', nullif(f.reason, 'ok'))"
                "   order by f.is_main desc, f.device_id)"
                "   from segura_key_devices_for($1::bigint, k.id) f"
-               "   join devices d on d.id = f.device_id), '[]'))"
+               "   join devices d on d.id = f.device_id"
+               "   where" NGX_SEGURA_API_DEVICE_GRANTED("f.device_id")
+               "), '[]'))"
                " from ssh_keys k where k.id = $3::bigint and"
                NGX_SEGURA_API_KEY_VISIBLE, 3, params);
 }
