@@ -47,6 +47,8 @@ static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_segura_login_address_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_segura_check_msec_bounds(ngx_conf_t *cf, void *post,
@@ -108,6 +110,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       offsetof(ngx_http_segura_main_conf_t, node_lost_timeout),
       &ngx_http_segura_node_lost_timeout_bounds },
 
+    { ngx_string("segura_login_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_segura_main_conf_t, login_concurrency),
+      NULL },
+
     { ngx_string("segura_session"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_segura_handler_slot,
@@ -162,6 +171,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, login_idle),
+      NULL },
+
+    { ngx_string("segura_login_address_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_segura_login_address_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("segura_max_message"),
@@ -251,11 +267,13 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      *     smcf->thread_pool_name = { 0, NULL };
      *     smcf->thread_pool = NULL;
      *     smcf->db = NULL;
+     *     smcf->login_inflight = 0;
      *     smcf->used = 0;
      */
 
     smcf->db_connections = NGX_CONF_UNSET_UINT;
     smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
+    smcf->login_concurrency = NGX_CONF_UNSET;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
                        sizeof(ngx_segura_master_key_t))
@@ -284,6 +302,14 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
+    ngx_conf_init_value(smcf->login_concurrency, 2);
+
+    if (smcf->login_concurrency < 1 || smcf->login_concurrency > 1024) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"segura_login_concurrency\" must be between 1 and "
+                      "1024");
+        return NGX_CONF_ERROR;
+    }
 
     if (!smcf->used) {
         return NGX_CONF_OK;
@@ -342,6 +368,8 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->ping_interval = NGX_CONF_UNSET_MSEC;
     slcf->login_lifetime = NGX_CONF_UNSET_MSEC;
     slcf->login_idle = NGX_CONF_UNSET_MSEC;
+    slcf->login_address_limit = NGX_CONF_UNSET_UINT;
+    slcf->login_address_window = NGX_CONF_UNSET_MSEC;
     slcf->max_message = NGX_CONF_UNSET_SIZE;
     slcf->max_body = NGX_CONF_UNSET_SIZE;
     slcf->host_key_policy = NGX_CONF_UNSET_UINT;
@@ -368,6 +396,10 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->login_lifetime, 12 * 3600000);
     ngx_conf_merge_msec_value(conf->login_idle,
                               prev->login_idle, 30 * 60000);
+    ngx_conf_merge_uint_value(conf->login_address_limit,
+                              prev->login_address_limit, 30);
+    ngx_conf_merge_msec_value(conf->login_address_window,
+                              prev->login_address_window, 60000);
     ngx_conf_merge_size_value(conf->max_message,
                               prev->max_message, 1024 * 1024);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 64 * 1024);
@@ -775,6 +807,70 @@ invalid:
                        "invalid value \"%V\" in \"%V\" directive, an origin "
                        "is \"http[s]://host[:port]\" in lower case",
                        &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_segura_login_address_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_msec_t   window;
+
+    if (slcf->login_address_limit != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* "off", or attempts [per time] */
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        if (cf->args->nelts != 2) {
+            goto invalid;
+        }
+
+        slcf->login_address_limit = 0;
+        slcf->login_address_window = 60000;
+
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n < 1 || n > 1000000) {
+        goto invalid;
+    }
+
+    window = 60000;
+
+    if (cf->args->nelts == 3) {
+        window = ngx_parse_time(&value[2], 0);
+        if (window == (ngx_msec_t) NGX_ERROR || window < 1000
+            || window > 86400000)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive, "
+                               "the window is 1s to 1d", &value[2],
+                               &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    slcf->login_address_limit = n;
+    slcf->login_address_window = window;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, it is "
+                       "\"off\" or a number of attempts (1-1000000) and a "
+                       "time", &value[1], &cmd->name);
     return NGX_CONF_ERROR;
 }
 

@@ -53,6 +53,9 @@ typedef struct {
 
     ngx_array_t                locations;    /* ngx_http_segura_location_t */
 
+    ngx_int_t                  login_concurrency;
+    ngx_atomic_t               login_inflight;   /* per worker, pool threads */
+
     /* per worker, set up in init process */
     ngx_segura_db_pool_t      *db;
 
@@ -71,6 +74,8 @@ typedef struct {
     ngx_msec_t                 ping_interval;
     ngx_msec_t                 login_lifetime;
     ngx_msec_t                 login_idle;
+    ngx_msec_t                 login_address_window;
+    ngx_uint_t                 login_address_limit;   /* 0: off */
 
     size_t                     max_message;
     size_t                     max_body;
@@ -100,6 +105,7 @@ typedef enum {
     NGX_SEGURA_ERR_MEDIA_TYPE,
     NGX_SEGURA_ERR_TOO_MANY,
     NGX_SEGURA_ERR_DB_UNAVAILABLE,
+    NGX_SEGURA_ERR_BUSY,
     NGX_SEGURA_ERR_INTERNAL,
     NGX_SEGURA_ERR_UNAVAILABLE,
     NGX_SEGURA_ERR_LAST

@@ -443,6 +443,8 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
     ctx->method = r->method;
     ctx->login_lifetime = slcf->login_lifetime;
     ctx->login_idle = slcf->login_idle;
+    ctx->login_address_limit = slcf->login_address_limit;
+    ctx->login_address_window = slcf->login_address_window;
     ctx->err = NGX_SEGURA_ERR_OK;
 
 #if (NGX_HTTP_SSL)
@@ -607,6 +609,12 @@ ngx_segura_api_done(ngx_event_t *ev)
         ngx_log_error(ctx->log_level, c->log, 0, "segura api: %s", ctx->log);
     }
 
+    /* t/api_login_abuse.t counts these lines */
+    if (ctx->argon2) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "segura api: argon2id verification ran");
+    }
+
     if (c->error) {
         ngx_http_finalize_request(r, NGX_ERROR);
 
@@ -622,6 +630,23 @@ ngx_segura_api_done(ngx_event_t *ev)
 static ngx_int_t
 ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 {
+    u_char  *p;
+
+    if (ctx->retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) ngx_snprintf(p, NGX_INT_T_LEN + 1, "%ui%Z", ctx->retry_after);
+
+        if (ngx_http_segura_add_header(r, "Retry-After", (char *) p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     if (ctx->json == NULL) {
         if (ctx->err == NGX_SEGURA_ERR_OK) {
             ctx->err = NGX_SEGURA_ERR_INTERNAL;

@@ -59,6 +59,8 @@ typedef struct {
     char                         *user_agent;
     ngx_msec_t                    login_lifetime;
     ngx_msec_t                    login_idle;
+    ngx_msec_t                    login_address_window;
+    ngx_uint_t                    login_address_limit;
     u_char                        token[NGX_SEGURA_TOKEN_LEN];
     unsigned                      has_token:1;
     unsigned                      secure:1;
@@ -72,7 +74,9 @@ typedef struct {
     ngx_uint_t                    log_level;   /* 0: nothing to log */
     char                          log[NGX_SEGURA_ERRLEN];
     u_char                        new_token[NGX_SEGURA_TOKEN_LEN];
+    ngx_uint_t                    retry_after;  /* seconds, 0: none */
     unsigned                      set_cookie:1;
+    unsigned                      argon2:1;     /* a password was verified */
     unsigned                      clear_cookie:1;
 
     /* the task's own state */

@@ -109,6 +109,7 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char  *params[6];
     char         idbuf[NGX_INT64_LEN + 1];
     char         hash[NGX_SEGURA_API_HASH_LEN];
+    char         token_hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
 
     body = ngx_segura_api_parse(ctx, ngx_segura_api_user_fields);
     if (body == NULL) {
@@ -201,6 +202,41 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     (void) ngx_cpystrn((u_char *) idbuf, (u_char *) PQgetvalue(res, 0, 0),
                        sizeof(idbuf));
     PQclear(res);
+
+    if (password != NULL && id != 0) {
+
+        /*
+         * a new password ends the user's other web sessions: whoever
+         * learnt the old one may hold a cookie; the session making the
+         * change, when it is the user's own, stays
+         */
+
+        params[0] = idbuf;
+        params[1] = NULL;
+
+        if (id == ctx->me.id && ctx->has_token) {
+            if (ngx_segura_auth_token_hash_hex(ctx->token, token_hash)
+                != NGX_OK)
+            {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
+                                    NULL);
+                goto end;
+            }
+
+            params[1] = token_hash;
+        }
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "update web_sessions set revoked_at = now()"
+                  " where user_id = $1::bigint and revoked_at is null"
+                  " and ($2::bytea is null or token_hash <> $2::bytea)",
+                  2, params);
+        if (res == NULL) {
+            goto end;
+        }
+
+        PQclear(res);
+    }
 
     (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_user, id == 0,
                                 idbuf, body);

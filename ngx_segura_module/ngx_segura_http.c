@@ -54,6 +54,8 @@ ngx_segura_err_t  ngx_segura_errors[] = {
       ngx_string("Too many attempts, try again later") },
     { 503, ngx_string("database_unavailable"),
       ngx_string("The database is unavailable") },
+    { 503, ngx_string("busy"),
+      ngx_string("Too many logins at once, try again in a moment") },
     { 500, ngx_string("internal_error"), ngx_string("Internal error") },
     { 501, ngx_string("not_available"),
       ngx_string("Not available in this build") },

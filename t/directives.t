@@ -189,6 +189,21 @@ conf_fails("$db $mk segura_allowed_origins https://a.example.com/path; $server",
 conf_fails("$db $mk segura_allowed_origins https://a.example; segura_allowed_origins https://b.example; $server",
            qr/"segura_allowed_origins" directive is duplicate/,
            'segura_allowed_origins twice');
+conf_ok("$db $mk segura_login_concurrency 4; segura_login_address_limit 10 5m; $server",
+        'segura_login_concurrency and segura_login_address_limit');
+conf_ok("$db $mk segura_login_address_limit off; $server", 'segura_login_address_limit off');
+conf_fails("$db $mk segura_login_concurrency 0; $server",
+           qr/"segura_login_concurrency" must be between 1 and 1024/,
+           'segura_login_concurrency 0');
+conf_fails("$db $mk segura_login_address_limit many; $server",
+           qr/invalid value "many" in "segura_login_address_limit" directive/,
+           'segura_login_address_limit not a number');
+conf_fails("$db $mk segura_login_address_limit 10 100ms; $server",
+           qr/invalid value "100ms" in "segura_login_address_limit" directive, the window is 1s to 1d/,
+           'segura_login_address_limit window too short');
+conf_fails("$db $mk segura_login_address_limit off 1m; $server",
+           qr/invalid value "off" in "segura_login_address_limit" directive/,
+           'segura_login_address_limit off with a window');
 conf_fails("$db $mk segura_user; $server",
            qr/invalid number of arguments in "segura_user" directive/,
            'segura_user without a value');
