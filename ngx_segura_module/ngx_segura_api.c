@@ -79,6 +79,8 @@ static PGresult *ngx_segura_api_run(ngx_segura_api_ctx_t *ctx,
     const char *const *params);
 static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     PGresult *res, const char *err);
+static json_t *ngx_segura_api_parse_lists(ngx_segura_api_ctx_t *ctx,
+    const char *const *allowed, const char *const *readonly);
 
 
 static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
@@ -1269,7 +1271,7 @@ ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
     /*
      * the methods that change a resource, administrators only: POST on
-     * the collection creates, rs->update (PATCH or PUT) on an item
+     * the collection creates, rs->update (PATCH, PUT) on an item
      * rewrites it, DELETE on an item deletes it
      */
 
@@ -1278,7 +1280,7 @@ ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     }
 
     if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == rs->update && id != 0))
+        || ((ctx->method & rs->update) && id != 0))
     {
         rs->write(ctx, conn, id);
         return;
@@ -1358,6 +1360,130 @@ ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 json_t *
 ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
 {
+    return ngx_segura_api_parse_lists(ctx, allowed, NULL);
+}
+
+
+json_t *
+ngx_segura_api_parse_item(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, int64_t id)
+{
+    json_t             *body, *cur, *v, *c;
+    const char *const  *a;
+    char                idbuf[NGX_INT64_LEN + 1];
+
+    /*
+     * a client may send back what GET gave it: the read-only members (id,
+     * timestamps, derived fields) are accepted when they equal the stored
+     * ones and then dropped, a changed one is 422 naming it; unknown
+     * members are still refused.  A create has nothing stored to match.
+     */
+
+    body = ngx_segura_api_parse_lists(ctx, rs->fields, rs->readonly);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    cur = NULL;
+
+    /*
+     * a PUT replaces the resource: it sends every writable member (but
+     * write-only secrets, which are kept when absent), so that applying it
+     * member by member leaves nothing of the old state behind
+     */
+
+    if (ctx->method == NGX_HTTP_PUT && id != 0) {
+        for (a = rs->whole; a != NULL && *a != NULL; a++) {
+            if (json_object_get(body, *a) == NULL) {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                    "Required: PUT replaces the whole "
+                                    "resource, use PATCH to change a part");
+                goto failed;
+            }
+        }
+    }
+
+    for (a = rs->readonly; a != NULL && *a != NULL; a++) {
+        v = json_object_get(body, *a);
+        if (v == NULL) {
+            continue;
+        }
+
+        if (id == 0) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                "Read-only field");
+            goto failed;
+        }
+
+        if (cur == NULL) {
+            ngx_segura_api_id(id, idbuf);
+
+            cur = ngx_segura_api_current(ctx, conn, rs, idbuf);
+            if (cur == NULL) {
+                goto failed;
+            }
+        }
+
+        c = json_object_get(cur, *a);
+
+        if (c == NULL || !json_equal(c, v)) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                "Read-only field: it cannot be changed");
+            goto failed;
+        }
+
+        (void) json_object_del(body, *a);
+    }
+
+    json_decref(cur);
+
+    return body;
+
+failed:
+
+    json_decref(cur);
+    json_decref(body);
+
+    return NULL;
+}
+
+
+json_t *
+ngx_segura_api_current(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, const char *id)
+{
+    json_t        *cur;
+    PGresult      *res;
+    json_error_t   e;
+
+    res = ngx_segura_api_query_retry(ctx, conn, rs->item, 1, &id);
+    if (res == NULL) {
+        return NULL;
+    }
+
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return NULL;
+    }
+
+    cur = json_loads(PQgetvalue(res, 0, 0), 0, &e);
+    PQclear(res);
+
+    if (cur == NULL || !json_is_object(cur)) {
+        json_decref(cur);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NULL;
+    }
+
+    return cur;
+}
+
+
+static json_t *
+ngx_segura_api_parse_lists(ngx_segura_api_ctx_t *ctx,
+    const char *const *allowed, const char *const *readonly)
+{
     json_t              *obj, *v;
     const char          *key;
     json_error_t         e;
@@ -1389,6 +1515,14 @@ ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
         for (a = allowed; *a; a++) {
             if (ngx_strcmp(*a, key) == 0) {
                 break;
+            }
+        }
+
+        if (*a == NULL && readonly != NULL) {
+            for (a = readonly; *a; a++) {
+                if (ngx_strcmp(*a, key) == 0) {
+                    break;
+                }
             }
         }
 

@@ -103,10 +103,13 @@ typedef struct {
 typedef struct {
     const char                   *table;
     const char                   *type;    /* in audit rows */
-    ngx_uint_t                    update;  /* NGX_HTTP_PATCH or NGX_HTTP_PUT */
+    ngx_uint_t                    update;  /* NGX_HTTP_PATCH|NGX_HTTP_PUT */
     void                        (*write)(ngx_segura_api_ctx_t *ctx,
                                       PGconn **conn, int64_t id);
     const char                   *item;    /* its JSON by id ($1) */
+    const char *const            *fields;  /* members a client may write */
+    const char *const            *readonly; /* other members of its JSON */
+    const char *const            *whole;   /* what a PUT must send, or NULL */
 } ngx_segura_api_resource_t;
 
 
@@ -156,6 +159,13 @@ ngx_int_t ngx_segura_api_saved(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
 json_t *ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx,
     const char *const *allowed);
+/* the body of a create or update of rs: its own representation is
+ * accepted, read-only members that match the stored ones are removed */
+json_t *ngx_segura_api_parse_item(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, int64_t id);
+/* the current representation of rs by id, parsed; NULL and failed if none */
+json_t *ngx_segura_api_current(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, const char *id);
 ngx_int_t ngx_segura_api_get_string(ngx_segura_api_ctx_t *ctx, json_t *obj,
     const char *name, size_t min, size_t max, const char **value);
 ngx_int_t ngx_segura_api_get_bool(ngx_segura_api_ctx_t *ctx, json_t *obj,

@@ -72,10 +72,22 @@ static const char *const  ngx_segura_api_key_fields[] = {
     "passphrase", "public_key", "main_device", "devices", NULL
 };
 
+static const char *const  ngx_segura_api_key_readonly[] = {
+    "id", "type", "bits", "fingerprint", "has_passphrase", "main_device_name",
+    "created_at", "updated_at", NULL
+};
+
+static const char *const  ngx_segura_api_key_whole[] = {
+    "name", "status", "tags", "owner", "username", "devices", NULL
+};
+
 static const ngx_segura_api_resource_t  ngx_segura_api_key = {
-    "ssh_keys", "ssh_key", NGX_HTTP_PATCH, ngx_segura_api_key_write,
+    "ssh_keys", "ssh_key", NGX_HTTP_PATCH|NGX_HTTP_PUT,
+    ngx_segura_api_key_write,
     "select " NGX_SEGURA_API_KEY_JSON(" true")
-    " from ssh_keys k where k.id = $1::bigint"
+    " from ssh_keys k where k.id = $1::bigint",
+    ngx_segura_api_key_fields, ngx_segura_api_key_readonly,
+    ngx_segura_api_key_whole
 };
 
 
@@ -176,7 +188,7 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id)
 {
     char                      *tags, *devices, *sealed_key, *sealed_pass;
-    json_t                    *body;
+    json_t                    *body, *cur, *v;
     PGresult                  *res, *ins;
     ngx_int_t                  rc_main;
     const char                *name, *status, *owner, *username, *pkey;
@@ -186,9 +198,40 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     char                       bits[NGX_INT64_LEN + 1];
     ngx_segura_sshkey_info_t   info;
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_key_fields);
+    body = ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_key, id);
     if (body == NULL) {
         return;
+    }
+
+    /*
+     * the key as GET shows it, sent back: its public key without the
+     * private one changes nothing when it is the stored one, and a null
+     * main device is no main device to set (a PUT then leaves none)
+     */
+
+    v = json_object_get(body, "main_device");
+
+    if (v != NULL && json_is_null(v)) {
+        (void) json_object_del(body, "main_device");
+    }
+
+    v = json_object_get(body, "public_key");
+
+    if (id != 0 && v != NULL && json_object_get(body, "private_key") == NULL)
+    {
+        ngx_segura_api_id(id, idbuf);
+
+        cur = ngx_segura_api_current(ctx, conn, &ngx_segura_api_key, idbuf);
+        if (cur == NULL) {
+            json_decref(body);
+            return;
+        }
+
+        if (json_equal(json_object_get(cur, "public_key"), v)) {
+            (void) json_object_del(body, "public_key");
+        }
+
+        json_decref(cur);
     }
 
     name = NULL;
@@ -379,6 +422,9 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         params[1] = devices;
         params[2] = rc_main == NGX_OK ? main_dev : NULL;
 
+        /* a PUT without a main device has none; a PATCH keeps it */
+        params[3] = ctx->method == NGX_HTTP_PUT ? "f" : "t";
+
         res = ngx_segura_api_query(ctx, conn,
                   "with cur as (select coalesce(jsonb_agg(device_id),"
                   " '[]') as ids, max(device_id) filter (where is_main)"
@@ -386,8 +432,9 @@ ngx_segura_api_key_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   " del as (delete from key_devices where key_id = $1::bigint)"
                   " select coalesce($2::jsonb, cur.ids)"
                   " || coalesce(to_jsonb($3::bigint), '[]'::jsonb),"
-                  " coalesce($3::bigint, cur.main) from cur",
-                  3, params);
+                  " coalesce($3::bigint,"
+                  " case when $4::bool then cur.main end) from cur",
+                  4, params);
         if (res == NULL) {
             goto end;
         }

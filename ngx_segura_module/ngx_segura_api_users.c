@@ -36,9 +36,19 @@ static const char *const  ngx_segura_api_user_fields[] = {
     "username", "display_name", "password", "admin", "status", NULL
 };
 
+static const char *const  ngx_segura_api_user_readonly[] = {
+    "id", "has_password", "groups", "created_at", "updated_at", NULL
+};
+
+static const char *const  ngx_segura_api_user_whole[] = {
+    "username", "display_name", "admin", "status", NULL
+};
+
 static const ngx_segura_api_resource_t  ngx_segura_api_user = {
-    "users", "user", NGX_HTTP_PATCH, ngx_segura_api_user_write,
-    "select " NGX_SEGURA_API_USER_JSON " from users u where u.id = $1"
+    "users", "user", NGX_HTTP_PATCH|NGX_HTTP_PUT, ngx_segura_api_user_write,
+    "select " NGX_SEGURA_API_USER_JSON " from users u where u.id = $1",
+    ngx_segura_api_user_fields, ngx_segura_api_user_readonly,
+    ngx_segura_api_user_whole
 };
 
 
@@ -111,7 +121,7 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     char         hash[NGX_SEGURA_API_HASH_LEN];
     char         token_hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_user_fields);
+    body = ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_user, id);
     if (body == NULL) {
         return;
     }
