@@ -68,6 +68,7 @@ typedef struct {
 typedef struct {
     ngx_http_handler_pt        handler;      /* segura_api, _session, or NULL */
     ngx_http_complex_value_t  *user;         /* segura_user */
+    ngx_str_t                  user_text;    /* its value as written */
 
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 idle_timeout;

@@ -122,6 +122,14 @@ ngx_http_segura_errpage_header_filter(ngx_http_request_t *r)
         err = NGX_SEGURA_ERR_BAD_REQUEST;
         break;
 
+    case NGX_HTTP_UNAUTHORIZED:
+        err = NGX_SEGURA_ERR_UNAUTHENTICATED;
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        err = NGX_SEGURA_ERR_FORBIDDEN;
+        break;
+
     case NGX_HTTP_NOT_FOUND:
         err = NGX_SEGURA_ERR_NOT_FOUND;
         break;

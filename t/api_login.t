@@ -10,6 +10,7 @@ use SeguraTest::Api;
 
 my $t = SeguraTest->new;
 $t->run(<<'EOF2');
+    map $http_x_user $segura_test_user { default $http_x_user; }
     server {
         listen 127.0.0.1:%%PORT%%;
         location /api/ { segura_api; }
@@ -17,8 +18,10 @@ $t->run(<<'EOF2');
     server {
         listen 127.0.0.1:%%PORT%%;
         server_name delegated;
+        # the test's stand-in for a trusted front proxy that sets the
+        # name (segura_user refuses a request header named directly)
         location /api/ {
-            segura_user $http_x_user;
+            segura_user $segura_test_user;
             segura_api;
         }
     }

@@ -34,13 +34,15 @@ sub write_key {
 }
 
 conf_ok("$db $mk $server", 'a minimal configuration passes');
-conf_ok("$db $mk segura_thread_pool segura; segura_user \$remote_user;
+conf_ok("$db $mk segura_thread_pool segura;
          segura_connect_timeout 5s; segura_idle_timeout 10m;
          segura_ping_interval 20s; segura_max_message 64k;
          segura_max_body 128k; segura_host_key_policy strict;
          segura_login_lifetime 8h; segura_login_idle 20m;
          segura_node_lost_timeout 1m;
          segura_allowed_origins https://console.example.com http://127.0.0.1:8080;
+         server { listen 127.0.0.1:%%PORT%%; location /api/ { segura_api;
+                  auth_basic x; auth_basic_user_file htpasswd; segura_user \$remote_user; } }
          $server", 'every directive at once passes');
 conf_ok("segura_database \"host=/x dbname=y\" connections=4; $mk $server",
         'connections= is accepted');
@@ -204,7 +206,7 @@ conf_fails("$db $mk segura_login_address_limit 10 100ms; $server",
 conf_fails("$db $mk segura_login_address_limit off 1m; $server",
            qr/invalid value "off" in "segura_login_address_limit" directive/,
            'segura_login_address_limit off with a window');
-conf_fails("$db $mk segura_user; $server",
+conf_fails("$db $mk server { listen 127.0.0.1:%%PORT%%; location /api/ { segura_api; segura_user; } }",
            qr/invalid number of arguments in "segura_user" directive/,
            'segura_user without a value');
 
