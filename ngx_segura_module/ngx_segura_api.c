@@ -365,10 +365,15 @@ ngx_segura_api_body_take(ngx_http_request_t *r)
 
     rb->bufs = NULL;
 
-    if (!r->reading_body && rb->buf != NULL && rb->buf != r->header_in
-        && rb->buf->start != r->header_in->start)
+    if (!r->reading_body && rb->buf != NULL
+        && (rb->buf->start < r->header_in->start
+            || rb->buf->start >= r->header_in->end))
     {
-        /* small chunks are copied out of the read buffer: wipe it all */
+        /*
+         * small chunks are copied out of the read buffer: wipe it all,
+         * unless it is the header buffer, where a pipelined request may
+         * follow (nginx has moved any such bytes there by now)
+         */
         OPENSSL_cleanse(rb->buf->start, rb->buf->end - rb->buf->start);
     }
 

@@ -181,6 +181,30 @@ is($db->dbh->selectrow_array('select count(*) from ssh_keys'), 3, 'no key from t
 is($status, 400, 'empty chunked body: 400');
 is($json->{error}{code}, 'invalid_json', 'empty chunked body: invalid_json');
 
+# a request pipelined behind a chunked body is answered too: the body's
+# buffers are wiped, not the bytes that follow it
+{
+    my $body = '{"name":' . (' ' x 12000) . '5';
+    my $chunks = '';
+    for (my $i = 0; $i < length $body; $i += 3000) {
+        my $c = substr($body, $i, 3000);
+        $chunks .= sprintf("%x\r\n%s\r\n", length $c, $c);
+    }
+    my $req = "POST /api/keys HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            . "Cookie: segura_session=$cookie\r\nTransfer-Encoding: chunked\r\n\r\n"
+            . $chunks . "0\r\n\r\n"
+            . "GET /api/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
+                                  Proto => 'tcp', Timeout => 10) or die $!;
+    print $s $req;
+    my $resp = '';
+    while (sysread($s, my $buf, 65536)) { $resp .= $buf }
+    my @st = $resp =~ m{^HTTP/1\.1 (\d{3})}mg;
+    is_deeply(\@st, [400, 200], 'chunked body then a pipelined request: both answered')
+        or diag($resp);
+    like($resp, qr/"status":"ok"/, 'the pipelined request is intact');
+}
+
 # nginx's own errors at the module's locations are JSON
 ($status, $json, $headers) =
     slow_request(method => 'POST', path => '/api/limited/x', body => 'x' x 3000);
