@@ -7,6 +7,7 @@
 #   make test ASAN=1    the same with the module under AddressSanitizer
 #   make fuzz       libFuzzer on the WebSocket frame parser (FUZZ_SECONDS)
 #   make bench      the benchmark against plain ssh
+#   make deb        build/libnginx-mod-http-segura_<version>_<arch>.deb
 #
 # NGINX_SRC=<upstream nginx source tree> builds against that tree instead.
 
@@ -59,7 +60,7 @@ UNIT_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                 -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -Ingx_segura_module
 
-.PHONY: all deps build module tools ui run test unit e2e fuzz bench clean distclean
+.PHONY: all deps build module tools ui run test unit e2e fuzz bench deb clean distclean
 
 all: build ui
 
@@ -187,6 +188,11 @@ build/fuzz_ws: t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c \
 	@mkdir -p build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Ingx_segura_module \
 	    -o $@ t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c -lcrypto
+
+# the Debian package, for Debian's own nginx (not with NGINX_SRC)
+deb: build ui
+	@tools/deps.sh deb
+	@tools/mkdeb.sh $(MODULE) build
 
 bench: build
 	@tools/deps.sh bench

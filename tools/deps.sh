@@ -3,17 +3,19 @@
 # As root: apt-get update + apt-get install.  Otherwise: prints the exact
 # command and fails, so nothing half-works.
 #
-#   tools/deps.sh [build|ui|test|run|bench|fuzz]...
+#   tools/deps.sh [build|ui|test|run|bench|fuzz|deb]...
 set -euo pipefail
 
 build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
        libssl-dev libjansson-dev libargon2-dev)
 run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
-      perl procps psmisc iproute2 nodejs chromium firefox-esr)
+      perl procps psmisc iproute2 nodejs chromium firefox-esr
+      dpkg-dev fakeroot lintian openssl)
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
 bench=(linux-perf python3)
+deb=(dpkg-dev fakeroot lintian)
 
 want=("${build[@]}")
 for what in "${@:-build}"; do
@@ -23,6 +25,7 @@ for what in "${@:-build}"; do
         run)   want+=("${run[@]}") ;;
         test)  want+=("${run[@]}" "${test[@]}") ;;
         fuzz)  want+=("${fuzz[@]}") ;;
+        deb)   want+=("${deb[@]}") ;;
         bench) want+=("${run[@]}" "${test[@]}" "${bench[@]}") ;;
         *) echo "deps.sh: unknown set '$what'" >&2; exit 2 ;;
     esac
