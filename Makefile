@@ -7,7 +7,7 @@
 #   make test ASAN=1    the same with the module under AddressSanitizer
 #   make fuzz       libFuzzer on the WebSocket frame parser (FUZZ_SECONDS)
 #   make bench      the benchmark against plain ssh
-#   make deb        build/deb/libnginx-mod-http-segura_<version>_amd64.deb
+#   make deb        build/libnginx-mod-http-segura_<version>_<arch>.deb
 #
 # NGINX_SRC=<upstream nginx source tree> builds against that tree instead.
 
@@ -148,7 +148,7 @@ deps-run:
 	@tools/deps.sh build run
 
 test: deps-test build ui unit build/test/stderr-sshd build/test/stall-sshd \
-      build/test/highfd.so deb
+      build/test/highfd.so
 	@ASAN=$(ASAN) NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) t/run-tests $(TESTS)
 
 # a device that writes to stderr under a pty, which OpenSSH never does
@@ -189,36 +189,19 @@ build/fuzz_ws: t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c \
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Ingx_segura_module \
 	    -o $@ t/fuzz/fuzz_ws.c ngx_segura_module/ngx_segura_ws.c -lcrypto
 
+# the Debian package, for Debian's own nginx (not with NGINX_SRC)
+deb: build ui
+	@tools/deps.sh deb
+	@tools/mkdeb.sh $(MODULE) build
+
 bench: build
 	@tools/deps.sh bench
 	@NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) bench/run
-
-# the Debian package: debian/rules builds with this Makefile against
-# Debian's nginx-dev (binary compatible with its nginx-abi), dh_nginx adds
-# the modules-available file and the nginx-abi dependency; lintian must find
-# no error
-VERSION      := $(shell sed -n 's/^\#define NGX_SEGURA_VERSION *"\(.*\)"/\1/p' \
-                          ngx_segura_module/ngx_segura.h)
-DEB          := build/deb/libnginx-mod-http-segura_$(VERSION)_amd64.deb
-
-deb: $(DEB)
-
-$(DEB): debian/control debian/rules debian/changelog FORCE
-	@tools/deps.sh deb
-	@grep -q '^libnginx-mod-http-segura ($(VERSION))' debian/changelog \
-	    || { echo "debian/changelog does not start with $(VERSION)"; exit 1; }
-	mkdir -p build/deb
-	fakeroot debian/rules binary
-	lintian --fail-on error $@
-
-FORCE:
 
 clean:
 	rm -rf build
 
 distclean: clean
-	rm -rf debian/libnginx-mod-http-segura debian/.debhelper debian/files \
-	    debian/*.substvars debian/debhelper-build-stamp
 	-[ -L .run/pg ] && t/bin/pg-cluster stop "$$(readlink .run/pg)" && \
 	    rm -rf "$$(readlink .run/pg)"
 	rm -rf .run html/node_modules html/vendor t/e2e/node_modules bench/node_modules

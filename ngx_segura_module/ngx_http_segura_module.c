@@ -48,6 +48,13 @@ static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_segura_login_address_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_segura_user(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_check_user(ngx_conf_t *cf,
+    ngx_http_segura_loc_conf_t *slcf);
+static ngx_uint_t ngx_http_segura_auth_basic_on(ngx_conf_t *cf);
 static char *ngx_http_segura_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_segura_check_msec_bounds(ngx_conf_t *cf, void *post,
@@ -109,6 +116,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       offsetof(ngx_http_segura_main_conf_t, node_lost_timeout),
       &ngx_http_segura_node_lost_timeout_bounds },
 
+    { ngx_string("segura_login_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_segura_main_conf_t, login_concurrency),
+      NULL },
+
     { ngx_string("segura_session"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_segura_handler_slot,
@@ -124,8 +138,8 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       (void *) ngx_segura_api_handler },
 
     { ngx_string("segura_user"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_user,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, user),
       NULL },
@@ -163,6 +177,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, login_idle),
+      NULL },
+
+    { ngx_string("segura_login_address_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_segura_login_address_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("segura_max_message"),
@@ -252,14 +273,23 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      *     smcf->thread_pool_name = { 0, NULL };
      *     smcf->thread_pool = NULL;
      *     smcf->db = NULL;
+     *     smcf->login_inflight = 0;
      *     smcf->used = 0;
      */
 
     smcf->db_connections = NGX_CONF_UNSET_UINT;
     smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
+    smcf->login_concurrency = NGX_CONF_UNSET;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
                        sizeof(ngx_segura_master_key_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&smcf->locations, cf->pool, 4,
+                       sizeof(ngx_http_segura_location_t))
         != NGX_OK)
     {
         return NULL;
@@ -278,6 +308,14 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
+    ngx_conf_init_value(smcf->login_concurrency, 2);
+
+    if (smcf->login_concurrency < 1 || smcf->login_concurrency > 1024) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"segura_login_concurrency\" must be between 1 and "
+                      "1024");
+        return NGX_CONF_ERROR;
+    }
 
     if (!smcf->used) {
         return NGX_CONF_OK;
@@ -326,8 +364,9 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     slcf->user = NULL;
-     *     slcf->allowed_origins = NULL;
+     *     slcf->handler = NULL;   (not inherited: set by segura_api
+     *                               or segura_session in its location)
+     *     slcf->user_text = { 0, NULL };
      */
 
     slcf->user = NGX_CONF_UNSET_PTR;
@@ -336,6 +375,8 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->ping_interval = NGX_CONF_UNSET_MSEC;
     slcf->login_lifetime = NGX_CONF_UNSET_MSEC;
     slcf->login_idle = NGX_CONF_UNSET_MSEC;
+    slcf->login_address_limit = NGX_CONF_UNSET_UINT;
+    slcf->login_address_window = NGX_CONF_UNSET_MSEC;
     slcf->max_message = NGX_CONF_UNSET_SIZE;
     slcf->max_body = NGX_CONF_UNSET_SIZE;
     slcf->host_key_policy = NGX_CONF_UNSET_UINT;
@@ -351,7 +392,10 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_segura_loc_conf_t *prev = parent;
     ngx_http_segura_loc_conf_t *conf = child;
 
-    ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
+    if (conf->user == NGX_CONF_UNSET_PTR) {
+        conf->user = (prev->user == NGX_CONF_UNSET_PTR) ? NULL : prev->user;
+        conf->user_text = prev->user_text;
+    }
     ngx_conf_merge_msec_value(conf->connect_timeout,
                               prev->connect_timeout, 10000);
     ngx_conf_merge_msec_value(conf->idle_timeout,
@@ -362,6 +406,10 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->login_lifetime, 12 * 3600000);
     ngx_conf_merge_msec_value(conf->login_idle,
                               prev->login_idle, 30 * 60000);
+    ngx_conf_merge_uint_value(conf->login_address_limit,
+                              prev->login_address_limit, 30);
+    ngx_conf_merge_msec_value(conf->login_address_window,
+                              prev->login_address_window, 60000);
     ngx_conf_merge_size_value(conf->max_message,
                               prev->max_message, 1024 * 1024);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 64 * 1024);
@@ -370,6 +418,12 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_SEGURA_HOST_KEY_TOFU);
     ngx_conf_merge_ptr_value(conf->allowed_origins,
                              prev->allowed_origins, NULL);
+
+    if (conf->user != NULL && conf->handler != NULL
+        && ngx_http_segura_check_user(cf, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->connect_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -652,7 +706,10 @@ ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
     ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_segura_location_t   *loc;
     ngx_http_segura_main_conf_t  *smcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -665,8 +722,32 @@ ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = (ngx_http_handler_pt) cmd->post;
+    slcf->handler = clcf->handler;
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_segura_module);
+
+    /*
+     * errors nginx finds before it chooses a location are JSON when the
+     * path starts with the name of a prefix or exact location of ours
+     * (ngx_segura_errpage.c); a regex location cannot be told in advance
+     */
+
+#if (NGX_PCRE)
+    if (clcf->regex == NULL && !clcf->named)
+#else
+    if (!clcf->named)
+#endif
+    {
+        loc = ngx_array_push(&smcf->locations);
+        if (loc == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        loc->server = ngx_http_conf_get_module_srv_conf(cf,
+                                                        ngx_http_core_module);
+        loc->name = clcf->name;
+        loc->exact = clcf->exact_match;
+    }
 
     if (!smcf->used) {
         smcf->used = 1;
@@ -742,6 +823,274 @@ invalid:
                        "invalid value \"%V\" in \"%V\" directive, an origin "
                        "is \"http[s]://host[:port]\" in lower case",
                        &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_segura_user(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
+    char       *rv;
+    ngx_str_t  *value;
+
+    rv = ngx_http_set_complex_value_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    /* the text is checked once the location is complete (merge) */
+
+    value = cf->args->elts;
+    slcf->user_text = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_check_user(ngx_conf_t *cf, ngx_http_segura_loc_conf_t *slcf)
+{
+    u_char                    *p, *last, *start;
+    ngx_str_t                  name;
+    ngx_uint_t                 i;
+    ngx_http_core_loc_conf_t  *clcf;
+#if (NGX_HTTP_SSL)
+    ngx_http_ssl_srv_conf_t   *sscf;
+#endif
+
+    static ngx_str_t  client[] = {
+        ngx_string("http_"), ngx_string("cookie_"), ngx_string("arg_"),
+        ngx_null_string
+    };
+
+    static ngx_str_t  client_exact[] = {
+        ngx_string("args"), ngx_string("query_string"),
+        ngx_string("request_uri"), ngx_string("uri"),
+        ngx_string("document_uri"), ngx_string("request"),
+        ngx_string("request_body"), ngx_string("request_line"),
+        ngx_string("host"), ngx_string("http_host"), ngx_null_string
+    };
+
+    /*
+     * segura_user names whoever the value says, so it must come from what
+     * the configuration controls, not from the client: every variable of
+     * the value is checked.  $remote_user is the client's own
+     * Authorization header unless auth_basic checked it in this location
+     * (with "satisfy all"); $ssl_client_* is only verified with
+     * "ssl_verify_client on" or "optional"; request headers, cookies,
+     * arguments and the URI are the client's.  Variables of the
+     * configuration's own (auth_request_set, map, set) are accepted.
+     */
+
+    p = slcf->user_text.data;
+    last = p + slcf->user_text.len;
+
+    while (p < last) {
+        if (*p++ != '$') {
+            continue;
+        }
+
+        if (p < last && *p == '{') {
+            start = ++p;
+            while (p < last && *p != '}') {
+                p++;
+            }
+
+        } else {
+            start = p;
+            while (p < last
+                   && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                       || (*p >= '0' && *p <= '9') || *p == '_'))
+            {
+                p++;
+            }
+        }
+
+        name.data = start;
+        name.len = p - start;
+
+        if (name.len == 11
+            && ngx_strncasecmp(name.data, (u_char *) "remote_user", 11) == 0)
+        {
+            clcf = ngx_http_conf_get_module_loc_conf(cf,
+                                                     ngx_http_core_module);
+
+            if (!ngx_http_segura_auth_basic_on(cf)
+                || clcf->satisfy != NGX_HTTP_SATISFY_ALL)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"segura_user %V\" needs \"auth_basic\" "
+                                   "on in the same location (and \"satisfy "
+                                   "all\"): without it $remote_user is "
+                                   "whatever Authorization header the client "
+                                   "sends", &slcf->user_text);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (name.len > 11
+            && ngx_strncasecmp(name.data, (u_char *) "ssl_client_", 11) == 0)
+        {
+#if (NGX_HTTP_SSL)
+            sscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_ssl_module);
+
+            /* 1: on, 2: optional; 3 (optional_no_ca) checks nothing */
+
+            if (sscf != NULL && (sscf->verify == 1 || sscf->verify == 2)) {
+                continue;
+            }
+#endif
+
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"segura_user %V\" needs \"ssl_verify_client "
+                               "on\" (or \"optional\") in the server: else "
+                               "the client certificate is not verified",
+                               &slcf->user_text);
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 0; client[i].len; i++) {
+            if (name.len >= client[i].len
+                && ngx_strncasecmp(name.data, client[i].data, client[i].len)
+                   == 0)
+            {
+                goto refused;
+            }
+        }
+
+        for (i = 0; client_exact[i].len; i++) {
+            if (name.len == client_exact[i].len
+                && ngx_strncasecmp(name.data, client_exact[i].data, name.len)
+                   == 0)
+            {
+                goto refused;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+
+refused:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"segura_user %V\": $%V is sent by the client, "
+                       "anyone could name any user; use a variable the "
+                       "configuration sets, such as one of auth_request_set",
+                       &slcf->user_text, &name);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_segura_auth_basic_on(ngx_conf_t *cf)
+{
+    ngx_uint_t                  i;
+    ngx_module_t               *m;
+    ngx_http_conf_ctx_t        *ctx;
+    ngx_http_complex_value_t  **alcf;
+
+    /*
+     * auth_basic's configuration is private to its module, so it is
+     * found by name (the module may be left out of a build); its first
+     * two fields are the realm and the user file, both set when it is on
+     * (ngx_http_auth_basic_module.c), and a realm of "off" turns it off
+     */
+
+    ctx = cf->ctx;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        m = cf->cycle->modules[i];
+
+        if (m->type != NGX_HTTP_MODULE
+            || ngx_strcmp(m->name, "ngx_http_auth_basic_module") != 0)
+        {
+            continue;
+        }
+
+        alcf = ctx->loc_conf[m->ctx_index];
+
+        if (alcf == NULL || alcf[0] == NULL || alcf[1] == NULL) {
+            return 0;
+        }
+
+        if (alcf[0]->lengths == NULL
+            && alcf[0]->value.len == 3
+            && ngx_strncmp(alcf[0]->value.data, "off", 3) == 0)
+        {
+            return 0;
+        }
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static char *
+ngx_http_segura_login_address_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_segura_loc_conf_t *slcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_msec_t   window;
+
+    if (slcf->login_address_limit != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* "off", or attempts [per time] */
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        if (cf->args->nelts != 2) {
+            goto invalid;
+        }
+
+        slcf->login_address_limit = 0;
+        slcf->login_address_window = 60000;
+
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n < 1 || n > 1000000) {
+        goto invalid;
+    }
+
+    window = 60000;
+
+    if (cf->args->nelts == 3) {
+        window = ngx_parse_time(&value[2], 0);
+        if (window == (ngx_msec_t) NGX_ERROR || window < 1000
+            || window > 86400000)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive, "
+                               "the window is 1s to 1d", &value[2],
+                               &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    slcf->login_address_limit = n;
+    slcf->login_address_window = window;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, it is "
+                       "\"off\" or a number of attempts (1-1000000) and a "
+                       "time", &value[1], &cmd->name);
     return NGX_CONF_ERROR;
 }
 

@@ -32,6 +32,14 @@ typedef struct {
 } ngx_segura_master_key_t;
 
 
+/* a segura_api or segura_session location, for nginx's early errors */
+typedef struct {
+    void                      *server;       /* ngx_http_core_srv_conf_t */
+    ngx_str_t                  name;
+    unsigned                   exact:1;
+} ngx_http_segura_location_t;
+
+
 typedef struct {
     ngx_str_t                  database;     /* NUL-terminated conninfo */
     ngx_uint_t                 db_connections;
@@ -43,6 +51,11 @@ typedef struct {
 
     ngx_msec_t                 node_lost_timeout;
 
+    ngx_array_t                locations;    /* ngx_http_segura_location_t */
+
+    ngx_int_t                  login_concurrency;
+    ngx_atomic_t               login_inflight;   /* per worker, pool threads */
+
     /* per worker, set up in init process */
     ngx_segura_db_pool_t      *db;
 
@@ -53,13 +66,17 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_handler_pt        handler;      /* segura_api, _session, or NULL */
     ngx_http_complex_value_t  *user;         /* segura_user */
+    ngx_str_t                  user_text;    /* its value as written */
 
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 idle_timeout;
     ngx_msec_t                 ping_interval;
     ngx_msec_t                 login_lifetime;
     ngx_msec_t                 login_idle;
+    ngx_msec_t                 login_address_window;
+    ngx_uint_t                 login_address_limit;   /* 0: off */
 
     size_t                     max_message;
     size_t                     max_body;
@@ -85,9 +102,11 @@ typedef enum {
     NGX_SEGURA_ERR_CONFLICT,
     NGX_SEGURA_ERR_ENDED,
     NGX_SEGURA_ERR_TOO_LARGE,
+    NGX_SEGURA_ERR_URI_TOO_LONG,
     NGX_SEGURA_ERR_MEDIA_TYPE,
     NGX_SEGURA_ERR_TOO_MANY,
     NGX_SEGURA_ERR_DB_UNAVAILABLE,
+    NGX_SEGURA_ERR_BUSY,
     NGX_SEGURA_ERR_INTERNAL,
     NGX_SEGURA_ERR_UNAVAILABLE,
     NGX_SEGURA_ERR_LAST
@@ -131,6 +150,7 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_segura_module;
+extern ngx_module_t  ngx_http_segura_errpage_module;
 extern ngx_segura_err_t  ngx_segura_errors[];
 extern ngx_segura_ws_error_t  ngx_segura_ws_errors[];
 
@@ -140,6 +160,8 @@ ngx_int_t ngx_http_segura_send_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_segura_send_error_reason(ngx_http_request_t *r,
     ngx_segura_err_e err, const char *field, const char *message,
     const char *reason);
+u_char *ngx_http_segura_error_body(ngx_pool_t *pool, ngx_segura_err_e err,
+    const char *message, size_t *len);
 ngx_int_t ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len);
 char *ngx_http_segura_cstr(ngx_pool_t *pool, ngx_str_t *s);

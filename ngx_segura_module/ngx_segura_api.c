@@ -40,6 +40,15 @@ typedef struct {
 #define NGX_SEGURA_API_NAMED     2     /* the handler reads the rest */
 
 
+/* the request body, read unbuffered into memory of our own */
+typedef struct {
+    u_char                     *buf;          /* wiped with the pool */
+    size_t                      len;
+    size_t                      size;
+    size_t                      max;          /* segura_max_body */
+} ngx_segura_api_body_t;
+
+
 typedef struct {
     const char                 *constraint;
     const char                 *field;
@@ -47,6 +56,11 @@ typedef struct {
 
 
 static void ngx_segura_api_body_handler(ngx_http_request_t *r);
+static void ngx_segura_api_body_read(ngx_http_request_t *r);
+static void ngx_segura_api_body_pump(ngx_http_request_t *r, ngx_uint_t read);
+static ngx_int_t ngx_segura_api_body_take(ngx_http_request_t *r);
+static void ngx_segura_api_body_wipe(void *data);
+static void ngx_segura_api_post(ngx_http_request_t *r);
 static ngx_int_t ngx_segura_api_prepare(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_task(void *data, ngx_log_t *log);
@@ -64,6 +78,8 @@ static PGresult *ngx_segura_api_run(ngx_segura_api_ctx_t *ctx,
     const char *const *params);
 static void ngx_segura_api_fail_sql(ngx_segura_api_ctx_t *ctx, PGconn *conn,
     PGresult *res, const char *err);
+static json_t *ngx_segura_api_parse_lists(ngx_segura_api_ctx_t *ctx,
+    const char *const *allowed, const char *const *readonly);
 
 
 static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
@@ -108,6 +124,8 @@ ngx_int_t
 ngx_segura_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t                    rc;
+    ngx_pool_cleanup_t          *cln;
+    ngx_segura_api_body_t       *body;
     ngx_http_segura_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
@@ -130,23 +148,38 @@ ngx_segura_api_handler(ngx_http_request_t *r)
                                           NULL, NULL);
     }
 
-    /*
-     * only bodies of a declared length are read, all in memory: a chunked
-     * body of unknown size would otherwise go to a temporary file first
-     */
+    /* a declared length over the limit is refused before a byte is read */
 
     if (r->headers_in.content_length_n > (off_t) slcf->max_body) {
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_TOO_LARGE,
                                           NULL, NULL);
     }
 
-    if (r->headers_in.chunked) {
-        return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST, NULL,
-                                          "Send the body with a "
-                                          "Content-Length");
+    body = ngx_pcalloc(r->pool, sizeof(ngx_segura_api_body_t));
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->request_body_in_single_buf = 1;
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_segura_api_body_wipe;
+    cln->data = body;
+
+    body->max = slcf->max_body;
+    ngx_http_set_ctx(r, body, ngx_http_segura_module);
+
+    /*
+     * the body may hold a private key: it is read unbuffered, so that
+     * nginx never spools it to client_body_temp_path whatever
+     * client_body_buffer_size or client_body_in_file_only say, and each
+     * part is moved into memory of our own (ngx_segura_api_body_take)
+     * that is bounded by segura_max_body, chunked bodies included
+     */
+
+    r->request_body_no_buffering = 1;
 
     rc = ngx_http_read_client_request_body(r, ngx_segura_api_body_handler);
 
@@ -160,6 +193,208 @@ ngx_segura_api_handler(ngx_http_request_t *r)
 
 static void
 ngx_segura_api_body_handler(ngx_http_request_t *r)
+{
+    /*
+     * called once, when the whole body has been read or, with
+     * r->reading_body, when its first part has
+     */
+
+    ngx_segura_api_body_pump(r, 0);
+}
+
+
+static void
+ngx_segura_api_body_read(ngx_http_request_t *r)
+{
+    ngx_segura_api_body_pump(r, 1);
+}
+
+
+static void
+ngx_segura_api_body_pump(ngx_http_request_t *r, ngx_uint_t read)
+{
+    size_t                  len;
+    ngx_int_t               rc;
+    ngx_segura_api_body_t  *body;
+
+    body = ngx_http_get_module_ctx(r, ngx_http_segura_module);
+
+    /*
+     * the read buffer is handed back only once its data is taken, and
+     * epoll is edge-triggered: read and take until nginx has nothing more
+     * (the loop of ngx_http_upstream_send_request_body())
+     */
+
+    for ( ;; ) {
+
+        if (read) {
+            rc = ngx_http_read_unbuffered_request_body(r);
+
+            if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+                ngx_http_finalize_request(r, rc);
+                return;
+            }
+
+            if (rc == NGX_ERROR) {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+        }
+
+        len = body->len;
+
+        rc = ngx_segura_api_body_take(r);
+
+        if (rc == NGX_DECLINED) {
+            /* the rest is not read: nginx closes after a lingering close */
+            r->read_event_handler = ngx_http_block_reading;
+            ngx_http_finalize_request(r,
+                ngx_http_segura_send_error(r, NGX_SEGURA_ERR_TOO_LARGE,
+                                           NULL, NULL));
+            return;
+        }
+
+        if (rc != NGX_OK) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        if (!r->reading_body) {
+            break;
+        }
+
+        r->read_event_handler = ngx_segura_api_body_read;
+
+        if (read && body->len == len) {
+            /* nothing new: wait for the next read event */
+            return;
+        }
+
+        read = 1;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_segura_api_post(r);
+}
+
+
+static ngx_int_t
+ngx_segura_api_body_take(ngx_http_request_t *r)
+{
+    u_char                   *p;
+    size_t                    n, size;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_segura_api_body_t    *body;
+    ngx_http_request_body_t  *rb;
+
+    /*
+     * moves what nginx has read of the body into body->buf, wiping
+     * nginx's copy; NGX_DECLINED when the total passes segura_max_body
+     */
+
+    body = ngx_http_get_module_ctx(r, ngx_http_segura_module);
+    rb = r->request_body;
+
+    if (rb == NULL) {
+        return NGX_OK;
+    }
+
+    for (cl = rb->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* cannot happen: unbuffered bodies are never written out */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "segura api: request body in a file");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        n = b->last - b->pos;
+
+        if (n == 0) {
+            continue;
+        }
+
+        if (n > body->max - body->len) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "segura api: request body over %uz bytes",
+                          body->max);
+
+            OPENSSL_cleanse(b->pos, n);
+            b->pos = b->last;
+            rb->bufs = NULL;
+
+            return NGX_DECLINED;
+        }
+
+        if (body->len + n + 1 > body->size) {
+
+            /* grow by doubling, up to the limit; the old copy is wiped */
+
+            size = body->size ? body->size * 2 : 4096;
+
+            if (size < body->len + n + 1) {
+                size = body->len + n + 1;
+            }
+
+            if (size > body->max + 1) {
+                size = body->max + 1;
+            }
+
+            p = ngx_pnalloc(r->pool, size);
+            if (p == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (body->buf != NULL) {
+                ngx_memcpy(p, body->buf, body->len);
+                OPENSSL_cleanse(body->buf, body->size);
+            }
+
+            body->buf = p;
+            body->size = size;
+        }
+
+        ngx_memcpy(body->buf + body->len, b->pos, n);
+        body->len += n;
+
+        OPENSSL_cleanse(b->pos, n);
+        b->pos = b->last;
+    }
+
+    rb->bufs = NULL;
+
+    if (!r->reading_body && rb->buf != NULL
+        && (rb->buf->start < r->header_in->start
+            || rb->buf->start >= r->header_in->end))
+    {
+        /*
+         * small chunks are copied out of the read buffer: wipe it all,
+         * unless it is the header buffer, where a pipelined request may
+         * follow (nginx has moved any such bytes there by now)
+         */
+        OPENSSL_cleanse(rb->buf->start, rb->buf->end - rb->buf->start);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_segura_api_body_wipe(void *data)
+{
+    ngx_segura_api_body_t  *body = data;
+
+    if (body->buf != NULL) {
+        OPENSSL_cleanse(body->buf, body->size);
+    }
+}
+
+
+static void
+ngx_segura_api_post(ngx_http_request_t *r)
 {
     ngx_thread_task_t            *task;
     ngx_segura_api_ctx_t         *ctx;
@@ -208,10 +443,8 @@ ngx_segura_api_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 {
-    size_t                       len;
     ngx_str_t                    path, args, value, cookie;
-    ngx_buf_t                   *b;
-    ngx_chain_t                 *cl;
+    ngx_segura_api_body_t       *body;
     ngx_http_segura_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
@@ -219,6 +452,8 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
     ctx->method = r->method;
     ctx->login_lifetime = slcf->login_lifetime;
     ctx->login_idle = slcf->login_idle;
+    ctx->login_address_limit = slcf->login_address_limit;
+    ctx->login_address_window = slcf->login_address_window;
     ctx->err = NGX_SEGURA_ERR_OK;
 
 #if (NGX_HTTP_SSL)
@@ -279,43 +514,18 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         ctx->has_token = 1;
     }
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+    body = ngx_http_get_module_ctx(r, ngx_http_segura_module);
+
+    if (body == NULL || body->len == 0) {
         return NGX_OK;
     }
 
-    len = 0;
+    /* wiped by the task (ngx_segura_api_task), and with the pool */
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            /* cannot happen with client_body_buffer_size >= max_body */
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "segura api: request body in a file");
-            return NGX_ERROR;
-        }
+    body->buf[body->len] = '\0';
 
-        len += cl->buf->last - cl->buf->pos;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    /*
-     * the body may carry a password or a private key: the copy is wiped
-     * by the task (ngx_segura_api_task), the client buffers right here
-     */
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b->last = ngx_cpymem(b->last, cl->buf->pos,
-                             cl->buf->last - cl->buf->pos);
-        OPENSSL_cleanse(cl->buf->pos, cl->buf->last - cl->buf->pos);
-    }
-
-    *b->last = '\0';
-
-    ctx->body = (char *) b->pos;
-    ctx->body_len = len;
+    ctx->body = (char *) body->buf;
+    ctx->body_len = body->len;
 
     return NGX_OK;
 }
@@ -444,6 +654,12 @@ ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         ngx_log_error(ctx->log_level, c->log, 0, "segura api: %s", ctx->log);
     }
 
+    /* t/api_login_abuse.t counts these lines */
+    if (ctx->argon2) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "segura api: argon2id verification ran");
+    }
+
     if (c->error) {
         ngx_http_finalize_request(r, NGX_ERROR);
 
@@ -459,6 +675,23 @@ ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 static ngx_int_t
 ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 {
+    u_char  *p;
+
+    if (ctx->retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) ngx_snprintf(p, NGX_INT_T_LEN + 1, "%ui%Z", ctx->retry_after);
+
+        if (ngx_http_segura_add_header(r, "Retry-After", (char *) p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     if (ctx->json == NULL) {
         if (ctx->err == NGX_SEGURA_ERR_OK) {
             ctx->err = NGX_SEGURA_ERR_INTERNAL;
@@ -1081,7 +1314,7 @@ ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
     /*
      * the methods that change a resource, administrators only: POST on
-     * the collection creates, rs->update (PATCH or PUT) on an item
+     * the collection creates, rs->update (PATCH, PUT) on an item
      * rewrites it, DELETE on an item deletes it
      */
 
@@ -1090,7 +1323,7 @@ ngx_segura_api_change(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     }
 
     if ((ctx->method == NGX_HTTP_POST && id == 0)
-        || (ctx->method == rs->update && id != 0))
+        || ((ctx->method & rs->update) && id != 0))
     {
         rs->write(ctx, conn, id);
         return;
@@ -1170,6 +1403,130 @@ ngx_segura_api_delete(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 json_t *
 ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
 {
+    return ngx_segura_api_parse_lists(ctx, allowed, NULL);
+}
+
+
+json_t *
+ngx_segura_api_parse_item(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, int64_t id)
+{
+    json_t             *body, *cur, *v, *c;
+    const char *const  *a;
+    char                idbuf[NGX_INT64_LEN + 1];
+
+    /*
+     * a client may send back what GET gave it: the read-only members (id,
+     * timestamps, derived fields) are accepted when they equal the stored
+     * ones and then dropped, a changed one is 422 naming it; unknown
+     * members are still refused.  A create has nothing stored to match.
+     */
+
+    body = ngx_segura_api_parse_lists(ctx, rs->fields, rs->readonly);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    cur = NULL;
+
+    /*
+     * a PUT replaces the resource: it sends every writable member (but
+     * write-only secrets, which are kept when absent), so that applying it
+     * member by member leaves nothing of the old state behind
+     */
+
+    if (ctx->method == NGX_HTTP_PUT && id != 0) {
+        for (a = rs->whole; a != NULL && *a != NULL; a++) {
+            if (json_object_get(body, *a) == NULL) {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                    "Required: PUT replaces the whole "
+                                    "resource, use PATCH to change a part");
+                goto failed;
+            }
+        }
+    }
+
+    for (a = rs->readonly; a != NULL && *a != NULL; a++) {
+        v = json_object_get(body, *a);
+        if (v == NULL) {
+            continue;
+        }
+
+        if (id == 0) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                "Read-only field");
+            goto failed;
+        }
+
+        if (cur == NULL) {
+            ngx_segura_api_id(id, idbuf);
+
+            cur = ngx_segura_api_current(ctx, conn, rs, idbuf);
+            if (cur == NULL) {
+                goto failed;
+            }
+        }
+
+        c = json_object_get(cur, *a);
+
+        if (c == NULL || !json_equal(c, v)) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, *a,
+                                "Read-only field: it cannot be changed");
+            goto failed;
+        }
+
+        (void) json_object_del(body, *a);
+    }
+
+    json_decref(cur);
+
+    return body;
+
+failed:
+
+    json_decref(cur);
+    json_decref(body);
+
+    return NULL;
+}
+
+
+json_t *
+ngx_segura_api_current(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, const char *id)
+{
+    json_t        *cur;
+    PGresult      *res;
+    json_error_t   e;
+
+    res = ngx_segura_api_query_retry(ctx, conn, rs->item, 1, &id);
+    if (res == NULL) {
+        return NULL;
+    }
+
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return NULL;
+    }
+
+    cur = json_loads(PQgetvalue(res, 0, 0), 0, &e);
+    PQclear(res);
+
+    if (cur == NULL || !json_is_object(cur)) {
+        json_decref(cur);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return NULL;
+    }
+
+    return cur;
+}
+
+
+static json_t *
+ngx_segura_api_parse_lists(ngx_segura_api_ctx_t *ctx,
+    const char *const *allowed, const char *const *readonly)
+{
     json_t              *obj, *v;
     const char          *key;
     json_error_t         e;
@@ -1201,6 +1558,14 @@ ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx, const char *const *allowed)
         for (a = allowed; *a; a++) {
             if (ngx_strcmp(*a, key) == 0) {
                 break;
+            }
+        }
+
+        if (*a == NULL && readonly != NULL) {
+            for (a = readonly; *a; a++) {
+                if (ngx_strcmp(*a, key) == 0) {
+                    break;
+                }
             }
         }
 

@@ -23,6 +23,18 @@
 #define NGX_SEGURA_ERRLEN          256
 #define NGX_SEGURA_FIELDLEN        64
 
+/*
+ * may the caller see the device whose id is the SQL expression col: an
+ * administrator, or a member of a group the device is granted to.  $1 is
+ * the caller's id, $2 't' for an administrator.  Every answer that names
+ * a device (its list and item, a key's devices, the Remote Access report)
+ * uses this one condition.
+ */
+#define NGX_SEGURA_API_DEVICE_GRANTED(col)                                   \
+    " ($2::bool or exists (select 1 from group_devices gd"                   \
+    "   join group_members m on m.group_id = gd.group_id"                    \
+    "   where gd.device_id = " col " and m.user_id = $1::bigint))"
+
 /* ngx_segura_api_get_*() results besides NGX_OK and NGX_ERROR */
 #define NGX_SEGURA_API_ABSENT      NGX_DECLINED
 
@@ -66,6 +78,8 @@ struct ngx_segura_api_ctx_s {
     char                         *user_agent;
     ngx_msec_t                    login_lifetime;
     ngx_msec_t                    login_idle;
+    ngx_msec_t                    login_address_window;
+    ngx_uint_t                    login_address_limit;
     u_char                        token[NGX_SEGURA_TOKEN_LEN];
     unsigned                      has_token:1;
     unsigned                      secure:1;
@@ -79,7 +93,9 @@ struct ngx_segura_api_ctx_s {
     ngx_uint_t                    log_level;   /* 0: nothing to log */
     char                          log[NGX_SEGURA_ERRLEN];
     u_char                        new_token[NGX_SEGURA_TOKEN_LEN];
+    ngx_uint_t                    retry_after;  /* seconds, 0: none */
     unsigned                      set_cookie:1;
+    unsigned                      argon2:1;     /* a password was verified */
     unsigned                      clear_cookie:1;
 
     /* the task's own state */
@@ -112,10 +128,13 @@ typedef struct {
 typedef struct {
     const char                   *table;
     const char                   *type;    /* in audit rows */
-    ngx_uint_t                    update;  /* NGX_HTTP_PATCH or NGX_HTTP_PUT */
+    ngx_uint_t                    update;  /* NGX_HTTP_PATCH|NGX_HTTP_PUT */
     void                        (*write)(ngx_segura_api_ctx_t *ctx,
                                       PGconn **conn, int64_t id);
     const char                   *item;    /* its JSON by id ($1) */
+    const char *const            *fields;  /* members a client may write */
+    const char *const            *readonly; /* other members of its JSON */
+    const char *const            *whole;   /* what a PUT must send, or NULL */
 } ngx_segura_api_resource_t;
 
 
@@ -170,6 +189,13 @@ ngx_int_t ngx_segura_api_saved(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
 json_t *ngx_segura_api_parse(ngx_segura_api_ctx_t *ctx,
     const char *const *allowed);
+/* the body of a create or update of rs: its own representation is
+ * accepted, read-only members that match the stored ones are removed */
+json_t *ngx_segura_api_parse_item(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, int64_t id);
+/* the current representation of rs by id, parsed; NULL and failed if none */
+json_t *ngx_segura_api_current(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const ngx_segura_api_resource_t *rs, const char *id);
 ngx_int_t ngx_segura_api_get_string(ngx_segura_api_ctx_t *ctx, json_t *obj,
     const char *name, size_t min, size_t max, const char **value);
 ngx_int_t ngx_segura_api_get_bool(ngx_segura_api_ctx_t *ctx, json_t *obj,

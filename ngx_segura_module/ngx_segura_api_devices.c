@@ -27,10 +27,7 @@
     " 'created_at', d.created_at, 'updated_at', d.updated_at)"
 
 /* $1: the caller's id, $2: 't' for an administrator */
-#define NGX_SEGURA_API_DEVICE_VISIBLE                                        \
-    " ($2::bool or exists (select 1 from group_devices gd"                   \
-    "   join group_members m on m.group_id = gd.group_id"                    \
-    "   where gd.device_id = d.id and m.user_id = $1::bigint))"
+#define NGX_SEGURA_API_DEVICE_VISIBLE  NGX_SEGURA_API_DEVICE_GRANTED("d.id")
 
 
 static void ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx,
@@ -42,9 +39,16 @@ static const char *const  ngx_segura_api_device_fields[] = {
     NULL
 };
 
+static const char *const  ngx_segura_api_device_readonly[] = {
+    "id", "host_key_fingerprint", "created_at", "updated_at", NULL
+};
+
 static const ngx_segura_api_resource_t  ngx_segura_api_device = {
-    "devices", "device", NGX_HTTP_PATCH, ngx_segura_api_device_write,
-    "select " NGX_SEGURA_API_DEVICE_JSON " from devices d where d.id = $1"
+    "devices", "device", NGX_HTTP_PATCH|NGX_HTTP_PUT,
+    ngx_segura_api_device_write,
+    "select " NGX_SEGURA_API_DEVICE_JSON " from devices d where d.id = $1",
+    ngx_segura_api_device_fields, ngx_segura_api_device_readonly,
+    ngx_segura_api_device_fields
 };
 
 
@@ -112,7 +116,7 @@ ngx_segura_api_device_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     char                       port[NGX_INT64_LEN + 1];
     ngx_segura_sshkey_info_t   info;
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_device_fields);
+    body = ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_device, id);
     if (body == NULL) {
         return;
     }

@@ -6,7 +6,8 @@
 
 /*
  * /api/groups: access groups, their permissions, members and grants.
- * Administrators only.  PUT replaces the whole group.  Pool threads only.
+ * Administrators only.  PUT replaces the whole group, PATCH what it sends
+ * (a list sent replaces that list).  Pool threads only.
  */
 
 
@@ -41,10 +42,16 @@ static const char *const  ngx_segura_api_group_fields[] = {
     "name", "description", "permissions", "members", "keys", "devices", NULL
 };
 
+static const char *const  ngx_segura_api_group_readonly[] = {
+    "id", "created_at", "updated_at", NULL
+};
+
 static const ngx_segura_api_resource_t  ngx_segura_api_group = {
-    "access_groups", "access_group", NGX_HTTP_PUT, ngx_segura_api_group_write,
+    "access_groups", "access_group", NGX_HTTP_PUT|NGX_HTTP_PATCH,
+    ngx_segura_api_group_write,
     "select " NGX_SEGURA_API_GROUP_JSON
-    " from access_groups g where g.id = $1::bigint"
+    " from access_groups g where g.id = $1::bigint",
+    ngx_segura_api_group_fields, ngx_segura_api_group_readonly, NULL
 };
 
 static const char *const  ngx_segura_api_group_permissions[] = {
@@ -99,27 +106,34 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     json_t             *body, *perm, *v;
     PGresult           *res;
     ngx_int_t           rc;
-    ngx_uint_t          i;
+    ngx_uint_t          i, patch;
     const char         *name, *descr, *key, *flags[3], *params[8];
     char                idbuf[NGX_INT64_LEN + 1];
     const char *const  *a;
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_group_fields);
+    body = ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_group, id);
     if (body == NULL) {
         return;
     }
 
+    /*
+     * POST and PUT: what is not sent is reset (false, empty); PATCH: what
+     * is not sent stays (NULL below), a permission or a list included
+     */
+
+    patch = (ctx->method == NGX_HTTP_PATCH);
+
     name = NULL;
-    descr = NULL;
+    descr = patch ? NULL : "";
     members = NULL;
     keys = NULL;
     devices = NULL;
-    flags[0] = "f";
-    flags[1] = "f";
-    flags[2] = "f";
+    flags[0] = patch ? NULL : "f";
+    flags[1] = patch ? NULL : "f";
+    flags[2] = patch ? NULL : "f";
 
     rc = ngx_segura_api_get_string(ctx, body, "name", 1, 128, &name);
-    if (rc != NGX_OK) {
+    if (rc != NGX_OK && !(patch && rc == NGX_SEGURA_API_ABSENT)) {
         if (rc == NGX_SEGURA_API_ABSENT) {
             ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "name",
                                 "Required");
@@ -195,10 +209,11 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   6, params);
     } else {
         res = ngx_segura_api_query(ctx, conn,
-                  "update access_groups set name = $2,"
-                  " description = coalesce($3, ''),"
-                  " use_credentials = $4::bool, access_devices = $5::bool,"
-                  " remote_session = $6::bool"
+                  "update access_groups set name = coalesce($2, name),"
+                  " description = coalesce($3, description),"
+                  " use_credentials = coalesce($4::bool, use_credentials),"
+                  " access_devices = coalesce($5::bool, access_devices),"
+                  " remote_session = coalesce($6::bool, remote_session)"
                   " where id = $1::bigint returning id",
                   6, params);
     }
@@ -212,22 +227,25 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PQclear(res);
 
     /*
-     * PUT replaces the lists: what is not sent is removed.  The old rows go
-     * first, in a statement of their own: a row deleted and inserted again
-     * by one statement would meet itself in the primary key.
+     * a list sent replaces that list; PUT replaces them all: what is not
+     * sent is removed.  The old rows go first, in a statement of their
+     * own: a row deleted and inserted again by one statement would meet
+     * itself in the primary key.  A NULL list is left alone.
      */
 
     params[0] = idbuf;
-    params[1] = members ? members : "[]";
-    params[2] = keys ? keys : "[]";
-    params[3] = devices ? devices : "[]";
+    params[1] = members ? members : (patch ? NULL : "[]");
+    params[2] = keys ? keys : (patch ? NULL : "[]");
+    params[3] = devices ? devices : (patch ? NULL : "[]");
 
     res = ngx_segura_api_query(ctx, conn,
               "with a as (delete from group_members"
-              " where group_id = $1::bigint),"
-              " b as (delete from group_keys where group_id = $1::bigint)"
-              " delete from group_devices where group_id = $1::bigint",
-              1, params);
+              " where group_id = $1::bigint and $2::jsonb is not null),"
+              " b as (delete from group_keys where group_id = $1::bigint"
+              " and $3::jsonb is not null)"
+              " delete from group_devices where group_id = $1::bigint"
+              " and $4::jsonb is not null",
+              4, params);
     if (res == NULL) {
         goto end;
     }

@@ -28,27 +28,36 @@
 #include <openssl/crypto.h>
 
 
-#define NGX_SEGURA_API_KEY_JSON                                              \
+/*
+ * a key as JSON; its devices (main_device, main_device_name, devices) are
+ * only those for which dv, an SQL condition on kd.device_id, holds: the
+ * ones the caller may see
+ */
+#define NGX_SEGURA_API_KEY_JSON(dv)                                          \
     "json_build_object('id', k.id, 'name', k.name, 'status', k.status,"      \
     " 'tags', to_json(k.tags), 'owner', k.owner, 'username', k.username,"    \
     " 'type', k.key_type, 'bits', k.bits, 'public_key', k.public_key,"       \
     " 'fingerprint', k.fingerprint,"                                         \
     " 'has_passphrase', k.passphrase_enc is not null,"                       \
     " 'main_device', (select kd.device_id from key_devices kd"               \
-    "   where kd.key_id = k.id and kd.is_main),"                             \
+    "   where kd.key_id = k.id and kd.is_main and" dv "),"                   \
     " 'main_device_name', (select d.name from key_devices kd"                \
     "   join devices d on d.id = kd.device_id"                               \
-    "   where kd.key_id = k.id and kd.is_main),"                             \
+    "   where kd.key_id = k.id and kd.is_main and" dv "),"                   \
     " 'devices', coalesce((select json_agg(kd.device_id"                     \
     "   order by kd.is_main desc, kd.device_id)"                             \
-    "   from key_devices kd where kd.key_id = k.id), '[]'),"                 \
+    "   from key_devices kd where kd.key_id = k.id and" dv "), '[]'),"       \
     " 'deployment', (select json_build_object("                              \
     "   'deployed', count(c.result) filter (where c.result = 'deployed'),"  \
     "   'checked', count(c.result), 'devices', count(*))"                    \
     "   from key_devices kd left join key_checks c"                          \
     "   on c.key_id = kd.key_id and c.device_id = kd.device_id"              \
-    "   where kd.key_id = k.id),"                                            \
+    "   where kd.key_id = k.id and" dv "),"                                  \
     " 'created_at', k.created_at, 'updated_at', k.updated_at)"
+
+/* the devices of a key the caller may see; $1 and $2 as below */
+#define NGX_SEGURA_API_KEY_DEVICES                                           \
+    NGX_SEGURA_API_DEVICE_GRANTED("kd.device_id")
 
 /* $1: the caller's id, $2: 't' for an administrator */
 #define NGX_SEGURA_API_KEY_VISIBLE                                           \
@@ -99,17 +108,29 @@ static const ngx_segura_api_key_kind_t  ngx_segura_api_key_kinds[] = {
     { NULL, 0, 0 }
 };
 
+static const char *const  ngx_segura_api_key_readonly[] = {
+    "id", "type", "bits", "fingerprint", "has_passphrase", "main_device_name",
+    "deployment", "created_at", "updated_at", NULL
+};
+
+static const char *const  ngx_segura_api_key_whole[] = {
+    "name", "status", "tags", "owner", "username", "devices", NULL
+};
 
 static const ngx_segura_api_resource_t  ngx_segura_api_key = {
-    "ssh_keys", "ssh_key", NGX_HTTP_PATCH, ngx_segura_api_key_write,
-    "select " NGX_SEGURA_API_KEY_JSON " from ssh_keys k where k.id = $1::bigint"
+    "ssh_keys", "ssh_key", NGX_HTTP_PATCH|NGX_HTTP_PUT,
+    ngx_segura_api_key_write,
+    "select " NGX_SEGURA_API_KEY_JSON(" true")
+    " from ssh_keys k where k.id = $1::bigint",
+    ngx_segura_api_key_fields, ngx_segura_api_key_readonly,
+    ngx_segura_api_key_whole
 };
 
 
 /* the answer to a generate: the key, and the line to put on devices */
 
 static const char  ngx_segura_api_key_generated[] =
-    "select (" NGX_SEGURA_API_KEY_JSON "::jsonb"
+    "select (" NGX_SEGURA_API_KEY_JSON(" true") "::jsonb"
     " || jsonb_build_object('authorized_keys',"
     "    k.public_key || ' segura-key-' || k.id))::json"
     " from ssh_keys k where k.id = $1::bigint";
@@ -154,7 +175,8 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
         if (id != 0) {
             (void) ngx_segura_api_query_json(ctx, conn, 200,
-                       "select " NGX_SEGURA_API_KEY_JSON
+                       "select "
+                       NGX_SEGURA_API_KEY_JSON(NGX_SEGURA_API_KEY_DEVICES)
                        " from ssh_keys k where k.id = $3::bigint and"
                        NGX_SEGURA_API_KEY_VISIBLE, 3, params);
             return;
@@ -166,7 +188,8 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
 
         (void) ngx_segura_api_query_json(ctx, conn, 200,
                    "select json_build_object('items', coalesce(json_agg("
-                   NGX_SEGURA_API_KEY_JSON " order by k.id), '[]'))"
+                   NGX_SEGURA_API_KEY_JSON(NGX_SEGURA_API_KEY_DEVICES)
+                   " order by k.id), '[]'))"
                    " from ssh_keys k where" NGX_SEGURA_API_KEY_VISIBLE
                    " and ($3::text is null or k.status = $3)"
                    " and ($4::text is null or $4 = any(k.tags))"
@@ -186,7 +209,8 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 {
     /*
      * the Remote Access report: segura_grant_check() for the caller on
-     * every device associated with the key, main device first
+     * every device associated with the key that the caller may see, main
+     * device first; an ungranted device is not named, not even as refused
      */
 
     (void) ngx_segura_api_query_json(ctx, conn, 200,
@@ -205,7 +229,9 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                "     where c.key_id = k.id and c.device_id = d.id))"
                "   order by f.is_main desc, f.device_id)"
                "   from segura_key_devices_for($1::bigint, k.id) f"
-               "   join devices d on d.id = f.device_id), '[]'))"
+               "   join devices d on d.id = f.device_id"
+               "   where" NGX_SEGURA_API_DEVICE_GRANTED("f.device_id")
+               "), '[]'))"
                " from ssh_keys k where k.id = $3::bigint and"
                NGX_SEGURA_API_KEY_VISIBLE, 3, params);
 }
@@ -248,7 +274,7 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 {
     char                      *tags, *devices, *sealed_key, *sealed_pass;
     char                      *made;
-    json_t                    *body;
+    json_t                    *body, *cur, *v;
     PGresult                  *res, *ins;
     ngx_int_t                  rc_main;
     const char                *name, *status, *owner, *username, *pkey;
@@ -258,11 +284,42 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     char                       bits[NGX_INT64_LEN + 1];
     ngx_segura_sshkey_info_t   info;
 
-    body = ngx_segura_api_parse(ctx, generate
-                                     ? ngx_segura_api_key_generate_fields
-                                     : ngx_segura_api_key_fields);
+    body = generate
+           ? ngx_segura_api_parse(ctx, ngx_segura_api_key_generate_fields)
+           : ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_key, id);
     if (body == NULL) {
         return;
+    }
+
+    /*
+     * the key as GET shows it, sent back: its public key without the
+     * private one changes nothing when it is the stored one, and a null
+     * main device is no main device to set (a PUT then leaves none)
+     */
+
+    v = json_object_get(body, "main_device");
+
+    if (v != NULL && json_is_null(v)) {
+        (void) json_object_del(body, "main_device");
+    }
+
+    v = json_object_get(body, "public_key");
+
+    if (id != 0 && v != NULL && json_object_get(body, "private_key") == NULL)
+    {
+        ngx_segura_api_id(id, idbuf);
+
+        cur = ngx_segura_api_current(ctx, conn, &ngx_segura_api_key, idbuf);
+        if (cur == NULL) {
+            json_decref(body);
+            return;
+        }
+
+        if (json_equal(json_object_get(cur, "public_key"), v)) {
+            (void) json_object_del(body, "public_key");
+        }
+
+        json_decref(cur);
     }
 
     name = NULL;
@@ -466,6 +523,9 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         params[1] = devices;
         params[2] = rc_main == NGX_OK ? main_dev : NULL;
 
+        /* a PUT without a main device has none; a PATCH keeps it */
+        params[3] = ctx->method == NGX_HTTP_PUT ? "f" : "t";
+
         res = ngx_segura_api_query(ctx, conn,
                   "with cur as (select coalesce(jsonb_agg(device_id),"
                   " '[]') as ids, max(device_id) filter (where is_main)"
@@ -473,8 +533,9 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   " del as (delete from key_devices where key_id = $1::bigint)"
                   " select coalesce($2::jsonb, cur.ids)"
                   " || coalesce(to_jsonb($3::bigint), '[]'::jsonb),"
-                  " coalesce($3::bigint, cur.main) from cur",
-                  3, params);
+                  " coalesce($3::bigint,"
+                  " case when $4::bool then cur.main end) from cur",
+                  4, params);
         if (res == NULL) {
             goto end;
         }

@@ -31,8 +31,9 @@
 #define NGX_SEGURA_PASSWORD_MIN   8
 #define NGX_SEGURA_PASSWORD_MAX   1024
 
-#define NGX_SEGURA_LOGIN_FREE     5      /* failures before the throttle */
-#define NGX_SEGURA_LOGIN_MAX_WAIT 900    /* seconds */
+/* the throttle's key of a user name: hex HMAC-SHA-256 (016_login_attempts) */
+#define NGX_SEGURA_LOGIN_KEY_LEN    (2 * NGX_SEGURA_VAULT_SHA256_LEN)
+#define NGX_SEGURA_LOGIN_KEY_LABEL  "segura login name key"
 
 
 /*
@@ -61,7 +62,10 @@
 
 
 static ngx_int_t ngx_segura_api_login_failed(ngx_segura_api_ctx_t *ctx,
-    PGconn **conn, const char *username, const char *uid);
+    PGconn **conn, const char *username, const char *uid,
+    const char *name_key);
+static ngx_int_t ngx_segura_api_login_key(ngx_segura_api_ctx_t *ctx,
+    const char *name, char *out);
 
 
 static const char *const  ngx_segura_api_login_fields[] = {
@@ -76,11 +80,14 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     int            ok;
     char          *hash, *uid;
     json_t        *body;
-    PGresult      *res;
+    PGresult      *res, *att;
     const char    *username, *password, *params[5];
     char           token_hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
     char           lifetime[NGX_INT64_LEN + 1];
     char           idbuf[NGX_INT64_LEN + 1];
+    char           limit[NGX_INT64_LEN + 1];
+    char           window[NGX_INT64_LEN + 1];
+    char           name_key[NGX_SEGURA_LOGIN_KEY_LEN + 1];
 
     if (ctx->method != NGX_HTTP_POST) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
@@ -110,64 +117,146 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         goto done;
     }
 
-    /* the throttle, before any work */
+    /*
+     * the account, and the lower-cased name the throttle is keyed by: a
+     * keyed hash of it, so that no typed name is stored (people type
+     * passwords into the name field)
+     */
 
     params[0] = username;
 
     res = ngx_segura_api_query_retry(ctx, conn,
-              "select 1 from login_failures"
-              " where username = lower($1)"
-              " and count >= " ngx_value(NGX_SEGURA_LOGIN_FREE)
-              " and last_at > now() - make_interval(secs => least("
-              "     power(2, count - " ngx_value(NGX_SEGURA_LOGIN_FREE) "),"
-              "     " ngx_value(NGX_SEGURA_LOGIN_MAX_WAIT) "))",
+              "select lower($1), u.id, u.password_hash from (select 1) x"
+              " left join users u on u.username = $1"
+              " and u.status = 'active' and u.password_hash is not null",
               1, params);
     if (res == NULL) {
         goto done;
     }
 
-    if (PQntuples(res) > 0) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_TOO_MANY, NULL, NULL);
-        ctx->log_level = NGX_LOG_INFO;
-        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "login of \"%s\" throttled%Z", username);
+    if (ngx_segura_api_login_key(ctx, PQgetvalue(res, 0, 0), name_key)
+        != NGX_OK)
+    {
         goto done;
     }
 
-    PQclear(res);
-
-    res = ngx_segura_api_query_retry(ctx, conn,
-                                     "select id, password_hash from users"
-                                     " where username = $1"
-                                     " and status = 'active'"
-                                     " and password_hash is not null",
-                                     1, params);
-    if (res == NULL) {
-        goto done;
-    }
-
-    if (PQntuples(res) == 1) {
-        uid = PQgetvalue(res, 0, 0);
-        hash = PQgetvalue(res, 0, 1);
+    if (!PQgetisnull(res, 0, 1)) {
+        uid = PQgetvalue(res, 0, 1);
+        hash = PQgetvalue(res, 0, 2);
 
     } else {
         uid = NULL;
         hash = NULL;
     }
 
+    /*
+     * the attempt is counted, per name and per client address, in one
+     * statement before any work: a refused attempt costs no argon2id,
+     * however many arrive at once.  Sent once: a second run would count
+     * it twice.
+     */
+
+    (void) ngx_snprintf((u_char *) limit, sizeof(limit), "%ui%Z",
+                        ctx->login_address_limit);
+    (void) ngx_snprintf((u_char *) window, sizeof(window), "%M%Z",
+                        ctx->login_address_window / 1000);
+
+    params[0] = name_key;
+    params[1] = ctx->client_addr;
+    params[2] = limit;
+    params[3] = window;
+
+    att = ngx_segura_api_query(ctx, conn,
+              "select result, retry_after from segura_login_attempt("
+              "$1, $2, $3::int, $4::float8)",
+              4, params);
+    if (att == NULL) {
+        goto done;
+    }
+
+    if (PQntuples(att) != 1 || ngx_strcmp(PQgetvalue(att, 0, 0), "ok") != 0)
+    {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_TOO_MANY, NULL, NULL);
+        ctx->retry_after = PQntuples(att) == 1
+                           ? (ngx_uint_t) atoi(PQgetvalue(att, 0, 1)) : 1;
+        ctx->log_level = NGX_LOG_INFO;
+
+        if (PQntuples(att) == 1
+            && ngx_strcmp(PQgetvalue(att, 0, 0), "address") == 0)
+        {
+            (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                                "logins from %s throttled%Z",
+                                ctx->client_addr);
+
+        } else if (uid != NULL) {
+            (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                                "login of \"%s\" throttled%Z", username);
+
+        } else {
+            (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                                "login of an unknown name (key %*s) "
+                                "throttled%Z", (size_t) 16, name_key);
+        }
+
+        PQclear(att);
+        goto done;
+    }
+
+    PQclear(att);
+
+    /*
+     * argon2id runs with a bounded concurrency of its own per worker, so
+     * that logins leave the thread pool to session set-ups; over it the
+     * counted attempt is given back
+     */
+
+    if (ngx_atomic_fetch_add(&ctx->smcf->login_inflight, 1)
+        >= (ngx_atomic_uint_t) ctx->smcf->login_concurrency)
+    {
+        (void) ngx_atomic_fetch_add(&ctx->smcf->login_inflight, -1);
+
+        att = ngx_segura_api_query(ctx, conn,
+                  "select segura_login_refund($1, $2)", 2, params);
+        PQclear(att);
+
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_BUSY, NULL, NULL);
+        ctx->retry_after = 1;
+        ctx->log_level = NGX_LOG_INFO;
+        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
+                            "login refused: %i argon2id verifications "
+                            "under way%Z", ctx->smcf->login_concurrency);
+        goto done;
+    }
+
     ok = (argon2id_verify(hash ? hash : NGX_SEGURA_DUMMY_HASH, password,
                           ngx_strlen(password))
           == ARGON2_OK);
 
+    (void) ngx_atomic_fetch_add(&ctx->smcf->login_inflight, -1);
+
+    ctx->argon2 = 1;
+
     ngx_segura_api_wipe_string(body, "password");
 
     if (!ok || hash == NULL) {
-        if (ngx_segura_api_login_failed(ctx, conn, username, uid) == NGX_OK) {
+        if (ngx_segura_api_login_failed(ctx, conn, username, uid, name_key)
+            == NGX_OK)
+        {
             ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_UNAUTHENTICATED, NULL,
                                 "Wrong user name or password");
             ctx->log_level = NGX_LOG_INFO;
-            (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                                "login of \"%s\" failed%Z", username);
+
+            if (uid != NULL) {
+                (void) ngx_snprintf((u_char *) ctx->log,
+                                    sizeof(ctx->log) - 1,
+                                    "login of \"%s\" failed%Z", username);
+
+            } else {
+                (void) ngx_snprintf((u_char *) ctx->log,
+                                    sizeof(ctx->log) - 1,
+                                    "login of an unknown name (key %*s) "
+                                    "failed%Z", (size_t) 16, name_key);
+            }
         }
 
         goto done;
@@ -222,13 +311,19 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     }
 
     PQclear(res);
-    params[1] = username;
+    params[1] = name_key;
+    params[2] = ctx->client_addr;
     res = ngx_segura_api_query(ctx, conn,
-              "with d as (delete from login_failures"
-              " where username = lower($2))"
-              " update users set failed_logins = 0, last_failed_at = null"
+              "select segura_login_succeeded($1, $2)", 2, &params[1]);
+    if (res == NULL) {
+        goto end;
+    }
+
+    PQclear(res);
+    res = ngx_segura_api_query(ctx, conn,
+              "update users set failed_logins = 0, last_failed_at = null"
               " where id = $1 and failed_logins > 0",
-              2, params);
+              1, params);
     if (res == NULL) {
         goto end;
     }
@@ -267,46 +362,88 @@ done:
 
 static ngx_int_t
 ngx_segura_api_login_failed(ngx_segura_api_ctx_t *ctx, PGconn **conn,
-    const char *username, const char *uid)
+    const char *username, const char *uid, const char *name_key)
 {
     json_t      *detail;
     PGresult    *res;
     ngx_int_t    rc;
-    const char  *params[2];
-
-    params[0] = username;
-    params[1] = uid;
+    const char  *params[1];
 
     /*
-     * one statement: it counts even when a later one would fail; records
-     * quiet for a day are dropped, so names tried once do not pile up.
-     * Sent once: a second run would count the failure twice.
+     * the attempt itself was counted before verification
+     * (segura_login_attempt); here the account's own count, and the
+     * audit row: the typed name only when it is an account's name, else
+     * the start of its keyed hash, which lets an operator who holds the
+     * master key tell repeated names apart
      */
 
-    res = ngx_segura_api_query(ctx, conn,
-              "with o as (delete from login_failures"
-              " where last_at < now() - interval '1 day'"
-              " and username <> lower(left($1, 256))),"
-              " f as (insert into login_failures (username, count)"
-              " values (lower(left($1, 256)), 1)"
-              " on conflict (username) do update"
-              " set count = login_failures.count + 1, last_at = now())"
-              " update users set failed_logins = failed_logins + 1,"
-              " last_failed_at = now() where id = $2::bigint",
-              2, params);
-    if (res == NULL) {
-        return NGX_ERROR;
+    if (uid != NULL) {
+        params[0] = uid;
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "update users set failed_logins = failed_logins + 1,"
+                  " last_failed_at = now() where id = $1::bigint",
+                  1, params);
+        if (res == NULL) {
+            return NGX_ERROR;
+        }
+
+        PQclear(res);
+
+        detail = json_pack("{s:s}", "username", username);
+
+    } else {
+        detail = json_pack("{s:b, s:s%}", "unknown_user", 1,
+                           "name_key", name_key, (size_t) 16);
     }
-
-    PQclear(res);
-
-    detail = json_pack("{s:s}", "username", username);
 
     rc = ngx_segura_api_audit(ctx, conn, "login_failed", "user", uid, detail);
 
     json_decref(detail);
 
     return rc;
+}
+
+
+static ngx_int_t
+ngx_segura_api_login_key(ngx_segura_api_ctx_t *ctx, const char *name,
+    char *out)
+{
+    u_char                    sub[NGX_SEGURA_VAULT_SHA256_LEN];
+    u_char                    mac[NGX_SEGURA_VAULT_SHA256_LEN];
+    ngx_segura_master_key_t  *key;
+
+    /*
+     * out (NGX_SEGURA_LOGIN_KEY_LEN + 1 bytes): hex of HMAC-SHA-256 of the
+     * lower-cased name under a key of its own, derived from the current
+     * master key, so that the same name has the same key on every node
+     */
+
+    key = ngx_http_segura_current_key(ctx->smcf);
+
+    if (ngx_segura_vault_hmac_sha256(key->key, NGX_SEGURA_MASTER_KEY_LEN,
+                                     NGX_SEGURA_LOGIN_KEY_LABEL,
+                                     sizeof(NGX_SEGURA_LOGIN_KEY_LABEL) - 1,
+                                     sub)
+        != 0
+        || ngx_segura_vault_hmac_sha256(sub, sizeof(sub), name,
+                                        ngx_strlen(name), mac)
+           != 0)
+    {
+        OPENSSL_cleanse(sub, sizeof(sub));
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_cpystrn((u_char *) ctx->log,
+                           (u_char *) "HMAC-SHA-256 of a login name failed",
+                           sizeof(ctx->log));
+        return NGX_ERROR;
+    }
+
+    OPENSSL_cleanse(sub, sizeof(sub));
+
+    *ngx_hex_dump((u_char *) out, mac, sizeof(mac)) = '\0';
+
+    return NGX_OK;
 }
 
 

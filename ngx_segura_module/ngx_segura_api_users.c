@@ -36,9 +36,19 @@ static const char *const  ngx_segura_api_user_fields[] = {
     "username", "display_name", "password", "admin", "status", NULL
 };
 
+static const char *const  ngx_segura_api_user_readonly[] = {
+    "id", "has_password", "groups", "created_at", "updated_at", NULL
+};
+
+static const char *const  ngx_segura_api_user_whole[] = {
+    "username", "display_name", "admin", "status", NULL
+};
+
 static const ngx_segura_api_resource_t  ngx_segura_api_user = {
-    "users", "user", NGX_HTTP_PATCH, ngx_segura_api_user_write,
-    "select " NGX_SEGURA_API_USER_JSON " from users u where u.id = $1"
+    "users", "user", NGX_HTTP_PATCH|NGX_HTTP_PUT, ngx_segura_api_user_write,
+    "select " NGX_SEGURA_API_USER_JSON " from users u where u.id = $1",
+    ngx_segura_api_user_fields, ngx_segura_api_user_readonly,
+    ngx_segura_api_user_whole
 };
 
 
@@ -109,8 +119,9 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char  *params[6];
     char         idbuf[NGX_INT64_LEN + 1];
     char         hash[NGX_SEGURA_API_HASH_LEN];
+    char         token_hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
 
-    body = ngx_segura_api_parse(ctx, ngx_segura_api_user_fields);
+    body = ngx_segura_api_parse_item(ctx, conn, &ngx_segura_api_user, id);
     if (body == NULL) {
         return;
     }
@@ -201,6 +212,41 @@ ngx_segura_api_user_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     (void) ngx_cpystrn((u_char *) idbuf, (u_char *) PQgetvalue(res, 0, 0),
                        sizeof(idbuf));
     PQclear(res);
+
+    if (password != NULL && id != 0) {
+
+        /*
+         * a new password ends the user's other web sessions: whoever
+         * learnt the old one may hold a cookie; the session making the
+         * change, when it is the user's own, stays
+         */
+
+        params[0] = idbuf;
+        params[1] = NULL;
+
+        if (id == ctx->me.id && ctx->has_token) {
+            if (ngx_segura_auth_token_hash_hex(ctx->token, token_hash)
+                != NGX_OK)
+            {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
+                                    NULL);
+                goto end;
+            }
+
+            params[1] = token_hash;
+        }
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "update web_sessions set revoked_at = now()"
+                  " where user_id = $1::bigint and revoked_at is null"
+                  " and ($2::bytea is null or token_hash <> $2::bytea)",
+                  2, params);
+        if (res == NULL) {
+            goto end;
+        }
+
+        PQclear(res);
+    }
 
     (void) ngx_segura_api_saved(ctx, conn, &ngx_segura_api_user, id == 0,
                                 idbuf, body);

@@ -23,6 +23,10 @@
 #include <jansson.h>
 
 
+static char *ngx_http_segura_error_json(ngx_segura_err_e err,
+    const char *field, const char *message, const char *reason);
+
+
 ngx_segura_err_t  ngx_segura_errors[] = {
     { 200, ngx_string("ok"), ngx_string("OK") },
     { 400, ngx_string("bad_request"), ngx_string("Bad request") },
@@ -42,12 +46,16 @@ ngx_segura_err_t  ngx_segura_errors[] = {
       ngx_string("The session has already ended") },
     { 413, ngx_string("too_large"),
       ngx_string("The request body is too large") },
+    { 414, ngx_string("uri_too_long"),
+      ngx_string("The request URI is too long") },
     { 415, ngx_string("unsupported_media_type"),
       ngx_string("Send Content-Type: application/json") },
     { 429, ngx_string("too_many_attempts"),
       ngx_string("Too many attempts, try again later") },
     { 503, ngx_string("database_unavailable"),
       ngx_string("The database is unavailable") },
+    { 503, ngx_string("busy"),
+      ngx_string("Too many logins at once, try again in a moment") },
     { 500, ngx_string("internal_error"), ngx_string("Internal error") },
     { 501, ngx_string("not_available"),
       ngx_string("Not available in this build") },
@@ -129,10 +137,65 @@ ngx_http_segura_send_error_reason(ngx_http_request_t *r,
     const char *reason)
 {
     char              *body;
-    size_t             len;
-    json_t            *json, *e;
     ngx_int_t          rc;
     ngx_segura_err_t  *se;
+
+    se = &ngx_segura_errors[err];
+
+    body = ngx_http_segura_error_json(err, field, message, reason);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_segura_send_json(r, se->status, (u_char *) body,
+                                   ngx_strlen(body));
+
+    free(body);
+
+    return rc;
+}
+
+
+u_char *
+ngx_http_segura_error_body(ngx_pool_t *pool, ngx_segura_err_e err,
+    const char *message, size_t *len)
+{
+    char    *body;
+    u_char  *p;
+    size_t   n;
+
+    /* the error object with its newline, in pool memory */
+
+    body = ngx_http_segura_error_json(err, NULL, message, NULL);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    n = ngx_strlen(body);
+
+    p = ngx_pnalloc(pool, n + 1);
+
+    if (p != NULL) {
+        ngx_memcpy(p, body, n);
+        p[n] = '\n';
+        *len = n + 1;
+    }
+
+    free(body);
+
+    return p;
+}
+
+
+static char *
+ngx_http_segura_error_json(ngx_segura_err_e err, const char *field,
+    const char *message, const char *reason)
+{
+    char              *body;
+    json_t            *json, *e;
+    ngx_segura_err_t  *se;
+
+    /* {"error":{"code","message"[,"field"][,"reason"]}}, malloc()ed */
 
     se = &ngx_segura_errors[err];
 
@@ -142,7 +205,7 @@ ngx_http_segura_send_error_reason(ngx_http_request_t *r,
     if (e == NULL || json == NULL) {
         json_decref(e);
         json_decref(json);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     json_object_set_new(e, "code",
@@ -170,17 +233,7 @@ ngx_http_segura_send_error_reason(ngx_http_request_t *r,
     body = json_dumps(json, JSON_COMPACT);
     json_decref(json);
 
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(body);
-
-    rc = ngx_http_segura_send_json(r, se->status, (u_char *) body, len);
-
-    free(body);
-
-    return rc;
+    return body;
 }
 
 

@@ -21,6 +21,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "ngx_segura_vault.h"
@@ -324,6 +325,33 @@ ngx_segura_vault_sha256(const void *data, size_t len,
     }
 
     if (EVP_Digest(len ? data : "", len, out, &n, EVP_sha256(), NULL) != 1
+        || n != NGX_SEGURA_VAULT_SHA256_LEN)
+    {
+        OPENSSL_cleanse(out, NGX_SEGURA_VAULT_SHA256_LEN);
+        ERR_clear_error();
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+ngx_segura_vault_hmac_sha256(const void *key, size_t keylen,
+    const void *data, size_t len,
+    unsigned char out[NGX_SEGURA_VAULT_SHA256_LEN])
+{
+    unsigned int  n;
+
+    if (key == NULL || keylen == 0 || keylen > INT_MAX || out == NULL
+        || (data == NULL && len != 0))
+    {
+        return -1;
+    }
+
+    if (HMAC(EVP_sha256(), key, (int) keylen,
+             len ? data : (const void *) "", len, out, &n)
+        == NULL
         || n != NGX_SEGURA_VAULT_SHA256_LEN)
     {
         OPENSSL_cleanse(out, NGX_SEGURA_VAULT_SHA256_LEN);

@@ -96,6 +96,10 @@ int ngx_segura_vault_equal(const void *a, const void *b, size_t n);
 /* SHA-256 of data[0 .. len) into out; 0 or -1 */
 int ngx_segura_vault_sha256(const void *data, size_t len,
     unsigned char out[NGX_SEGURA_VAULT_SHA256_LEN]);
+/* HMAC-SHA-256 of data under key; 0 or -1 */
+int ngx_segura_vault_hmac_sha256(const void *key, size_t keylen,
+    const void *data, size_t len,
+    unsigned char out[NGX_SEGURA_VAULT_SHA256_LEN]);
 
 
 #endif /* _NGX_SEGURA_VAULT_H_INCLUDED_ */

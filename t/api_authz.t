@@ -1,6 +1,7 @@
 # Authorisation: a non-admin gets 403 on every admin write and on other
 # users' objects, 404 for keys and devices not granted to them; the
-# Remote Access report gives can_start false with the matching reason.
+# Remote Access report gives can_start false with the matching reason
+# (for the devices the user may see at all).
 use strict;
 use warnings;
 use Test::More;
@@ -65,7 +66,14 @@ my $res = $api->get("/api/keys/$key/devices");
 is($res->json->{items}[0]{can_start}, true, 'all three: can_start true');
 $db->dbh->do('delete from group_devices where group_id = ?', undef, $g);
 $res = $api->get("/api/keys/$key/devices");
-is($res->json->{items}[0]{reason}, 'device_not_granted', 'device not granted: reason');
+is_deeply($res->json->{items}, [], 'device not granted at all: not in the report');
+# granted to eve only through a group that may not start sessions
+my $g2 = $db->insert_group(name => 'viewers', remote_session => 0);
+$db->grant(group => $g2, members => [$eve], devices => [$dev]);
+$res = $api->get("/api/keys/$key/devices");
+is($res->json->{items}[0]{reason}, 'device_not_granted',
+   'device granted without the permissions: reason device_not_granted');
+$db->dbh->do('delete from access_groups where id = ?', undef, $g2);
 $db->grant(group => $g, devices => [$dev]);
 
 # 404 for what is not granted, never its existence

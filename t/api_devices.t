@@ -71,7 +71,7 @@ for my $c (@cases) {
 }
 $api->refused($db, 'PATCH', "/api/devices/$d->{id}", { port => -1 }, { %$F, field => 'port' }, 'PATCH bad port');
 $api->refused($db, 'PATCH', '/api/devices/999999', { port => 22 }, { status => 404 }, 'PATCH unknown id');
-$api->refused($db, 'PUT', "/api/devices/$d->{id}", { port => 22 }, { status => 405 }, 'PUT is not a device method');
+$api->refused($db, 'POST', "/api/devices/$d->{id}", { port => 22 }, { status => 405 }, 'POST is not a device item method');
 
 is($api->delete("/api/devices/$d->{id}")->code, 200, 'delete');
 is($api->get("/api/devices/$d->{id}")->code, 404, 'gone');

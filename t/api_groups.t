@@ -64,7 +64,7 @@ my @cases = (
     [ 'PUT with an unknown member', 'PUT', "/api/groups/$g->{id}", { name => 'g1', members => [$u, 999999] },
       { %$F, field => 'members' } ],
     [ 'PUT unknown group', 'PUT', '/api/groups/999999', { name => 'zz' }, { status => 404 } ],
-    [ 'PATCH is not a group method', 'PATCH', "/api/groups/$g->{id}", { name => 'zz' }, { status => 405 } ],
+    [ 'POST is not a group item method', 'POST', "/api/groups/$g->{id}", { name => 'zz' }, { status => 405 } ],
 );
 for my $c (@cases) {
     $api->refused($db, $c->[1], $c->[2], $c->[3], $c->[4], $c->[0]);

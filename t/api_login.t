@@ -4,11 +4,13 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time);
+use Digest::SHA qw(hmac_sha256 hmac_sha256_hex);
 use SeguraTest;
 use SeguraTest::Api;
 
 my $t = SeguraTest->new;
 $t->run(<<'EOF2');
+    map $http_x_user $segura_test_user { default $http_x_user; }
     server {
         listen 127.0.0.1:%%PORT%%;
         location /api/ { segura_api; }
@@ -16,14 +18,24 @@ $t->run(<<'EOF2');
     server {
         listen 127.0.0.1:%%PORT%%;
         server_name delegated;
+        # the test's stand-in for a trusted front proxy that sets the
+        # name (segura_user refuses a request header named directly)
         location /api/ {
-            segura_user $http_x_user;
+            segura_user $segura_test_user;
             segura_api;
         }
     }
 EOF2
 
 my $db = $t->db;
+
+# the throttle's key of a name, as the module makes it (016_login_attempts)
+sub name_key {
+    my ($name) = @_;
+    my $sub = hmac_sha256('segura login name key', $t->master_key);
+    return hmac_sha256_hex(lc $name, $sub);
+}
+
 my $password = 'correct horse battery';
 $t->canary($password);
 my $alice = SeguraTest::Api::add_user($db, 'alice', $password);
@@ -71,8 +83,22 @@ ok($api->cookie, 'cookie kept');
 
 is($db->dbh->selectrow_array('select count(*) from login_failures'), 1,
    'the unknown name still has its failure record');
-is($db->dbh->selectrow_array(q{select count(*) from login_failures where username = 'alice'}), 0,
+is($db->dbh->selectrow_array(q{select count(*) from login_failures where name_key = ?},
+                              undef, name_key('alice')), 0,
    'success clears the failures');
+is($db->dbh->selectrow_array(q{select count from login_failures where name_key = ?},
+                              undef, name_key('nobody')), 1,
+   'the unknown name is counted under its keyed hash');
+is($db->dbh->selectrow_array(q{select count(*) from login_failures where name_key ~* 'nobody'}), 0,
+   'the typed name is not stored');
+my $detail = $db->dbh->selectrow_array(q{select detail::text from audit_log
+    where action = 'login_failed' and object_id is null});
+unlike($detail, qr/nobody/, 'the audit row of an unknown name does not hold it');
+like($detail, qr/"name_key": "@{[ substr(name_key('nobody'), 0, 16) ]}"/,
+     'but the start of its keyed hash');
+like($db->dbh->selectrow_array(q{select detail::text from audit_log
+    where action = 'login_failed' and object_id is not null}), qr/"username": "alice"/,
+     'the audit row of a known name names the account');
 
 $res = $api->get('/api/me');
 is($res->code, 200, 'me: 200');
@@ -128,6 +154,7 @@ for my $i (1 .. 5) {
 $res = $api->login('alice', $password);
 is($res->code, 429, 'sixth attempt: 429');
 is($res->json->{error}{code}, 'too_many_attempts', '429 code');
+like($res->headers->header('Retry-After') // '', qr/^[1-9]\d*$/, '429 says when to retry');
 for my $i (1 .. 5) { $api->login('ghost', "wrong $i") }
 is($api->login('ghost', 'x')->code, 429, 'unknown names are throttled too');
 is($db->dbh->selectrow_array(q{select failed_logins from users where username = 'alice'}), 5,
@@ -136,9 +163,11 @@ $db->dbh->do(q{update login_failures set last_at = now() - interval '2 seconds'}
 is($api->login('alice', $password)->code, 200, 'after the wait (2^0 s) a login works again');
 
 # a failure record quiet for a day is dropped by the next failure
-$db->dbh->do(q{insert into login_failures (username, count, last_at) values ('stale', 9, now() - interval '2 days')});
+my $stale = '0' x 64;
+$db->dbh->do(q{insert into login_failures (name_key, count, last_at) values (?, 9, now() - interval '2 days')},
+             undef, $stale);
 $api->login('someone', 'wrong');
-is($db->dbh->selectrow_array(q{select count(*) from login_failures where username = 'stale'}), 0,
+is($db->dbh->selectrow_array(q{select count(*) from login_failures where name_key = ?}, undef, $stale), 0,
    'stale failure records are dropped');
 
 # audit
@@ -177,6 +206,9 @@ is($res->code, 401, 'delegation with an empty name falls back to the cookie');
 $t->stop;
 my $log = SeguraTest::slurp($t->error_log);
 like($log, qr/\[info\].*segura api: login of "alice" failed/, 'failure logged at info');
+like($log, qr/\[info\].*segura api: login of an unknown name \(key [0-9a-f]{16}\) failed/,
+     'an unknown name is logged by its key');
+unlike($log, qr/"nobody"|"ghost"|"unknown-user"/, 'typed unknown names are not logged');
 like($log, qr/\[info\].*segura api: delegated user "mallory" refused/, 'refused delegation logged');
 
 # the database down: every endpoint that needs it answers 503

@@ -34,13 +34,15 @@ sub write_key {
 }
 
 conf_ok("$db $mk $server", 'a minimal configuration passes');
-conf_ok("$db $mk segura_thread_pool segura; segura_user \$remote_user;
+conf_ok("$db $mk segura_thread_pool segura;
          segura_connect_timeout 5s; segura_idle_timeout 10m;
          segura_ping_interval 20s; segura_max_message 64k;
          segura_max_body 128k; segura_host_key_policy strict;
          segura_login_lifetime 8h; segura_login_idle 20m;
          segura_node_lost_timeout 1m;
          segura_allowed_origins https://console.example.com http://127.0.0.1:8080;
+         server { listen 127.0.0.1:%%PORT%%; location /api/ { segura_api;
+                  auth_basic x; auth_basic_user_file htpasswd; segura_user \$remote_user; } }
          $server", 'every directive at once passes');
 conf_ok("segura_database \"host=/x dbname=y\" connections=4; $mk $server",
         'connections= is accepted');
@@ -189,7 +191,22 @@ conf_fails("$db $mk segura_allowed_origins https://a.example.com/path; $server",
 conf_fails("$db $mk segura_allowed_origins https://a.example; segura_allowed_origins https://b.example; $server",
            qr/"segura_allowed_origins" directive is duplicate/,
            'segura_allowed_origins twice');
-conf_fails("$db $mk segura_user; $server",
+conf_ok("$db $mk segura_login_concurrency 4; segura_login_address_limit 10 5m; $server",
+        'segura_login_concurrency and segura_login_address_limit');
+conf_ok("$db $mk segura_login_address_limit off; $server", 'segura_login_address_limit off');
+conf_fails("$db $mk segura_login_concurrency 0; $server",
+           qr/"segura_login_concurrency" must be between 1 and 1024/,
+           'segura_login_concurrency 0');
+conf_fails("$db $mk segura_login_address_limit many; $server",
+           qr/invalid value "many" in "segura_login_address_limit" directive/,
+           'segura_login_address_limit not a number');
+conf_fails("$db $mk segura_login_address_limit 10 100ms; $server",
+           qr/invalid value "100ms" in "segura_login_address_limit" directive, the window is 1s to 1d/,
+           'segura_login_address_limit window too short');
+conf_fails("$db $mk segura_login_address_limit off 1m; $server",
+           qr/invalid value "off" in "segura_login_address_limit" directive/,
+           'segura_login_address_limit off with a window');
+conf_fails("$db $mk server { listen 127.0.0.1:%%PORT%%; location /api/ { segura_api; segura_user; } }",
            qr/invalid number of arguments in "segura_user" directive/,
            'segura_user without a value');
 

@@ -1,151 +1,135 @@
-#!/usr/bin/perl
-# The Debian package (make deb): what it holds and depends on, then dpkg -i
-# into this machine's own Debian nginx, nginx -t with the system's
-# configuration and with the example site, segura-migrate as installed on an
-# empty database, and a clean removal and purge.
-#
-# It installs for real (dpkg -i), so it touches only what the package owns
-# (/usr/lib/nginx/modules, /usr/share/{nginx,segura}, /usr/sbin/segura-*,
-# the modules-enabled link) and leaves a machine where the package was
-# already installed alone.
-
+# The Debian package: tools/mkdeb.sh (make deb) builds
+# libnginx-mod-http-segura_<version>_<arch>.deb, lintian finds no error in
+# it, its dependencies are installed packages of this Debian, dpkg installs
+# it into a root of the test's own (--instdir, the machine's own root is not
+# touched) the way libnginx-mod-* install, nginx -t loads the installed
+# module through modules-available, and dpkg removes and purges it cleanly.
 use strict;
 use warnings;
-
 use Test::More;
-use File::Temp ();
-
+use File::Find;
+use File::Path qw(make_path);
 use SeguraTest;
-use SeguraTest::Pg;
 
-my $ROOT = SeguraTest::Pg::root();
-my $PKG  = 'libnginx-mod-http-segura';
+my $t = SeguraTest->new(no_db => 1);
+my $dir = $t->dir;
+my $module = $ENV{MODULE} || "$SeguraTest::TOP/build/ngx_http_segura_module.so";
+my $nginx = $ENV{NGINX_BIN} || '/usr/sbin/nginx';
 
-my ($version) = SeguraTest::slurp("$ROOT/ngx_segura_module/ngx_segura.h")
-    =~ /#define NGX_SEGURA_VERSION\s+"([^"]+)"/;
-my $deb = "$ROOT/build/deb/${PKG}_${version}_amd64.deb";
+# --- build ---------------------------------------------------------------
 
-BAIL_OUT("$deb is missing: make test builds it (make deb)") unless -f $deb;
+my $deb = `$SeguraTest::TOP/tools/mkdeb.sh $module $dir/out 2>&1`;
+is($?, 0, 'mkdeb.sh builds the package') or diag($deb);
+chomp $deb;
+($deb) = grep { /\.deb$/ } split /\n/, $deb;
+like($deb // '', qr{/libnginx-mod-http-segura_\d+\.\d+\.\d+-1_\w+\.deb$}, 'named as libnginx-mod-* are');
 
-plan skip_all => 'dpkg -i needs root' if $> != 0;
-
-sub sh {
-    my ($cmd) = @_;
-    my $out = `$cmd 2>&1`;
-    return ($? >> 8, $out);
+my %f = map { chomp; split /: /, $_, 2 } grep { /^\S+: / }
+        `dpkg-deb -f $deb Package Version Architecture Depends Section`;
+is($f{Package}, 'libnginx-mod-http-segura', 'package name');
+like($f{Depends}, qr/^nginx-abi-[\w.-]+/, 'depends on the nginx ABI it was built for');
+my ($abi) = $f{Depends} =~ /^(nginx-abi-[^,\s]+)/;
+ok(!system("dpkg-query -W -f='\${Provides}' nginx 2>/dev/null | grep -q -- '$abi'"),
+   "the installed nginx provides $abi");
+for my $dep (map { s/\s*\(.*//r } grep { !/^nginx-abi-/ } split /,\s*/, $f{Depends}) {
+    my $st = `dpkg-query -W -f='\${Status}' $dep 2>/dev/null`;
+    like($st, qr/install ok installed/, "dependency $dep is a package of this system");
 }
 
-my ($rc, $status) = sh("dpkg-query -W -f='\${Status}' $PKG");
-plan skip_all => "$PKG is installed on this machine: not touching it"
-    if $rc == 0 && $status =~ /\binstalled\b/ && $status !~ /not-installed/;
-
-# what it holds
-
-my ($irc, $info) = sh("dpkg-deb -f $deb Package Version Architecture Depends");
-is($irc, 0, 'dpkg-deb reads the package');
-like($info, qr/^Package: \Q$PKG\E$/m, 'its name');
-like($info, qr/^Version: \Q$version\E$/m, 'the module version');
-like($info, qr/^Depends:.*\bnginx-abi-1\.22\.1-\d+\b/m,
-     "it depends on the nginx ABI it was built for");
-like($info, qr/^Depends:.*\blibssh-4\b.*/m, 'and on the libraries it links');
-
-my ($crc, $list) = sh("dpkg-deb -c $deb");
-for my $path (qw(/usr/lib/nginx/modules/ngx_http_segura_module.so
-                 /usr/share/nginx/modules-available/mod-http-segura.conf
-                 /usr/share/segura/html/index.html
-                 /usr/share/segura/html/vendor/xterm/xterm.js
-                 /usr/share/segura/ui-headers.conf
-                 /usr/share/segura/sql/001_init.sql
-                 /usr/share/segura/bin/segura-migrate
-                 /usr/sbin/segura-migrate
-                 /usr/sbin/segura-passwd
-                 /usr/sbin/segura-vault
-                 /usr/share/doc/libnginx-mod-http-segura/copyright
-                 /usr/share/doc/libnginx-mod-http-segura/examples/segura-site.conf))
-{
-    like($list, qr/ \.\Q$path\E( ->|$)/m, "it holds $path");
+my @files = map { (split ' ', $_, 6)[5] } `dpkg-deb -c $deb`;
+chomp @files;
+my %has = map { s{^\./}{/}r => 1 } @files;
+for my $p ('/usr/lib/nginx/modules/ngx_http_segura_module.so',
+           '/usr/share/nginx/modules-available/mod-http-segura.conf',
+           '/usr/share/segura/html/index.html', '/usr/share/segura/html/vendor/xterm/xterm.js',
+           '/usr/share/segura/sql/001_init.sql', '/usr/share/segura/bin/segura-migrate',
+           '/usr/sbin/segura-passwd', '/usr/share/segura/ui-headers.conf',
+           '/usr/share/doc/libnginx-mod-http-segura/copyright',
+           '/usr/share/doc/libnginx-mod-http-segura/docs/directives.md',
+           '/usr/share/doc/libnginx-mod-http-segura/examples/segura-site.conf') {
+    ok($has{$p}, "ships $p");
 }
+ok(!(grep { m{/package(-lock)?\.json$} } @files), 'no npm manifests in the UI');
 
-unlike($list, qr/package(-lock)?\.json|node_modules/,
-       'no npm metadata in the UI');
+# --- lintian ----------------------------------------------------------------
 
-# a purge on every way out, whatever happened
+my $lint = `lintian --fail-on error --no-tag-display-limit $deb 2>&1`;
+is($?, 0, 'lintian: no error') or diag($lint);
+my @errors = $lint =~ /^(E: .*)$/mg;
+is_deeply(\@errors, [], 'lintian reports no E: line');
 
-my $installed = 0;
-END { system("dpkg -P $PKG >/dev/null 2>&1") if $installed }
+# --- install into a root of our own --------------------------------------------
 
-($rc, my $out) = sh("dpkg -i $deb");
-is($rc, 0, 'dpkg -i installs it') or diag $out;
-$installed = 1;
+my $system_link = '/etc/nginx/modules-enabled/50-mod-http-segura.conf';
+my $system_before = -l $system_link ? 1 : 0;
+my $root = "$dir/root";
+make_path("$root/var/lib/dpkg/info", "$root/var/lib/dpkg/updates",
+          "$root/etc/nginx/modules-enabled");
+open my $fh, '>', "$root/var/lib/dpkg/status" or die $!;
+close $fh;
+my @dpkg = ('dpkg', "--admindir=$root/var/lib/dpkg", "--instdir=$root",
+            '--force-script-chrootless', '--force-depends', '--log=/dev/null');
+push @dpkg, '--force-not-root' if $> != 0;
 
-ok(-f '/usr/lib/nginx/modules/ngx_http_segura_module.so',
-   'the module is in nginx\'s module directory');
-my $link = '/etc/nginx/modules-enabled/50-mod-http-segura.conf';
-is(readlink($link), '/usr/share/nginx/modules-available/mod-http-segura.conf',
-   'and enabled the way libnginx-mod-* packages are');
+my $out = `@dpkg -i $deb 2>&1`;
+is($?, 0, 'dpkg -i into the test root') or diag($out);
+ok(-f "$root/usr/lib/nginx/modules/ngx_http_segura_module.so", 'the module is installed');
+my $link = readlink "$root/etc/nginx/modules-enabled/50-mod-http-segura.conf";
+is($link, '/usr/share/nginx/modules-available/mod-http-segura.conf',
+   'postinst enables it in modules-enabled, as libnginx-mod-* do');
+is(-l $system_link ? 1 : 0, $system_before, 'the machine\'s own /etc/nginx is not touched');
+is(`@dpkg -s libnginx-mod-http-segura 2>&1` =~ /^Status: install ok installed/m ? 1 : 0, 1,
+   'dpkg records it as installed');
 
-($rc, $out) = sh('nginx -t');
-is($rc, 0, "Debian's nginx loads it with the system configuration")
-    or diag $out;
-
-# the example site, with its paths made this test's own
-
-my $tmp = File::Temp->newdir('segura-pkg-XXXXXX', TMPDIR => 1);
-my $dir = $tmp->dirname;
-chmod 0700, $dir;
-open my $kf, '>', "$dir/master.key" or die $!;
-print $kf "k" x 32;
-close $kf;
-chmod 0600, "$dir/master.key";
-
-my $site = SeguraTest::slurp(
-    '/usr/share/doc/libnginx-mod-http-segura/examples/segura-site.conf');
-$site =~ s{/etc/segura/master\.key}{$dir/master.key}g;
-$site =~ s{listen 443 ssl;}{listen 127.0.0.1:1;}g;
-$site =~ s{^\s*ssl_certificate.*$}{}mg;
-
-open my $cf, '>', "$dir/nginx.conf" or die $!;
-print $cf <<"EOF";
-include /etc/nginx/modules-enabled/*.conf;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-thread_pool segura threads=4;
-events { worker_connections 64; }
+# nginx -t loads the installed module the way Debian's nginx.conf does
+make_path("$dir/prefix/logs", "$dir/prefix/conf");
+symlink "$root/usr/lib/nginx/modules", "$dir/prefix/modules" or die $!;
+open $fh, '>', "$dir/prefix/conf/nginx.conf" or die $!;
+print $fh $t->expand(<<"EOF");
+include $root/usr/share/nginx/modules-available/mod-http-segura.conf;
+pid logs/nginx.pid;
+error_log logs/error.log;
+thread_pool segura threads=2;
+events { }
 http {
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path $dir/client_body;
-$site
+    client_body_temp_path logs/client_body;
+    segura_database    "host=/nonexistent dbname=segura";
+    segura_master_key  %%MASTER_KEY%%;
+    segura_thread_pool segura;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location = /session { segura_session; }
+        location /api/      { segura_api; }
+        location /          { root $root/usr/share/segura/html;
+                              include $root/usr/share/segura/ui-headers.conf; }
+    }
 }
 EOF
-close $cf;
+close $fh;
+{
+    my %env = $t->nginx_env(1);
+    local @ENV{ keys %env } = values %env;
+    $out = `$nginx -p $dir/prefix/ -c conf/nginx.conf -e logs/error.log -t 2>&1`;
+}
+is($?, 0, 'nginx -t loads the installed module and its example configuration')
+    or diag($out);
 
-($rc, $out) = sh("nginx -t -c $dir/nginx.conf");
-is($rc, 0, 'the example site passes nginx -t') or diag $out;
+# the tools work from where they are installed
+my $hash = `printf 'a-password-1\\n' | $root/usr/sbin/segura-passwd`;
+like($hash, qr/^\$argon2id\$/, 'segura-passwd from the package hashes');
+$out = `$root/usr/share/segura/bin/segura-migrate 2>&1`;
+like($out, qr/usage: /, 'segura-migrate from the package runs');
 
-my $db = SeguraTest::Pg->new_database(empty => 1);
-($rc, $out) = sh("/usr/sbin/segura-migrate '" . $db->conninfo . "'");
-is($rc, 0, 'segura-migrate as installed applies the schema') or diag $out;
-like($out, qr/applied 001_init/, 'from /usr/share/segura/sql');
+# --- remove, purge ------------------------------------------------------------
 
-# removal, then purge
+$out = `@dpkg -r libnginx-mod-http-segura 2>&1`;
+is($?, 0, 'dpkg -r') or diag($out);
+ok(!-e "$root/usr/lib/nginx/modules/ngx_http_segura_module.so", 'the module is gone');
+ok(!-l "$root/etc/nginx/modules-enabled/50-mod-http-segura.conf", 'and its modules-enabled link');
+$out = `@dpkg --purge libnginx-mod-http-segura 2>&1`;
+is($?, 0, 'dpkg --purge') or diag($out);
+my @left;
+find(sub { push @left, $File::Find::name if -f || -l }, "$root/usr", "$root/etc");
+is_deeply(\@left, [], 'nothing of the package is left');
 
-($rc, $out) = sh("dpkg -r $PKG");
-is($rc, 0, 'dpkg -r removes it') or diag $out;
-ok(!-e '/usr/lib/nginx/modules/ngx_http_segura_module.so', 'the module went');
-ok(!-l $link, 'and its modules-enabled link');
-ok(!-e '/usr/sbin/segura-migrate', 'and the tools');
-
-($rc, $out) = sh('nginx -t');
-is($rc, 0, 'nginx -t passes without it') or diag $out;
-
-($rc, $out) = sh("dpkg -P $PKG");
-is($rc, 0, 'dpkg -P purges it') or diag $out;
-$installed = 0;
-
-($rc, $status) = sh("dpkg-query -W -f='\${Status}' $PKG");
-unlike($status, qr/\binstalled\b(?<!not-installed)/, 'nothing of it is left')
-    or diag $status;
-ok(!-d '/usr/share/segura', 'no directory of it is left');
-
-done_testing;
+SeguraTest::done();

@@ -10,11 +10,12 @@ build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
        libssl-dev libjansson-dev libargon2-dev)
 run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
-      perl procps psmisc iproute2 nodejs chromium firefox-esr valgrind)
+      perl procps psmisc iproute2 nodejs chromium firefox-esr valgrind
+      dpkg-dev fakeroot lintian openssl)
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
 bench=(linux-perf python3)
-deb=(debhelper dpkg-dev fakeroot lintian)
+deb=(dpkg-dev fakeroot lintian)
 
 want=("${build[@]}")
 for what in "${@:-build}"; do
@@ -24,8 +25,8 @@ for what in "${@:-build}"; do
         run)   want+=("${run[@]}") ;;
         test)  want+=("${run[@]}" "${test[@]}") ;;
         fuzz)  want+=("${fuzz[@]}") ;;
+        deb)   want+=("${deb[@]}") ;;
         bench) want+=("${run[@]}" "${test[@]}" "${bench[@]}") ;;
-        deb)   want+=("${ui[@]}" "${deb[@]}") ;;
         *) echo "deps.sh: unknown set '$what'" >&2; exit 2 ;;
     esac
 done

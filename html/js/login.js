@@ -27,7 +27,7 @@ form.addEventListener('submit', async ev => {
     await post('/api/login', { username, password }, { redirect: false });
     location.assign(next());
   } catch (e) {
-    if (e.status === 429) banner(err, 'error', 'Too many failed attempts for this user name: wait a while and try again.');
+    if (e.status === 429) banner(err, 'error', 'Too many failed attempts for this user name or from this address: wait a while and try again.');
     else banner(err, 'error', errorText(e));
     form.password.value = '';
     form.password.focus();

@@ -220,6 +220,13 @@ step('an administrator adds a user on the Users page', async () => {
     name: 'ui-uma', permissions: { use_credentials: true, access_devices: true, remote_session: true },
     members: [uma.id], keys: [keyId], devices: [devs.b] });
   assert.equal(g.status, 201);
+  // device a is hers to see (a group without remote sessions grants it),
+  // not to use: the Remote Access report shows it with the reason; a
+  // device granted to none of her groups would not be shown at all
+  const v = await apiCall(page, 'POST', '/api/groups', {
+    name: 'ui-uma-view', permissions: { use_credentials: true, access_devices: true, remote_session: false },
+    members: [uma.id], devices: [devs.a] });
+  assert.equal(v.status, 201);
 });
 
 step('a user who is not an administrator: no Add, no Edit, the reasons in words', async () => {

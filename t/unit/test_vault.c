@@ -525,6 +525,31 @@ test_sha256(void **state)
 }
 
 
+static void
+test_hmac_sha256(void **state)
+{
+    unsigned char  md[32];
+
+    /* RFC 4231, test case 2 */
+    static const unsigned char  jefe[32] = {
+        0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e,
+        0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+        0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83,
+        0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43
+    };
+
+    (void) state;
+
+    assert_int_equal(ngx_segura_vault_hmac_sha256("Jefe", 4,
+                         "what do ya want for nothing?", 28, md), 0);
+    assert_memory_equal(md, jefe, 32);
+
+    assert_int_equal(ngx_segura_vault_hmac_sha256("k", 1, NULL, 0, md), 0);
+    assert_int_equal(ngx_segura_vault_hmac_sha256(NULL, 0, "x", 1, md), -1);
+    assert_int_equal(ngx_segura_vault_hmac_sha256("k", 1, NULL, 1, md), -1);
+}
+
+
 int
 main(void)
 {
@@ -541,6 +566,7 @@ main(void)
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_equal),
         cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_hmac_sha256),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
