@@ -217,6 +217,29 @@ if ($SCALE) {
     }
 }
 
+# set-up rate: sessions per second to the prompt, 100 at once to the light
+# device, with one worker and with two (median of 3 each)
+my %RATE;
+if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
+    for my $n (1, 2) {
+        write_nginx_conf($n);
+        reload_nginx($n);
+        for my $i (1 .. 3) {
+            say_("rate: 100 set-ups at once, $n worker(s), run $i/3");
+            my $r = client('segura', 'storm', n => 100, deadline => 120,
+                           open_timeout_ms => 60000,
+                           probe_url => $t->url('/static'),
+                           segura => { %{ $base{segura} }, key => $fl->{key},
+                                       device => $fl->{device},
+                                       cookie => $fl->{cookie} });
+            push @{ $RATE{$n} }, $r->{seconds} ? $r->{ok} / $r->{seconds}
+                                               : undef;
+        }
+    }
+    write_nginx_conf(1);
+    reload_nginx(1);
+}
+
 my $profile = $PROFILE ? profile() : undef;
 my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
 
@@ -250,14 +273,17 @@ sub blackhole_row {
 }
 
 sub write_nginx_conf {
+    my ($workers) = @_;
+    $workers //= 1;
     # a private copy: a rebuild of build/ (cp writes in place) must not
     # change the pages of a module that the running worker has mapped
     my $so = "$dir/ngx_http_segura_module.so";
-    system('cp', $MODULE, $so) == 0 or die "cannot copy $MODULE";
+    # once: cp writes in place, under the mapping of the running master
+    -e $so or system('cp', $MODULE, $so) == 0 or die "cannot copy $MODULE";
     my $user = ($> == 0) ? "user root root;\n" : '';
     my $conf = $t->expand(<<"EOF");
 load_module $so;
-${user}worker_processes 1;
+${user}worker_processes $workers;
 daemon off;
 master_process on;
 pid logs/nginx.pid;
@@ -293,14 +319,20 @@ EOF
 # a fresh worker (and so a fresh heap) for the memory figures: memory the
 # worker freed after earlier sessions would otherwise be counted as free
 sub reload_nginx {
-    my $old = $worker;
+    my ($n) = @_;
+    $n //= 1;
+    my %old = map { $_ => 1 } $t->workers;
     $t->reload;
+    my @w;
     SeguraTest::wait_for(sub {
-        my @w = grep { $_ != $old && -e "/proc/$_" } $t->workers;
-        $worker = $w[0] if @w && !-e "/proc/$old";
-        return $worker != $old;
-    }, 30, 'a new nginx worker') or die "nginx reload failed";
-    $watch{segura} = { pids => [ $worker + 0 ] };
+        @w = grep { !$old{$_} && -e "/proc/$_" } $t->workers;
+        return @w >= $n && !-e "/proc/$worker";
+    }, 30, 'new nginx workers')
+        or die "nginx reload failed: workers " . join(" ", $t->workers)
+               . ", before " . join(" ", keys %old) . ", old $worker "
+               . (-e "/proc/$worker" ? "alive" : "gone");
+    $worker = $w[0];
+    $watch{segura} = { pids => [ map { $_ + 0 } @w ] };
     SeguraTest::wait_for(sub { SeguraTest::port_open($t->port) }, 10);
 }
 
@@ -560,6 +592,13 @@ sub report {
 
     my $mem_ok = join(', ', map { "$_ " . ($R{$_}{mem1000_ok} // 'n/a') } @TARGETS);
 
+    if (%RATE) {
+        my ($r1, $r2) = (median(@{ $RATE{1} }), median(@{ $RATE{2} }));
+        $verdict .= sprintf("- set-up rate (100 at once, light device): "
+                            . "%s sessions/s with one worker, %s with two "
+                            . "(%s; goal >= 1.7x)\n", fmt($r1, 0), fmt($r2, 0),
+                            ratio($r2, $r1));
+    }
     if ($instr) {
         $verdict .= sprintf("- instructions per MiB relayed (callgrind, %.0f MiB): "
                             . "%.2f M; the reference of t/perf_instructions.t "
