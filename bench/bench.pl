@@ -37,7 +37,7 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura wetty');
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura seguraack wetty');
 my @KIDS;
 
 $| = 1;
@@ -125,6 +125,7 @@ my %watch = (
 
 my %probe = (
     ssh    => $t->url('/static'),
+    seguraack => $t->url('/static'),
     sshpipe => $t->url('/static'),
     segura => $t->url('/static'),
     wetty  => "http://127.0.0.1:$wetty{main}{port}/wetty/client/wetty.svg",
@@ -183,7 +184,7 @@ for my $run (1 .. $RUNS) {
         push @{ $R{$target}{echo50} }, $r->{p50};
         push @{ $R{$target}{echo99} }, $r->{p99};
 
-        reload_nginx() if $target eq 'segura';
+        reload_nginx() if $target =~ /^segura/;
         $r = client($target, 'idle', n => 50);
         push @{ $R{$target}{mem50} }, $r->{kib_per_session};
 
@@ -197,7 +198,7 @@ for my $run (1 .. $RUNS) {
 if ($SCALE) {
     for my $target (@TARGETS) {
         # the pipe baseline differs from ssh only in the client's terminal
-        next if $target eq 'sshpipe';
+        next if $target eq 'sshpipe' || $target eq 'seguraack';
         say_("scale: $SCALE idle sessions, $target");
         my %o = (n => $SCALE, concurrency => 20, deadline => 240,
                  open_timeout_ms => 60000);
@@ -362,7 +363,8 @@ END {
 sub client {
     my ($target, $mode, %o) = @_;
     my %cfg = (%base, target => $target, mode => $mode,
-               watch => $watch{$target}, %o);
+               watch => $watch{ $target eq 'seguraack' ? 'segura' : $target },
+               %o);
     my $file = "$dir/client-$target-$mode.json";
     open my $fh, '>', $file or die $!;
     print $fh $JSON->encode(\%cfg);
@@ -514,8 +516,8 @@ sub report {
         push @lines, "| $tg | "
             . join(' | ', map { fmt($M{$tg}{ $_->[0] }, $_->[2]) } @cols) . ' |';
     }
-    for my $p ([segura => 'ssh'], [segura => 'sshpipe'], [wetty => 'ssh'],
-               [segura => 'wetty'])
+    for my $p ([segura => 'ssh'], [segura => 'sshpipe'],
+               [seguraack => 'segura'], [wetty => 'ssh'], [segura => 'wetty'])
     {
         next unless $M{ $p->[0] } && $M{ $p->[1] }
                     && grep({ $_ eq $p->[1] } @TARGETS)
@@ -573,6 +575,19 @@ sub report {
             ['relay CPU per MiB <= ssh over pipes',
              $s->{cpu100} <= $p->{cpu100},
              sprintf('%.2fx', $s->{cpu100} / $p->{cpu100})];
+    }
+    # end-to-end flow control on (a client that acknowledges) against off
+    my $k = $M{seguraack};
+    if ($has{seguraack} && $has{segura}) {
+        no warnings 'uninitialized';
+        push @targets,
+            ['throughput with flow control >= 0.95x without (same run)',
+             $k->{mibps} >= 0.95 * $s->{mibps},
+             sprintf('%.2fx; %s MiB/s against %s', $k->{mibps} / $s->{mibps},
+                     fmt($k->{mibps}, 1), fmt($s->{mibps}, 1))],
+            ['echo p50 with flow control within 0.05 ms of without',
+             abs($k->{echo50} - $s->{echo50}) <= 0.05,
+             sprintf('%+.3f ms', $k->{echo50} - $s->{echo50})];
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });
@@ -649,6 +664,8 @@ Method (bench/client.js, the same client for every row):
 - ssh: `ssh -tt` with the same key to the same sshd under a pty
   (node-pty); the client reads the pty master. Server side: the ssh
   client process (what sits between sshd and the terminal).
+- seguraack: the segura client acknowledging every 32 KiB it received, as
+  the web UI does for what xterm.js rendered: end-to-end flow control on.
 - sshpipe: the same `ssh -tt` with its standard input and output on pipes
   (no local pty): the stricter baseline. Not in the scale column.
 - segura: a WebSocket client (npm ws) through nginx and the module; server

@@ -16,6 +16,7 @@
 //           baseline, without a local pty in the way
 //   segura  a WebSocket (npm ws) to nginx's /session: binary frames are
 //           terminal output, the first one is the prompt
+//   seguraack  the same, acknowledging what it received (flow control on)
 //   wetty   socket.io (websocket transport) to wetty, its "data" events,
 //           with the "commit" acknowledgements its browser client sends
 //
@@ -273,11 +274,26 @@ SeguraSession.prototype.start = function () {
                 + '&cols=80&rows=24';
     this.ws = new WebSocket(url, { headers: { Cookie: s.cookie },
                                    perMessageDeflate: false });
+    /*
+     * seguraack: acknowledges what it received, as the web UI acknowledges
+     * what xterm.js rendered (every 32 KiB), so the server's end-to-end
+     * flow control is on
+     */
+    const ack = cfg.target === 'seguraack';
+    let got = 0, acked = 0;
     this.ws.on('message', (d, isBinary) => {
         if (isBinary) {
             this.data(d);
+            got += d.length;
+            if (ack && got - acked >= 32768) {
+                acked = got;
+                this.ws.send(JSON.stringify({ type: 'ack', bytes: got }));
+            }
         } else {
             const ev = JSON.parse(d.toString());
+            if (ack && ev.type === 'connected') {
+                this.ws.send(JSON.stringify({ type: 'ack', bytes: 0 }));
+            }
             if (ev.type === 'error') {
                 this.failed('segura error ' + ev.code + ': ' + ev.message);
             }
@@ -369,6 +385,7 @@ function newSession() {
     case 'ssh': return new SshSession();
     case 'sshpipe': return new SshPipeSession();
     case 'segura': return new SeguraSession();
+    case 'seguraack': return new SeguraSession();
     case 'wetty': return new WettySession();
     }
     fail('unknown target ' + cfg.target);
