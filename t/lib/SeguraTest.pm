@@ -229,8 +229,13 @@ sub run {
 
     $self->{nginx_pid} = $pid;
 
-    wait_for(sub { port_open($self->{port}) }, $o{start_timeout} // 20,
-             'nginx listens')
+    # the port open is not enough: another process may hold it, and then
+    # our nginx exits with "bind() failed"; nginx writes its pid file once
+    # it has its listeners
+    wait_for(sub {
+        waitpid($pid, WNOHANG) == 0 && port_open($self->{port})
+            && slurp("$self->{dir}/logs/nginx.pid") =~ /^$pid\b/
+    }, $o{start_timeout} // 20, 'nginx listens')
         or die "nginx did not start:\n" . slurp($self->error_log);
 
     return $self;
@@ -422,14 +427,20 @@ sub port_open {
     return $s ? 1 : 0;
 }
 
+# a port for a listener of this test, below the kernel's ephemeral range
+# (32768-60999 here): a port the kernel handed out for port 0 and that was
+# closed again can be handed out again, to another test's listener or to an
+# outgoing connection, before our listener binds it.  Random in 20000-32767,
+# and free now; a test that loses the remaining race finds out, because its
+# listener's own process must be alive and own the port (run(), start()).
 sub free_port {
-    for (1 .. 50) {
-        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                      Proto => 'tcp', Listen => 1,
-                                      ReuseAddr => 1) or next;
-        my $port = $s->sockport;
+    for (1 .. 200) {
+        my $port = 20000 + int(rand(12768));
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Proto => 'tcp',
+                                      Listen => 1, ReuseAddr => 1) or next;
         close $s;
-        return $port if $port > 1024;
+        return $port;
     }
     die "no free port";
 }
@@ -546,6 +557,8 @@ sub write_config {
 sub start {
     my ($self) = @_;
 
+    my $listened = () = SeguraTest::slurp($self->log) =~ /Server listening on/g;
+
     my $pid = fork() // die "fork: $!";
 
     if ($pid == 0) {
@@ -557,8 +570,13 @@ sub start {
 
     $self->{pid} = $pid;
 
-    SeguraTest::wait_for(sub { SeguraTest::port_open($self->{port}) }, 15,
-                         'sshd listens')
+    # alive and listening: a port held by another process would be open
+    # while our sshd exits with "Bind to port ... failed"
+    SeguraTest::wait_for(sub {
+        my $n = () = SeguraTest::slurp($self->log) =~ /Server listening on/g;
+        waitpid($pid, WNOHANG) == 0 && SeguraTest::port_open($self->{port})
+            && $n > $listened
+    }, 15, 'sshd listens')
         or die "sshd did not start:\n" . SeguraTest::slurp($self->log);
 }
 
