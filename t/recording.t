@@ -1,6 +1,8 @@
 # Recording: a session's output, resizes and markers are stored in
-# PostgreSQL as sealed chunks of at most 64 KiB of events; nothing printed
-# or typed is readable in a dump of the database.
+# PostgreSQL as sealed chunks and replayed as asciicast v2 by
+# GET /api/sessions/{id}/recording; the output events are exactly the bytes
+# the client got, what was typed is stored only with segura_recording_input
+# on, and nothing printed or typed is readable in a dump of the database.
 use strict;
 use warnings;
 use Test::More;
@@ -135,6 +137,43 @@ my ($stored, $plain) = $dbh->selectrow_array(q{select sum(length(data)),
 diag(sprintf('%d output bytes, %d event bytes stored as %d (%.3f per output byte)',
              length $received, $plain, $stored, $stored / length $received));
 
+my ($header, @ev) = cast($id, 'bulk');
+is($header->{version}, 2, 'bulk: asciicast version 2');
+is($header->{width}, 80, 'bulk: the width at the start');
+is($header->{height}, 24, 'bulk: the height at the start');
+like($header->{timestamp} // '', qr/^\d{10}$/, 'bulk: a timestamp');
+like($header->{title} // '', qr/\@/, 'bulk: a title (user@device)');
+
+my $out = data_of('o', @ev);
+is(length $out, length $received, 'bulk: as many output bytes as the client got');
+is(sha256_hex($out), sha256_hex($received),
+   'bulk: the output events are the bytes the client got (SHA-256)');
+
+my @times = map { $_->[0] } @ev;
+is(scalar(grep { $times[$_] < $times[$_ - 1] } 1 .. $#times), 0,
+   'bulk: times never go back');
+ok((grep { !/^(?:\d+\.\d+|\d+)$/ } @times) == 0, 'bulk: times are numbers');
+is_deeply([map { $_->[2] } grep { $_->[1] eq 'r' } @ev], ['100x30', '120x40'],
+          'bulk: two resize events');
+my @marks = map { $_->[2] } grep { $_->[1] eq 'm' } @ev;
+is($marks[0], 'session started', 'bulk: the start marker');
+ok((grep { $_ eq 'exit 7' } @marks), 'bulk: the exit marker') or diag(explain \@marks);
+is($marks[-1], 'session ended: exit', 'bulk: the end marker');
+is(scalar(grep { $_->[1] eq 'i' } @ev), 0, 'input off: no input events');
+my $whole = join '', map { Encode::encode_utf8($_->[2]) } @ev;
+unlike($whole, qr/\Q$secret\E/, 'input off: the passphrase is not in the recording');
+like($whole, qr/\Q$printed\E/, 'the printed marker is in the recording');
+
+my $raw = $admin->get("/api/sessions/$id/recording?format=raw");
+is($raw->code, 200, 'raw: served');
+like($raw->headers->content_type // '', qr{^application/octet-stream}, 'raw: octet-stream');
+is(sha256_hex($raw->body), sha256_hex($received), 'raw: the output bytes alone');
+
+my $replays = $dbh->selectrow_array(q{select count(*) from audit_log
+    where action = 'session_replay' and object_id = ?}, undef, $id);
+is($replays, 2, 'every replay is an audit_log row');
+
+
 # --- input recorded ---------------------------------------------------------
 
 $ws = ws_at('/session-in');
@@ -146,6 +185,11 @@ password_prompt($ws, $secret2, 'input on');
 $ws->send_binary("exit\n");
 is($ws->wait_close(20), 1000, 'input on: the shell exits');
 recorded($id2, 'input on');
+my ($h2, @ev2) = cast($id2, 'input on');
+my $in = data_of('i', @ev2);
+like($in, qr/\Q$secret2\E\r?\n/, 'input on: the passphrase is in the input events');
+like($in, qr/exit\n/, 'input on: so is what else was typed');
+unlike(data_of('o', @ev2), qr/\Q$secret2\E/, 'input on: not in the output events');
 
 
 # --- not recorded -----------------------------------------------------------
@@ -163,6 +207,26 @@ ok(SeguraTest::wait_for(sub {
 is($dbh->selectrow_array(q{select count(*) from ssh_session_recordings
                            where session_id = ?}, undef, $id3), 0,
    'recording off: no recording');
+is($admin->get("/api/sessions/$id3/recording")->code, 404,
+   'recording off: 404');
+
+
+# --- who may replay ---------------------------------------------------------
+
+my $user = SeguraTest::Api->new($t);
+SeguraTest::Api::add_user($db, 'someone', 'someone-password-1');
+is($user->login('someone', 'someone-password-1')->code, 200, 'a user logs in');
+my $r = $user->get("/api/sessions/$id/recording");
+is($r->code, 404, 'a user who is not an administrator gets 404');
+is(eval { $r->json->{error}{code} }, 'not_found', 'with not_found');
+is(SeguraTest::Api->new($t)->get("/api/sessions/$id/recording")->code, 401,
+   'no login: 401');
+$r = $admin->get("/api/sessions/$id/recording?format=mp4");
+is($r->code, 422, 'an unknown format: 422');
+is(eval { $r->json->{error}{field} }, 'format', 'field format');
+is($admin->get('/api/sessions/00000000-0000-4000-8000-000000000000/recording')->code,
+   404, 'an unknown session: 404');
+is($admin->post("/api/sessions/$id/recording", {})->code, 405, 'POST: 405');
 
 
 # --- the database holds nothing readable ----------------------------------------
