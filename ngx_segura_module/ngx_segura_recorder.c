@@ -98,7 +98,7 @@ static void ngx_segura_recorder_event(ngx_segura_recorder_t *rec,
 static void ngx_segura_recorder_put(u_char *p, u_char type, uint32_t time,
     uint32_t len);
 static void ngx_segura_recorder_flush(ngx_segura_recorder_t *rec,
-    ngx_uint_t release);
+    ngx_uint_t release, ngx_uint_t last);
 static ngx_int_t ngx_segura_recorder_store(ngx_segura_recorder_t *rec,
     u_char *plain, size_t len);
 static void ngx_segura_recorder_flush_handler(ngx_event_t *ev);
@@ -419,7 +419,7 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         if (n > room) {
             if (type != NGX_SEGURA_REC_OUTPUT && type != NGX_SEGURA_REC_INPUT)
             {
-                ngx_segura_recorder_flush(rec, 0);
+                ngx_segura_recorder_flush(rec, 0, 0);
                 continue;
             }
 
@@ -447,7 +447,7 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         if (NGX_SEGURA_RECORDER_CHUNK - rec->used
             < NGX_SEGURA_RECORDER_EVENT_HDR + 64)
         {
-            ngx_segura_recorder_flush(rec, 0);
+            ngx_segura_recorder_flush(rec, 0, 0);
         }
 
     } while (len > 0);
@@ -461,12 +461,15 @@ ngx_segura_recorder_flush_handler(ngx_event_t *ev)
 
     /* a quiet second: the buffer goes, an idle session keeps none */
 
-    ngx_segura_recorder_flush(rec, 1);
+    ngx_segura_recorder_flush(rec, 1, 0);
 }
 
 
+/* the last chunk of a session is always queued: one, bounded */
+
 static void
-ngx_segura_recorder_flush(ngx_segura_recorder_t *rec, ngx_uint_t release)
+ngx_segura_recorder_flush(ngx_segura_recorder_t *rec, ngx_uint_t release,
+    ngx_uint_t last)
 {
     u_char    *plain, *p;
     size_t     len;
@@ -480,7 +483,7 @@ ngx_segura_recorder_flush(ngx_segura_recorder_t *rec, ngx_uint_t release)
         goto done;
     }
 
-    if (rec->overflow == NGX_SEGURA_RECORDING_DROP
+    if (rec->overflow == NGX_SEGURA_RECORDING_DROP && !last
         && ngx_segura_outbox_size() > NGX_SEGURA_RECORDER_BOUND)
     {
         if (!rec->in_gap) {
@@ -661,7 +664,7 @@ ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason)
 
     ngx_segura_recorder_marker(rec, (char *) mark);
 
-    ngx_segura_recorder_flush(rec, 1);
+    ngx_segura_recorder_flush(rec, 1, 1);
 
     rec->ended = 1;
 
