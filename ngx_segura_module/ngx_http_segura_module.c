@@ -86,6 +86,13 @@ static ngx_conf_enum_t  ngx_http_segura_host_key_policies[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_segura_recording_overflows[] = {
+    { ngx_string("pause"), NGX_SEGURA_RECORDING_PAUSE },
+    { ngx_string("drop"), NGX_SEGURA_RECORDING_DROP },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_segura_commands[] = {
 
     { ngx_string("segura_database"),
@@ -206,6 +213,27 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, host_key_policy),
       &ngx_http_segura_host_key_policies },
+
+    { ngx_string("segura_recording"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, recording),
+      NULL },
+
+    { ngx_string("segura_recording_input"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, recording_input),
+      NULL },
+
+    { ngx_string("segura_recording_overflow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, recording_overflow),
+      &ngx_http_segura_recording_overflows },
 
     { ngx_string("segura_allowed_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -380,6 +408,9 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->max_message = NGX_CONF_UNSET_SIZE;
     slcf->max_body = NGX_CONF_UNSET_SIZE;
     slcf->host_key_policy = NGX_CONF_UNSET_UINT;
+    slcf->recording = NGX_CONF_UNSET;
+    slcf->recording_input = NGX_CONF_UNSET;
+    slcf->recording_overflow = NGX_CONF_UNSET_UINT;
     slcf->allowed_origins = NGX_CONF_UNSET_PTR;
 
     return slcf;
@@ -416,6 +447,11 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->host_key_policy,
                               prev->host_key_policy,
                               NGX_SEGURA_HOST_KEY_TOFU);
+    ngx_conf_merge_value(conf->recording, prev->recording, 1);
+    ngx_conf_merge_value(conf->recording_input, prev->recording_input, 0);
+    ngx_conf_merge_uint_value(conf->recording_overflow,
+                              prev->recording_overflow,
+                              NGX_SEGURA_RECORDING_PAUSE);
     ngx_conf_merge_ptr_value(conf->allowed_origins,
                              prev->allowed_origins, NULL);
 

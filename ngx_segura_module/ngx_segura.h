@@ -22,6 +22,9 @@
 #define NGX_SEGURA_HOST_KEY_TOFU     0
 #define NGX_SEGURA_HOST_KEY_STRICT   1
 
+#define NGX_SEGURA_RECORDING_PAUSE   0
+#define NGX_SEGURA_RECORDING_DROP    1
+
 
 typedef struct ngx_segura_db_pool_s  ngx_segura_db_pool_t;
 
@@ -82,6 +85,10 @@ typedef struct {
     size_t                     max_body;
 
     ngx_uint_t                 host_key_policy;
+
+    ngx_flag_t                 recording;
+    ngx_flag_t                 recording_input;
+    ngx_uint_t                 recording_overflow;
 
     ngx_array_t               *allowed_origins;   /* ngx_str_t */
 } ngx_http_segura_loc_conf_t;

@@ -68,6 +68,8 @@ static void ngx_segura_api_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_api_respond(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_free_json(void *data);
+static ngx_int_t ngx_segura_api_send_body(ngx_http_request_t *r,
+    ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_route(ngx_segura_api_ctx_t *ctx, PGconn **conn);
 static void ngx_segura_api_health(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
@@ -716,9 +718,68 @@ ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         }
     }
 
+    if (ctx->content_type != NULL) {
+        return ngx_segura_api_send_body(r, ctx);
+    }
+
     return ngx_http_segura_send_json(r, ctx->status ? ctx->status : 200,
                                      (u_char *) ctx->json,
                                      ngx_strlen(ctx->json));
+}
+
+
+/* a body that is not JSON (a recording): sent from ctx->json, no copy */
+
+static ngx_int_t
+ngx_segura_api_send_body(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    r->headers_out.status = ctx->status ? ctx->status : 200;
+    r->headers_out.content_length_n = ctx->json_len;
+    r->headers_out.content_type.data = (u_char *) ctx->content_type;
+    r->headers_out.content_type.len = ngx_strlen(ctx->content_type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_segura_add_header(r, "Cache-Control", "no-store") != NGX_OK
+        || ngx_http_segura_add_header(r, "X-Content-Type-Options", "nosniff")
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* ctx->json is freed with the request (ngx_segura_api_finish) */
+
+    b->start = (u_char *) ctx->json;
+    b->pos = b->start;
+    b->last = b->start + ctx->json_len;
+    b->end = b->last;
+    b->memory = ctx->json_len ? 1 : 0;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 

@@ -87,6 +87,8 @@ struct ngx_segura_api_ctx_s {
     /* out */
     ngx_uint_t                    status;
     char                         *json;        /* malloc()ed, or NULL */
+    size_t                        json_len;    /* 0: a C string */
+    const char                   *content_type;  /* NULL: JSON */
     ngx_segura_err_e              err;
     const char                   *field;       /* static string or NULL */
     char                          message[NGX_SEGURA_ERRLEN];
@@ -244,6 +246,8 @@ void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
+void ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *id);
 
 
 #endif /* _NGX_SEGURA_API_H_INCLUDED_ */

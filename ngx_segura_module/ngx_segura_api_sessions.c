@@ -10,7 +10,10 @@
  *
  * POST /api/sessions/<id>/end: an administrator ends a live session.  The
  * request is a row and a notification (sql/013); the node that owns the
- * session closes it (ngx_segura_watch.c).  Pool threads only.
+ * session closes it (ngx_segura_watch.c).
+ *
+ * GET /api/sessions/<id>/recording: ngx_segura_api_recording.c.
+ * Pool threads only.
  */
 
 
@@ -138,11 +141,22 @@ ngx_segura_api_session_end(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PGresult   *res;
     const char *params[2];
 
-    /* "<uuid>/end" and nothing else */
+    /* "<uuid>/end" or "<uuid>/recording" and nothing else */
 
-    if (!ngx_segura_api_is_uuid(path, 36)
-        || ngx_strcmp(path + 36, "/end") != 0)
-    {
+    if (ngx_strlen(path) < 36 || !ngx_segura_api_is_uuid(path, 36)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return;
+    }
+
+    ngx_memcpy(id, path, 36);
+    id[36] = '\0';
+
+    if (ngx_strcmp(path + 36, "/recording") == 0) {
+        ngx_segura_api_recording(ctx, conn, id);
+        return;
+    }
+
+    if (ngx_strcmp(path + 36, "/end") != 0) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
         return;
     }
@@ -157,8 +171,6 @@ ngx_segura_api_session_end(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         return;
     }
 
-    ngx_memcpy(id, path, 36);
-    id[36] = '\0';
     ngx_segura_api_id(ctx->me.id, me);
 
     params[0] = id;

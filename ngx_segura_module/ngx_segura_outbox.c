@@ -6,7 +6,7 @@
 
 /*
  * The outbox: every write a session owes PostgreSQL (the audit row's
- * start and end; later recording chunks), queued in order and written by
+ * start and end, the recording's chunks), queued in order and written by
  * one pool task at a time, like a write-ahead queue.  Callers enqueue and
  * go on; nothing of a session waits for the database.
  *
@@ -59,6 +59,8 @@ typedef struct {
     ngx_uint_t                     attempts;  /* refused by PostgreSQL */
     size_t                         size;
     const char                    *params[NGX_SEGURA_OUTBOX_MAX_PARAMS];
+    int                            lengths[NGX_SEGURA_OUTBOX_MAX_PARAMS];
+    int                            formats[NGX_SEGURA_OUTBOX_MAX_PARAMS];
 } ngx_segura_outbox_entry_t;
 
 
@@ -180,6 +182,14 @@ ngx_int_t
 ngx_segura_outbox_add(ngx_log_t *log, const char *sql, ngx_uint_t nparams,
     const char *const *params)
 {
+    return ngx_segura_outbox_add_binary(log, sql, nparams, params, NULL);
+}
+
+
+ngx_int_t
+ngx_segura_outbox_add_binary(ngx_log_t *log, const char *sql,
+    ngx_uint_t nparams, const char *const *params, const size_t *binary)
+{
     u_char                     *p;
     size_t                      size, len[NGX_SEGURA_OUTBOX_MAX_PARAMS];
     ngx_uint_t                  i;
@@ -197,7 +207,20 @@ ngx_segura_outbox_add(ngx_log_t *log, const char *sql, ngx_uint_t nparams,
     size = sizeof(ngx_segura_outbox_entry_t);
 
     for (i = 0; i < nparams; i++) {
-        len[i] = params[i] ? ngx_strlen(params[i]) + 1 : 0;
+        if (binary != NULL && binary[i] > 0) {
+            if (binary[i] > NGX_SEGURA_OUTBOX_MAX_BINARY) {
+                ngx_log_error(NGX_LOG_ALERT, log, 0,
+                              "segura outbox: a value of %uz bytes "
+                              "cannot be queued", binary[i]);
+                return NGX_ERROR;
+            }
+
+            len[i] = binary[i];
+
+        } else {
+            len[i] = params[i] ? ngx_strlen(params[i]) + 1 : 0;
+        }
+
         size += len[i];
     }
 
@@ -214,6 +237,9 @@ ngx_segura_outbox_add(ngx_log_t *log, const char *sql, ngx_uint_t nparams,
     p = (u_char *) (e + 1);
 
     for (i = 0; i < nparams; i++) {
+        e->lengths[i] = (int) len[i];
+        e->formats[i] = (binary != NULL && binary[i] > 0);
+
         if (params[i] == NULL) {
             e->params[i] = NULL;
             continue;
@@ -250,6 +276,13 @@ size_t
 ngx_segura_outbox_pending(void)
 {
     return ngx_segura_outbox ? ngx_segura_outbox->count : 0;
+}
+
+
+size_t
+ngx_segura_outbox_size(void)
+{
+    return ngx_segura_outbox ? ngx_segura_outbox->size : 0;
 }
 
 
@@ -393,7 +426,7 @@ ngx_segura_outbox_exec(PGconn *conn, ngx_segura_outbox_entry_t *e,
     ExecStatusType   st;
 
     res = PQexecParams(conn, e->sql, (int) e->nparams, NULL, e->params,
-                       NULL, NULL, 0);
+                       e->lengths, e->formats, 0);
 
     st = PQresultStatus(res);
 

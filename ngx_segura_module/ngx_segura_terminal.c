@@ -10,8 +10,10 @@
  * (ngx_segura_connect.c, with the host-key check and the trust-on-first-
  * use pin in a pool thread), the SSH session and channel with their
  * socket, the idle timeout, the byte counts and exit status, the audit
- * row (written through ngx_segura_outbox.c), and its entry in the
- * worker's live registry (ngx_segura_live.c).  It has a pool and a log
+ * row (written through ngx_segura_outbox.c), its recording
+ * (ngx_segura_recorder.c: what read returned, what write took when input
+ * is recorded, resizes, the exit), and its entry in the worker's live
+ * registry (ngx_segura_live.c).  It has a pool and a log
  * of its own, so it does not depend on the HTTP request that made it:
  * viewers (ngx_segura_relay.c) attach to it and may go before it ends.
  *
@@ -64,6 +66,7 @@ static void ngx_segura_terminal_peer_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_terminal_exited(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_idle_handler(ngx_event_t *ev);
 static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
+static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
 static void ngx_segura_terminal_release(ngx_segura_terminal_t *t);
@@ -398,6 +401,23 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
         return;
     }
 
+    if (t->slcf->recording) {
+        t->recorder = ngx_segura_recorder_create(t->pool, &t->log, t->smcf,
+                                                 t->slcf, t->id, t->started,
+                                                 t->ssh.cols, t->ssh.rows,
+                                                 ngx_segura_terminal_record_wake,
+                                                 t);
+        if (t->recorder == NULL) {
+            /* a session that should be recorded is not run unrecorded */
+            ngx_log_error(NGX_LOG_ALERT, &t->log, 0,
+                          "segura session %s: the recording cannot start",
+                          t->id);
+            ngx_segura_terminal_end(t, "internal",
+                                    NGX_SEGURA_WS_ERR_INTERNAL);
+            return;
+        }
+    }
+
     ngx_log_error(NGX_LOG_INFO, &t->log, 0,
                   "segura session %s: user \"%s\" key %L device %L "
                   "(%s:%ui) opened in %M ms",
@@ -590,6 +610,11 @@ ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf, size_t size)
         return NGX_DONE;
     }
 
+    if (t->recorder != NULL && ngx_segura_recorder_paused(t->recorder)) {
+        /* the database is behind: the SSH window holds the device */
+        return NGX_AGAIN;
+    }
+
     ch = t->ssh.channel;
 
     if (size > 65535) {
@@ -612,6 +637,11 @@ ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf, size_t size)
         if (n > 0) {
             t->bytes_out += n;
             t->last_any = ngx_current_msec;
+
+            if (t->recorder != NULL) {
+                ngx_segura_recorder_output(t->recorder, buf, n);
+            }
+
             return n;
         }
 
@@ -674,6 +704,10 @@ ngx_segura_terminal_exited(ngx_segura_terminal_t *t)
 
     t->exit_status = status;
 
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_exit(t->recorder, status);
+    }
+
     ngx_log_error(NGX_LOG_INFO, &t->log, 0,
                   "segura session %s: shell exited with %d", t->id, status);
 
@@ -709,6 +743,11 @@ ngx_segura_terminal_write(ngx_segura_terminal_t *t, u_char *data, size_t len)
     if (w > 0) {
         t->bytes_in += w;
         t->last_any = ngx_current_msec;
+
+        if (t->recorder != NULL) {
+            /* only with segura_recording_input on */
+            ngx_segura_recorder_input(t->recorder, data, w);
+        }
     }
 
     return w;
@@ -730,6 +769,11 @@ ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
                       "segura session %s: "
                       "ssh_channel_change_pty_size() failed: %s",
                       t->id, ssh_get_error(t->ssh.session));
+        return;
+    }
+
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_resize(t->recorder, cols, rows);
     }
 }
 
@@ -749,6 +793,11 @@ ngx_segura_terminal_poll(ngx_segura_terminal_t *t, ngx_uint_t room)
     }
 
     if (!room || t->peer->read->posted) {
+        return;
+    }
+
+    if (t->recorder != NULL && ngx_segura_recorder_is_paused(t->recorder)) {
+        /* the recorder wakes the viewer when the database caught up */
         return;
     }
 
@@ -811,6 +860,29 @@ ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t)
                              - ngx_current_msec);
 
     ngx_add_timer(&t->idle, left > 0 ? (ngx_msec_t) left : 1);
+}
+
+
+/* the recording paused the device: the database caught up */
+
+static void
+ngx_segura_terminal_record_wake(void *data)
+{
+    ngx_segura_terminal_t *t = data;
+
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
+        return;
+    }
+
+    /* not idle: the database was slow */
+    t->last_any = ngx_current_msec;
+
+    if (t->viewer != NULL) {
+        t->viewer->wake(t->viewer);
+
+    } else if (t->peer != NULL) {
+        ngx_post_event(t->peer->read, &ngx_posted_events);
+    }
 }
 
 
@@ -887,6 +959,10 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
 
     if (t->end_reason == NULL) {
         t->end_reason = "closed";
+    }
+
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_end(t->recorder, t->end_reason);
     }
 
     ngx_segura_terminal_release(t);

@@ -15,6 +15,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_connect.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_recorder.h"
 #include "ngx_segura_ssh.h"
 
 
@@ -94,6 +95,7 @@ struct ngx_segura_terminal_s {
     ngx_connection_t              *peer;       /* wraps libssh's socket */
     ngx_segura_viewer_t           *viewer;
     ngx_segura_live_t              live;
+    ngx_segura_recorder_t         *recorder;   /* NULL: not recorded */
     char                           id[NGX_SEGURA_LIVE_ID_LEN];
     char                           started[NGX_INT64_LEN + 1];  /* ms */
     ngx_event_t                    idle;

@@ -38,6 +38,8 @@ conf_ok("$db $mk segura_thread_pool segura;
          segura_connect_timeout 5s; segura_idle_timeout 10m;
          segura_ping_interval 20s; segura_max_message 64k;
          segura_max_body 128k; segura_host_key_policy strict;
+         segura_recording on; segura_recording_input off;
+         segura_recording_overflow drop;
          segura_login_lifetime 8h; segura_login_idle 20m;
          segura_node_lost_timeout 1m;
          segura_allowed_origins https://console.example.com http://127.0.0.1:8080;
@@ -179,6 +181,23 @@ conf_fails("$db $mk segura_max_message lots; $server",
 conf_fails("$db $mk segura_max_body 10; $server",
            qr/invalid value "10" in "segura_max_body" directive, it must be between 1024 and/,
            'segura_max_body too small');
+# segura_recording*
+conf_ok("$db $mk server { listen 127.0.0.1:%%PORT%%; location = /session {"
+        . " segura_session; segura_recording off; } }",
+        'segura_recording off in a location passes');
+conf_fails("$db $mk segura_recording maybe; $server",
+           qr/invalid value "maybe" in "segura_recording" directive/,
+           'segura_recording not on or off');
+conf_fails("$db $mk segura_recording_input yes; $server",
+           qr/invalid value "yes" in "segura_recording_input" directive/,
+           'segura_recording_input not on or off');
+conf_fails("$db $mk segura_recording_overflow block; $server",
+           qr/invalid value "block" in "segura_recording_overflow" directive/,
+           'segura_recording_overflow unknown');
+conf_fails("$db $mk segura_recording_overflow drop; segura_recording_overflow pause; $server",
+           qr/"segura_recording_overflow" directive is duplicate/,
+           'segura_recording_overflow twice');
+
 conf_fails("$db $mk segura_host_key_policy trusting; $server",
            qr/invalid value "trusting" in "segura_host_key_policy" directive/,
            'segura_host_key_policy unknown');

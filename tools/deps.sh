@@ -7,11 +7,11 @@
 set -euo pipefail
 
 build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
-       libssl-dev libjansson-dev libargon2-dev)
+       libssl-dev libjansson-dev libargon2-dev libzstd-dev)
 run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
       perl procps psmisc iproute2 nodejs chromium firefox-esr valgrind
-      dpkg-dev fakeroot lintian openssl)
+      dpkg-dev fakeroot lintian openssl asciinema)
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
 bench=(linux-perf python3)

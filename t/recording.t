@@ -1,0 +1,269 @@
+# Recording: a session's output, resizes and markers are stored in
+# PostgreSQL as sealed chunks and replayed as asciicast v2 by
+# GET /api/sessions/{id}/recording; the output events are exactly the bytes
+# the client got, what was typed is stored only with segura_recording_input
+# on, and nothing printed or typed is readable in a dump of the database.
+use strict;
+use warnings;
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use Encode ();
+use JSON::PP;
+use SeguraTest;
+use SeguraTest::Api;
+use SeguraTest::Pg;
+use SeguraTest::Session;
+use SeguraTest::WS;
+
+my $t = SeguraTest->new(sshd => 1);
+$t->run(SeguraTest::Session::config(q{
+        location = /session-in { segura_session; segura_recording_input on; }
+        location = /session-off { segura_session; segura_recording off; }
+}));
+my $db = $t->db;
+my $dbh = $db->dbh;
+
+my $f = SeguraTest::Session::fixture($t);
+
+SeguraTest::Api::add_user($db, 'auditor', 'auditor-password-1', admin => 1);
+my $admin = SeguraTest::Api->new($t);
+is($admin->login('auditor', 'auditor-password-1')->code, 200,
+   'the administrator logs in');
+
+my $JSON = JSON::PP->new->utf8;
+
+sub ws_at {
+    my ($path, $query) = @_;
+    return SeguraTest::WS->connect($t->port, "$path?key=$f->{key}"
+                                   . "&device=$f->{device}" . ($query // ''),
+                                   Cookie => $f->{cookie});
+}
+
+# the recording's row is completed once the session ended and its chunks
+# went through the outbox
+sub recorded {
+    my ($id, $what) = @_;
+    ok(SeguraTest::wait_for(sub {
+        $dbh->selectrow_array(q{select count(*) from ssh_session_recordings
+                                where session_id = ? and ended_at is not null},
+                              undef, $id)
+    }, 20), "$what: the recording is complete in the database");
+}
+
+# the asciicast of a session: (header, events)
+sub cast {
+    my ($id, $what) = @_;
+    my $res = $admin->get("/api/sessions/$id/recording");
+    is($res->code, 200, "$what: the recording is served") or diag($res->body);
+    like($res->headers->content_type // '', qr{^application/x-asciicast},
+         "$what: as application/x-asciicast");
+    my @lines = split /\n/, $res->body;
+    my $header = eval { $JSON->decode(shift @lines) } || {};
+    my @ev = map { $JSON->decode($_) } @lines;
+    return ($header, @ev);
+}
+
+sub data_of {
+    my ($code, @ev) = @_;
+    return join '', map { Encode::encode_utf8($_->[2]) }
+                    grep { $_->[1] eq $code } @ev;
+}
+
+sub password_prompt {
+    my ($ws, $secret, $what) = @_;
+    # the passphrase is typed with echo off, as at a password prompt
+    $ws->send_binary("stty -echo; printf 'Pass''word: '; read -r pw;"
+                     . " stty echo; echo; echo got-\${#pw}\n");
+    ok($ws->wait_for(sub { $ws->output =~ /Password: / }, 10),
+       "$what: the prompt") or diag($ws->output);
+    $ws->send_binary("$secret\n");
+    my $n = length $secret;
+    ok($ws->wait_for(sub { $ws->output =~ /got-$n\r?\n/ }, 10),
+       "$what: the shell read the passphrase");
+    unlike($ws->output, qr/\Q$secret\E/, "$what: the terminal did not echo it");
+}
+
+sub pg_dump {
+    my $bin = (sort glob '/usr/lib/postgresql/*/bin/pg_dump')[-1] || 'pg_dump';
+    my ($rc, $out, $err) = SeguraTest::Pg::run($bin, '-d', $db->conninfo,
+                                               '--data-only');
+    is($rc, 0, 'pg_dump of the test database') or diag($err);
+    return $out;
+}
+
+
+# --- 20 MiB of random base64, two resizes -----------------------------------
+
+my $ws = ws_at('/session', '&cols=80&rows=24');
+my $c = $ws->wait_event('connected', 20);
+ok($c, 'bulk: connected');
+my $id = $c->{session};
+
+$ws->resize(100, 30);
+$ws->send_binary("stty size\n");
+ok($ws->wait_for(sub { $ws->output =~ /\b30 100\r?\n/ }, 10), 'bulk: resized');
+$ws->resize(120, 40);
+$ws->send_binary("stty size\n");
+ok($ws->wait_for(sub { $ws->output =~ /\b40 120\r?\n/ }, 10), 'bulk: resized again');
+
+# a marker the session prints (the command line holds its octal escapes)
+my $printed = 'PRINTED-' . join('', map { ('A' .. 'Z')[rand 26] } 1 .. 16);
+my $octal = join '', map { sprintf '\\%03o', ord } split //, $printed;
+
+$ws->send_binary("head -c 15728640 /dev/urandom | base64 -w 0; printf '\\n$octal\\n'; "
+                 . "printf '\\105\\116\\104\\n'\n");
+ok($ws->wait_for(sub { $ws->output =~ /\r?\nEND\r?\n/ }, 120),
+   'bulk: the stream arrived');
+like($ws->output, qr/\Q$printed\E/, 'bulk: the printed marker arrived');
+
+my $secret = 'pass-' . join('', map { ('a' .. 'z')[rand 26] } 1 .. 20);
+password_prompt($ws, $secret, 'input off');
+
+$ws->send_binary("exit 7\n");
+is($ws->wait_close(20), 1000, 'bulk: the shell exits');
+my $received = $ws->output;
+ok(length($received) > 20 * 1024 * 1024, 'bulk: more than 20 MiB went to the client');
+recorded($id, 'bulk');
+
+my $chunks = $dbh->selectrow_array(
+    'select count(*) from ssh_session_chunks where session_id = ?', undef, $id);
+ok($chunks >= 20 * 1024 * 1024 / 65536, "bulk: stored in chunks of at most 64 KiB ($chunks)");
+my $bad = $dbh->selectrow_array(q{select count(*) from ssh_session_chunks
+                                  where session_id = ? and plain_size > 65536},
+                                undef, $id);
+is($bad, 0, 'bulk: no chunk holds more than 64 KiB of events');
+my ($stored, $plain) = $dbh->selectrow_array(q{select sum(length(data)),
+    sum(plain_size) from ssh_session_chunks where session_id = ?}, undef, $id);
+diag(sprintf('%d output bytes, %d event bytes stored as %d (%.3f per output byte)',
+             length $received, $plain, $stored, $stored / length $received));
+
+my ($header, @ev) = cast($id, 'bulk');
+is($header->{version}, 2, 'bulk: asciicast version 2');
+is($header->{width}, 80, 'bulk: the width at the start');
+is($header->{height}, 24, 'bulk: the height at the start');
+like($header->{timestamp} // '', qr/^\d{10}$/, 'bulk: a timestamp');
+like($header->{title} // '', qr/\@/, 'bulk: a title (user@device)');
+
+my $out = data_of('o', @ev);
+is(length $out, length $received, 'bulk: as many output bytes as the client got');
+is(sha256_hex($out), sha256_hex($received),
+   'bulk: the output events are the bytes the client got (SHA-256)');
+
+my @times = map { $_->[0] } @ev;
+is(scalar(grep { $times[$_] < $times[$_ - 1] } 1 .. $#times), 0,
+   'bulk: times never go back');
+ok((grep { !/^(?:\d+\.\d+|\d+)$/ } @times) == 0, 'bulk: times are numbers');
+is_deeply([map { $_->[2] } grep { $_->[1] eq 'r' } @ev], ['100x30', '120x40'],
+          'bulk: two resize events');
+my @marks = map { $_->[2] } grep { $_->[1] eq 'm' } @ev;
+is($marks[0], 'session started', 'bulk: the start marker');
+ok((grep { $_ eq 'exit 7' } @marks), 'bulk: the exit marker') or diag(explain \@marks);
+is($marks[-1], 'session ended: exit', 'bulk: the end marker');
+is(scalar(grep { $_->[1] eq 'i' } @ev), 0, 'input off: no input events');
+my $whole = join '', map { Encode::encode_utf8($_->[2]) } @ev;
+unlike($whole, qr/\Q$secret\E/, 'input off: the passphrase is not in the recording');
+like($whole, qr/\Q$printed\E/, 'the printed marker is in the recording');
+
+# asciinema's own parser (Debian's asciinema package) reads the file and
+# gives back the same output
+SKIP: {
+    skip 'asciinema (Debian package) is not installed', 2
+        unless -e '/usr/lib/python3/dist-packages/asciinema/asciicast/v2.py';
+    my $file = $t->dir . '/bulk.cast';
+    open my $fh, '>:raw', $file or die $!;
+    print $fh $admin->get("/api/sessions/$id/recording")->body;
+    close $fh;
+    my $py = q{import sys
+from asciinema import asciicast
+with asciicast.open_from_url(sys.argv[1]) as a:
+    for _, _t, text in a.stdout_events():
+        sys.stdout.buffer.write(text.encode("utf-8"))
+};
+    my ($rc, $stdout, $stderr) = SeguraTest::Pg::run('/usr/bin/python3', '-c', $py, $file);
+    is($rc, 0, "asciinema's parser accepts the recording") or diag($stderr);
+    is(sha256_hex($stdout), sha256_hex($received),
+       "asciinema's parser gets the bytes the client got");
+}
+
+my $raw = $admin->get("/api/sessions/$id/recording?format=raw");
+is($raw->code, 200, 'raw: served');
+like($raw->headers->content_type // '', qr{^application/octet-stream}, 'raw: octet-stream');
+is(sha256_hex($raw->body), sha256_hex($received), 'raw: the output bytes alone');
+
+my $replays = $dbh->selectrow_array(q{select count(*) from audit_log
+    where action = 'session_replay' and object_id = ?}, undef, $id);
+is($replays, 3, 'every replay is an audit_log row');
+
+
+# --- input recorded ---------------------------------------------------------
+
+$ws = ws_at('/session-in');
+$c = $ws->wait_event('connected', 20);
+ok($c, 'input on: connected');
+my $id2 = $c->{session};
+my $secret2 = 'pass-' . join('', map { ('a' .. 'z')[rand 26] } 1 .. 20);
+password_prompt($ws, $secret2, 'input on');
+# UTF-8 as it is in asciicast, what is not UTF-8 as U+FFFD; raw as it was
+$ws->send_binary("printf 'u8:caf\\303\\251 \\342\\234\\223 \\377:end\\n'\n");
+ok($ws->wait_for(sub { $ws->output =~ /u8:caf\xc3\xa9 \xe2\x9c\x93 \xff:end/ }, 10),
+   'utf-8: printed');
+$ws->send_binary("exit\n");
+is($ws->wait_close(20), 1000, 'input on: the shell exits');
+recorded($id2, 'input on');
+my ($h2, @ev2) = cast($id2, 'input on');
+my $in = data_of('i', @ev2);
+like($in, qr/\Q$secret2\E\r?\n/, 'input on: the passphrase is in the input events');
+like($in, qr/exit\n/, 'input on: so is what else was typed');
+unlike(data_of('o', @ev2), qr/\Q$secret2\E/, 'input on: not in the output events');
+like(data_of('o', @ev2), qr/u8:caf\xc3\xa9 \xe2\x9c\x93 \xef\xbf\xbd:end/,
+     'utf-8: kept in asciicast, the byte that is not UTF-8 as U+FFFD');
+like($admin->get("/api/sessions/$id2/recording?format=raw")->body,
+     qr/u8:caf\xc3\xa9 \xe2\x9c\x93 \xff:end/, 'utf-8: raw has the bytes as they were');
+
+
+# --- not recorded -----------------------------------------------------------
+
+$ws = ws_at('/session-off');
+$c = $ws->wait_event('connected', 20);
+ok($c, 'recording off: connected');
+my $id3 = $c->{session};
+$ws->send_binary("echo unrecorded; exit\n");
+is($ws->wait_close(20), 1000, 'recording off: the shell exits');
+ok(SeguraTest::wait_for(sub {
+    $dbh->selectrow_array(q{select count(*) from ssh_sessions
+                            where id = ? and ended_at is not null}, undef, $id3)
+}, 20), 'recording off: the audit row is complete');
+is($dbh->selectrow_array(q{select count(*) from ssh_session_recordings
+                           where session_id = ?}, undef, $id3), 0,
+   'recording off: no recording');
+is($admin->get("/api/sessions/$id3/recording")->code, 404,
+   'recording off: 404');
+
+
+# --- who may replay ---------------------------------------------------------
+
+my $user = SeguraTest::Api->new($t);
+SeguraTest::Api::add_user($db, 'someone', 'someone-password-1');
+is($user->login('someone', 'someone-password-1')->code, 200, 'a user logs in');
+my $r = $user->get("/api/sessions/$id/recording");
+is($r->code, 404, 'a user who is not an administrator gets 404');
+is(eval { $r->json->{error}{code} }, 'not_found', 'with not_found');
+is(SeguraTest::Api->new($t)->get("/api/sessions/$id/recording")->code, 401,
+   'no login: 401');
+$r = $admin->get("/api/sessions/$id/recording?format=mp4");
+is($r->code, 422, 'an unknown format: 422');
+is(eval { $r->json->{error}{field} }, 'format', 'field format');
+is($admin->get('/api/sessions/00000000-0000-4000-8000-000000000000/recording')->code,
+   404, 'an unknown session: 404');
+is($admin->post("/api/sessions/$id/recording", {})->code, 405, 'POST: 405');
+
+
+# --- the database holds nothing readable ----------------------------------------
+
+my $dump = pg_dump();
+like($dump, qr/COPY public\.ssh_session_chunks/, 'the dump has the chunks');
+unlike($dump, qr/\Q$printed\E/, 'a marker the session printed is not in the dump');
+unlike($dump, qr/\Q$secret\E/, 'a passphrase typed with input off is not in the dump');
+unlike($dump, qr/\Q$secret2\E/, 'nor one typed with input on (sealed)');
+
+SeguraTest::done();
