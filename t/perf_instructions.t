@@ -15,20 +15,27 @@ plan skip_all => 'callgrind and AddressSanitizer do not mix' if $ENV{ASAN};
 BAIL_OUT('valgrind is missing: make test installs it')
     if system('valgrind --version >/dev/null 2>&1') != 0;
 
-my ($ref) = SeguraTest::slurp("$ROOT/bench/instructions.ref") =~ /^per_mib (\d+)$/m;
-ok($ref, "the reference: $ref instructions per MiB");
+my $refs = SeguraTest::slurp("$ROOT/bench/instructions.ref");
 
-my $json = `$^X $ROOT/t/perf/instructions.pl 4 2>&1`;
-my ($line) = $json =~ /^(\{.*\})$/m;
-ok($line, 'callgrind counted the worker') or diag $json;
-my $r = $line ? decode_json($line) : {};
+for my $case (['off', 'per_mib', 'the relay'],
+              ['on', 'recorded_per_mib', 'the relay with its recording'])
+{
+    my ($recording, $key, $what) = @$case;
+    my ($ref) = $refs =~ /^$key (\d+)$/m;
+    ok($ref, "$what: the reference, $ref instructions per MiB");
 
-ok(($r->{mib} // 0) > 3.9, "about 4 MiB were relayed ($r->{mib})");
-my $per = $r->{per_mib} // 0;
-ok($per > 0 && $per <= $ref * 1.15,
-   sprintf('%.2f M instructions per MiB, %+.1f %% of the reference',
-           $per / 1e6, $ref ? ($per / $ref - 1) * 100 : 0));
-diag(sprintf('relay: %.2f M instructions per MiB (reference %.2f M)',
-             $per / 1e6, $ref / 1e6));
+    my $json = `$^X $ROOT/t/perf/instructions.pl 4 $recording 2>&1`;
+    my ($line) = $json =~ /^(\{.*\})$/m;
+    ok($line, "$what: callgrind counted the worker") or diag $json;
+    my $r = $line ? decode_json($line) : {};
+
+    ok(($r->{mib} // 0) > 3.9, "$what: about 4 MiB were relayed ($r->{mib})");
+    my $per = $r->{per_mib} // 0;
+    ok($per > 0 && $ref && $per <= $ref * 1.15,
+       sprintf('%s: %.2f M instructions per MiB, %+.1f %% of the reference',
+               $what, $per / 1e6, $ref ? ($per / $ref - 1) * 100 : 0));
+    diag(sprintf('%s: %.2f M instructions per MiB (reference %.2f M)',
+                 $what, $per / 1e6, ($ref // 0) / 1e6));
+}
 
 done_testing;

@@ -7,7 +7,8 @@
 # bytes is the cost of relaying, set-up and start-up cancelling out.
 # Prints one JSON line: {"mib":..,"per_mib":..,"small":..,"large":..}
 #
-#   t/perf/instructions.pl [MiB]     (in t/run-tests' environment)
+#   t/perf/instructions.pl [MiB] [recording on|off]
+#                                    (in t/run-tests' environment)
 use strict;
 use warnings;
 use FindBin;
@@ -17,13 +18,15 @@ use SeguraTest;
 use SeguraTest::Session;
 
 my $mib = shift // 4;
+my $recording = shift // 'on';
 
 sub measure {
     my ($bytes) = @_;
 
     my $t = SeguraTest->new(sshd => 1);
     my $out = "$t->{dir}/callgrind.%p";
-    $t->run(SeguraTest::Session::config(), start_timeout => 120,
+    $t->run(SeguraTest::Session::config("segura_recording $recording;"),
+            start_timeout => 120,
             wrapper => ['valgrind', '--tool=callgrind', '--vgdb=no',
                         "--callgrind-out-file=$out"]);
     my $f = SeguraTest::Session::fixture($t);
@@ -56,6 +59,6 @@ my ($b0, $i0) = measure(1024);
 my ($b1, $i1) = measure(int($mib * 1048576));
 my $d = ($b1 - $b0) / 1048576;
 
-print encode_json({ mib => sprintf('%.3f', $d) + 0,
+print encode_json({ mib => sprintf('%.3f', $d) + 0, recording => $recording,
                     per_mib => int(($i1 - $i0) / $d),
                     small => $i0 + 0, large => $i1 + 0 }), "\n";
