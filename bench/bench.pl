@@ -180,6 +180,18 @@ for my $run (1 .. $RUNS) {
                    || $r->{failed};
         }
 
+        if ($target eq 'segura') {
+            # logins with random names, the address budget off (in the
+            # configuration): each costs an argon2 verification, bounded by
+            # segura_login_concurrency
+            $r = client($target, 'loginflood', n => 20, flood => 32,
+                        segura => { %{ $base{segura} }, port => $t->port });
+            push @{ $R{$target}{flood50} }, $r->{p50};
+            $R{$target}{flood_note} = "$r->{logins} logins ("
+                . join(', ', map { "$_: $r->{codes}{$_}" }
+                             sort keys %{ $r->{codes} }) . ')';
+        }
+
         $r = client($target, 'echo', n => 500);
         push @{ $R{$target}{echo50} }, $r->{p50};
         push @{ $R{$target}{echo99} }, $r->{p99};
@@ -300,6 +312,7 @@ http {
     access_log off;
     client_body_temp_path logs/client_body;
     segura_database    "%%DATABASE%%";
+    segura_login_address_limit off;
     segura_master_key  %%MASTER_KEY%%;
     segura_thread_pool segura;
 
@@ -499,6 +512,7 @@ sub report {
         [setup50  => 'setup p50 ms', 1],
         [setup95  => 'setup p95 ms', 1],
         [hole50   => "setup p50 ms, $HOLES blackholed", 1],
+        [flood50  => 'setup p50 ms, login flood', 1],
         [echo50   => 'echo p50 ms', 3],
         [echo99   => 'echo p99 ms', 3],
         [mem50    => 'KiB/session @50', 0],
@@ -591,6 +605,16 @@ sub report {
             ['echo p50 with flow control within 0.05 ms of without',
              abs($k->{echo50} - $s->{echo50}) <= 0.05,
              sprintf('%+.3f ms', $k->{echo50} - $s->{echo50})];
+    }
+    # set-ups during a login flood against quiet ones, same run
+    if ($has{segura} && $M{segura}{flood50}) {
+        push @targets,
+            ['setup p50 during a login flood <= 1.5x quiet (same run)',
+             $M{segura}{flood50} <= 1.5 * $M{segura}{setup50},
+             sprintf('%.2fx; %s ms against %s ms; last run: %s',
+                     $M{segura}{flood50} / $M{segura}{setup50},
+                     fmt($M{segura}{flood50}, 1), fmt($M{segura}{setup50}, 1),
+                     $R{segura}{flood_note} // '')];
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });

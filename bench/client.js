@@ -29,6 +29,8 @@
 //               before and after
 //   storm       n sessions requested at once while probe.js measures a
 //               static request on the server's event loop
+//   loginflood  (segura) n set-ups one after the other while flood loops
+//               post logins with random names
 //   blackhole   (segura) blackhole.n sessions to a device that accepts TCP
 //               and never speaks (a listener here), then, while they hang,
 //               the set-up of n sessions one after the other, as in setup
@@ -485,6 +487,55 @@ async function setup() {
 }
 
 
+/*
+ * Set-ups while logins flood the API: cfg.flood concurrent loops of POST
+ * /api/login with random names (each an argon2 verification unless the
+ * throttles refuse it first), and n set-ups one after the other meanwhile.
+ */
+async function loginflood() {
+    const http = require('http');
+    const n = cfg.n || 20, ms = [], c = cfg.flood || 32;
+    const codes = {};
+    let stop = false, sent = 0;
+    const one = () => new Promise((resolve) => {
+        const body = JSON.stringify({
+            username: 'flood-' + Math.random().toString(36).slice(2),
+            password: 'not-the-password' });
+        const req = http.request({
+            host: '127.0.0.1', port: cfg.segura.port, path: '/api/login',
+            method: 'POST', headers: { 'Content-Type': 'application/json',
+                                       'Content-Length': Buffer.byteLength(body) },
+        }, (res) => {
+            res.resume();
+            res.on('end', () => {
+                codes[res.statusCode] = (codes[res.statusCode] || 0) + 1;
+                resolve();
+            });
+        });
+        req.on('error', () => resolve());
+        req.end(body);
+    });
+    const loops = [];
+    for (let i = 0; i < c; i++) {
+        loops.push((async () => {
+            while (!stop) {
+                await one();
+                sent++;
+            }
+        })());
+    }
+    await sleep(500);
+    for (let i = 0; i < n; i++) {
+        const s = await openOne();
+        ms.push(s.first - s.t0);
+        await withTimeout(s.close(), remaining(), 'close');
+    }
+    stop = true;
+    await Promise.all(loops);
+    return { n, ms, p50: pct(ms, 50), p95: pct(ms, 95), logins: sent, codes };
+}
+
+
 async function echo() {
     const n = cfg.n || 500, ms = [];
     const s = await openOne();
@@ -693,7 +744,8 @@ async function blackhole() {
 
 
 (async () => {
-    const modes = { throughput, setup, echo, idle, storm, blackhole };
+    const modes = { throughput, setup, echo, idle, storm, blackhole,
+                    loginflood };
     if (!modes[cfg.mode]) {
         fail('unknown mode ' + cfg.mode);
     }
