@@ -336,7 +336,12 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
-    ngx_conf_init_value(smcf->login_concurrency, 2);
+    /*
+     * half the CPUs: argon2id is CPU-bound, and the other half is what
+     * the session set-ups of a login flood get
+     */
+    ngx_conf_init_value(smcf->login_concurrency,
+                        ngx_ncpu >= 4 ? ngx_ncpu / 2 : 1);
 
     if (smcf->login_concurrency < 1 || smcf->login_concurrency > 1024) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,

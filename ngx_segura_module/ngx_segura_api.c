@@ -61,6 +61,12 @@ static void ngx_segura_api_body_pump(ngx_http_request_t *r, ngx_uint_t read);
 static ngx_int_t ngx_segura_api_body_take(ngx_http_request_t *r);
 static void ngx_segura_api_body_wipe(void *data);
 static void ngx_segura_api_post(ngx_http_request_t *r);
+static void ngx_segura_api_post_task(ngx_http_request_t *r,
+    ngx_segura_api_ctx_t *ctx);
+static void ngx_segura_api_login_wait(ngx_http_request_t *r,
+    ngx_segura_api_ctx_t *ctx);
+static void ngx_segura_api_login_unwait(void *data);
+static void ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx);
 static ngx_int_t ngx_segura_api_prepare(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_task(void *data, ngx_log_t *log);
@@ -120,6 +126,29 @@ static ngx_segura_api_constraint_t  ngx_segura_api_constraints[] = {
     { "ssh_keys_passphrase_enc_check", "passphrase" },
     { NULL, NULL }
 };
+
+
+/*
+ * Logins are admitted to the thread pool a few at a time per worker: each
+ * takes a pool thread and database round trips before its argon2id slot
+ * (segura_login_concurrency) is even looked at, so a flood must wait here,
+ * on the event loop, and not in the pool's queue in front of the session
+ * set-ups.  Beyond the queue: 503 busy.
+ */
+
+#define NGX_SEGURA_API_LOGIN_TASKS   4
+#define NGX_SEGURA_API_LOGIN_QUEUE   256
+
+typedef struct {
+    ngx_queue_t                   queue;
+    ngx_http_request_t           *r;
+    ngx_segura_api_ctx_t         *ctx;
+    unsigned                      queued:1;
+} ngx_segura_api_login_wait_t;
+
+static ngx_uint_t   ngx_segura_api_logins;       /* in the pool */
+static ngx_uint_t   ngx_segura_api_logins_waiting;
+static ngx_queue_t  ngx_segura_api_login_queue;
 
 
 ngx_int_t
@@ -423,6 +452,25 @@ ngx_segura_api_post(ngx_http_request_t *r)
     task->event.data = r;
     task->event.handler = ngx_segura_api_done;
 
+    if (ctx->method == NGX_HTTP_POST && ngx_strcmp(ctx->path, "login") == 0)
+    {
+        ctx->login_gated = 1;
+
+        if (ngx_segura_api_logins >= NGX_SEGURA_API_LOGIN_TASKS) {
+            ngx_segura_api_login_wait(r, ctx);
+            return;
+        }
+
+        ngx_segura_api_logins++;
+    }
+
+    ngx_segura_api_post_task(r, ctx);
+}
+
+
+static void
+ngx_segura_api_post_task(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
+{
     /*
      * the request body reader holds one reference on the request; it is
      * released by ngx_http_finalize_request() in the completion handler.
@@ -430,7 +478,8 @@ ngx_segura_api_post(ngx_http_request_t *r)
      * while the task runs: the task writes into the request's pool.
      */
 
-    if (ngx_thread_task_post(smcf->thread_pool, task) != NGX_OK) {
+    if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ngx_segura_api_login_release(ctx);
         ngx_http_finalize_request(r,
             ngx_http_segura_send_error(r, NGX_SEGURA_ERR_INTERNAL, NULL,
                                        "The server is overloaded"));
@@ -439,6 +488,103 @@ ngx_segura_api_post(ngx_http_request_t *r)
 
     r->main->blocked++;
     r->aio = 1;
+}
+
+
+/* every login slot taken: wait in line, or 503 when the line is full */
+
+static void
+ngx_segura_api_login_wait(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t           *cln;
+    ngx_segura_api_login_wait_t  *w;
+
+    if (ngx_segura_api_login_queue.next == NULL) {
+        ngx_queue_init(&ngx_segura_api_login_queue);
+    }
+
+    if (ngx_segura_api_logins_waiting >= NGX_SEGURA_API_LOGIN_QUEUE) {
+        ctx->login_gated = 0;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "segura api: login refused: %ui logins wait",
+                      ngx_segura_api_logins_waiting);
+
+        if (ngx_http_segura_add_header(r, "Retry-After", "1") != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_http_finalize_request(r,
+            ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BUSY, NULL, NULL));
+        return;
+    }
+
+    w = ngx_palloc(r->pool, sizeof(ngx_segura_api_login_wait_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (w == NULL || cln == NULL) {
+        ctx->login_gated = 0;
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    w->r = r;
+    w->ctx = ctx;
+    w->queued = 1;
+
+    cln->handler = ngx_segura_api_login_unwait;
+    cln->data = w;
+
+    ngx_queue_insert_tail(&ngx_segura_api_login_queue, &w->queue);
+    ngx_segura_api_logins_waiting++;
+}
+
+
+/* the request goes while it waits (the worker exits, for instance) */
+
+static void
+ngx_segura_api_login_unwait(void *data)
+{
+    ngx_segura_api_login_wait_t *w = data;
+
+    if (w->queued) {
+        ngx_queue_remove(&w->queue);
+        ngx_segura_api_logins_waiting--;
+        w->queued = 0;
+    }
+}
+
+
+/* a login left the pool: the next in line goes */
+
+static void
+ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx)
+{
+    ngx_queue_t                  *q;
+    ngx_segura_api_login_wait_t  *w;
+
+    if (!ctx->login_gated) {
+        return;
+    }
+
+    ctx->login_gated = 0;
+    ngx_segura_api_logins--;
+
+    if (ngx_segura_api_logins_waiting == 0) {
+        return;
+    }
+
+    q = ngx_queue_head(&ngx_segura_api_login_queue);
+    ngx_queue_remove(q);
+    ngx_segura_api_logins_waiting--;
+
+    w = ngx_queue_data(q, ngx_segura_api_login_wait_t, queue);
+    w->queued = 0;
+
+    ngx_segura_api_logins++;
+
+    ngx_segura_api_post_task(w->r, w->ctx);
 }
 
 
@@ -588,6 +734,10 @@ ngx_segura_api_done(ngx_event_t *ev)
     next = ctx->next;
     ctx->next = NULL;
     ctx->step = NULL;
+
+    if (next == NULL) {
+        ngx_segura_api_login_release(ctx);
+    }
 
     if (next != NULL) {
 

@@ -98,6 +98,7 @@ struct ngx_segura_api_ctx_s {
     ngx_uint_t                    retry_after;  /* seconds, 0: none */
     unsigned                      set_cookie:1;
     unsigned                      argon2:1;     /* a password was verified */
+    unsigned                      login_gated:1;  /* holds a login slot */
     unsigned                      clear_cookie:1;
 
     /* the task's own state */
