@@ -336,11 +336,23 @@ ngx_segura_db_connect(ngx_segura_db_pool_t *db, const char *app, char *err,
 {
     PGconn  *conn;
 
+    /*
+     * before "dbname": defaults that segura_database may override.  A
+     * server that vanishes without a reset (a host or a network gone)
+     * must not hold a pool thread until TCP gives up after minutes:
+     * keepalives find an idle connection dead in about 25 s, and
+     * tcp_user_timeout ends a query whose data goes unacknowledged for
+     * 15 s.  After "dbname": what the module needs whatever it says.
+     */
+
     static const char *const  keys[] = {
+        "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout",
         "dbname", "connect_timeout", "options", "application_name", NULL
     };
 
     const char *values[] = {
+        "1", "10", "5", "3", "15000",
         db->conninfo, NGX_SEGURA_DB_CONNECT_TIMEOUT, NGX_SEGURA_DB_OPTIONS,
         app, NULL
     };
