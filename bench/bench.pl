@@ -37,7 +37,7 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura seguraack wetty');
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura seguraack seguranorec wetty');
 my @KIDS;
 
 $| = 1;
@@ -126,6 +126,7 @@ my %watch = (
 my %probe = (
     ssh    => $t->url('/static'),
     seguraack => $t->url('/static'),
+    seguranorec => $t->url('/static'),
     sshpipe => $t->url('/static'),
     segura => $t->url('/static'),
     wetty  => "http://127.0.0.1:$wetty{main}{port}/wetty/client/wetty.svg",
@@ -156,6 +157,7 @@ for my $run (1 .. $RUNS) {
         my $r = client($target, 'throughput', deadline => 90);
         push @{ $R{$target}{mibps} }, $r->{mibps};
         push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
+        push @{ $R{$target}{stored} }, stored_ratio() if $target eq 'segura';
 
         $r = client($target, 'setup', n => 20);
         push @{ $R{$target}{setup50} }, $r->{p50};
@@ -210,7 +212,8 @@ for my $run (1 .. $RUNS) {
 if ($SCALE) {
     for my $target (@TARGETS) {
         # the pipe baseline differs from ssh only in the client's terminal
-        next if $target eq 'sshpipe' || $target eq 'seguraack';
+        next if $target eq 'sshpipe' || $target eq 'seguraack'
+                || $target eq 'seguranorec';
         say_("scale: $SCALE idle sessions, $target");
         my %o = (n => $SCALE, concurrency => 20, deadline => 240,
                  open_timeout_ms => 60000);
@@ -320,6 +323,7 @@ http {
         listen 127.0.0.1:%%PORT%% backlog=4096;
         location = /session { segura_session; }
         location = /blackhole { segura_connect_timeout 10s; segura_session; }
+        location = /session-norec { segura_recording off; segura_session; }
         location /api/ { segura_api; }
         location = /static { return 200 "static\\n"; }
     }
@@ -375,8 +379,12 @@ END {
 # runs the load client once; dies with its error
 sub client {
     my ($target, $mode, %o) = @_;
+    if ($target eq 'seguranorec') {
+        $o{segura} = { %{ $o{segura} || $base{segura} },
+                       path => '/session-norec' };
+    }
     my %cfg = (%base, target => $target, mode => $mode,
-               watch => $watch{ $target eq 'seguraack' ? 'segura' : $target },
+               watch => $watch{ $target =~ /^segura/ ? 'segura' : $target },
                %o);
     my $file = "$dir/client-$target-$mode.json";
     open my $fh, '>', $file or die $!;
@@ -395,6 +403,23 @@ sub client {
     print $log $JSON->encode($r), "\n";
     close $log;
     return $r;
+}
+
+# the recording of the last session: stored bytes per output byte, once
+# its end is written (the outbox writes behind the session)
+sub stored_ratio {
+    my $dbh = $t->db->dbh;
+    my $sql = 'select s.bytes_out, r.ended_at is not null,'
+        . ' (select sum(length(c.data)) from ssh_session_chunks c'
+        . '  where c.session_id = s.id)'
+        . ' from ssh_sessions s join ssh_session_recordings r'
+        . ' on r.session_id = s.id order by s.started_at desc limit 1';
+    my $row;
+    SeguraTest::wait_for(sub {
+        $row = $dbh->selectrow_arrayref($sql);
+        $row && $row->[1];
+    }, 60, 'the recording of the throughput run') or return undef;
+    return $row->[0] ? $row->[2] / $row->[0] : undef;
 }
 
 # instructions per MiB relayed, counted by callgrind (t/perf/instructions.pl,
@@ -534,7 +559,8 @@ sub report {
             . join(' | ', map { fmt($M{$tg}{ $_->[0] }, $_->[2]) } @cols) . ' |';
     }
     for my $p ([segura => 'ssh'], [segura => 'sshpipe'],
-               [seguraack => 'segura'], [wetty => 'ssh'], [segura => 'wetty'])
+               [seguraack => 'segura'], [segura => 'seguranorec'],
+               [wetty => 'ssh'], [segura => 'wetty'])
     {
         next unless $M{ $p->[0] } && $M{ $p->[1] }
                     && grep({ $_ eq $p->[1] } @TARGETS)
@@ -592,6 +618,25 @@ sub report {
             ['relay CPU per MiB <= ssh over pipes',
              $s->{cpu100} <= $p->{cpu100},
              sprintf('%.2fx', $s->{cpu100} / $p->{cpu100})];
+    }
+    # recording on (the default) against off, and what it stores
+    my $nr = $M{seguranorec};
+    if ($has{seguranorec} && $has{segura}) {
+        no warnings 'uninitialized';
+        my $st = median(@{ $R{segura}{stored} || [] });
+        push @targets,
+            ['throughput with recording >= 0.9x without (same run)',
+             $s->{mibps} >= 0.9 * $nr->{mibps},
+             sprintf('%.2fx; %s MiB/s against %s', $s->{mibps} / $nr->{mibps},
+                     fmt($s->{mibps}, 1), fmt($nr->{mibps}, 1))],
+            ['stored bytes per output byte, the 50 MiB stream <= 0.25',
+             defined $st && $st <= 0.25,
+             defined $st ? sprintf('%.4f (base64 of zeros: very '
+                                   . 'compressible)', $st) : 'n/a'],
+            ['KiB per idle session with recording (50) <= 64',
+             $s->{mem50} <= 64,
+             sprintf('%.0f KiB; %.0f KiB without', $s->{mem50},
+                     $nr->{mem50})];
     }
     # end-to-end flow control on (a client that acknowledges) against off
     my $k = $M{seguraack};
@@ -692,6 +737,8 @@ Method (bench/client.js, the same client for every row):
 - ssh: `ssh -tt` with the same key to the same sshd under a pty
   (node-pty); the client reads the pty master. Server side: the ssh
   client process (what sits between sshd and the terminal).
+- seguranorec: the segura client to a location with `segura_recording off`
+  (every other segura row records, the default).
 - seguraack: the segura client acknowledging every 32 KiB it received, as
   the web UI does for what xterm.js rendered: end-to-end flow control on.
 - sshpipe: the same `ssh -tt` with its standard input and output on pipes

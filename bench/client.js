@@ -17,6 +17,7 @@
 //   segura  a WebSocket (npm ws) to nginx's /session: binary frames are
 //           terminal output, the first one is the prompt
 //   seguraack  the same, acknowledging what it received (flow control on)
+//   seguranorec  the same to a location with segura_recording off
 //   wetty   socket.io (websocket transport) to wetty, its "data" events,
 //           with the "commit" acknowledgements its browser client sends
 //
@@ -272,7 +273,8 @@ SeguraSession.prototype.start = function () {
     const WebSocket = require('ws');
     const s = cfg.segura;
     const dev = cfg.device || s.device;
-    const url = `ws://127.0.0.1:${s.port}/session?key=${s.key}&device=${dev}`
+    const url = `ws://127.0.0.1:${s.port}${s.path || '/session'}`
+                + `?key=${s.key}&device=${dev}`
                 + '&cols=80&rows=24';
     this.ws = new WebSocket(url, { headers: { Cookie: s.cookie },
                                    perMessageDeflate: false });
@@ -388,6 +390,7 @@ function newSession() {
     case 'sshpipe': return new SshPipeSession();
     case 'segura': return new SeguraSession();
     case 'seguraack': return new SeguraSession();
+    case 'seguranorec': return new SeguraSession();
     case 'wetty': return new WettySession();
     }
     fail('unknown target ' + cfg.target);

@@ -11,9 +11,9 @@
  * since the shell opened.  Owned by the terminal (ngx_segura_terminal.c),
  * which calls it from its read, write, resize and end.
  *
- * Events gather in one buffer of at most 64 KiB (allocated on the first
- * event, freed when a quiet second flushes it, so an idle session holds
- * none); the buffer becomes a chunk when full or one second after its
+ * Events gather in one buffer of at most 64 KiB (4 KiB on the first
+ * event, doubled as needed, freed when a quiet second flushes it, so an
+ * idle session holds none); the buffer becomes a chunk when full or one second after its
  * first event: compressed with zstd (one frame per chunk, so that any
  * chunk decodes alone), sealed with the vault's AES-256-GCM under the
  * current master key with "ssh_sessions/<id>/chunk/<seq>" as associated
@@ -43,6 +43,7 @@
 
 
 #define NGX_SEGURA_RECORDER_FLUSH      1000
+#define NGX_SEGURA_RECORDER_FIRST      4096
 #define NGX_SEGURA_RECORDER_RECHECK    100
 #define NGX_SEGURA_RECORDER_LEVEL      3
 #define NGX_SEGURA_RECORDER_GAPS       16
@@ -67,7 +68,8 @@ struct ngx_segura_recorder_s {
     ngx_msec_t                     start;
     ngx_uint_t                     overflow;
 
-    u_char                        *buf;       /* CHUNK bytes, or NULL */
+    u_char                        *buf;       /* size bytes, or NULL */
+    size_t                         size;      /* 4 KiB, doubled to CHUNK */
     size_t                         used;
     uint32_t                       first;     /* times of the buffer */
     uint32_t                       last;
@@ -97,6 +99,8 @@ static void ngx_segura_recorder_event(ngx_segura_recorder_t *rec,
     u_char type, u_char *data, size_t len);
 static void ngx_segura_recorder_put(u_char *p, u_char type, uint32_t time,
     uint32_t len);
+static ngx_int_t ngx_segura_recorder_grow(ngx_segura_recorder_t *rec,
+    size_t need);
 static void ngx_segura_recorder_flush(ngx_segura_recorder_t *rec,
     ngx_uint_t release, ngx_uint_t last);
 static ngx_int_t ngx_segura_recorder_store(ngx_segura_recorder_t *rec,
@@ -400,17 +404,6 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
     now = (uint32_t) (ngx_current_msec - rec->start);
 
     do {
-        if (rec->buf == NULL) {
-            rec->buf = ngx_alloc(NGX_SEGURA_RECORDER_CHUNK, rec->log);
-            if (rec->buf == NULL) {
-                /* lost: said in the log and in the recording's row */
-                rec->incomplete = 1;
-                return;
-            }
-
-            rec->used = 0;
-        }
-
         room = NGX_SEGURA_RECORDER_CHUNK - rec->used
                - NGX_SEGURA_RECORDER_EVENT_HDR;
 
@@ -424,6 +417,15 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
             }
 
             n = room;
+        }
+
+        if (ngx_segura_recorder_grow(rec, rec->used
+                                          + NGX_SEGURA_RECORDER_EVENT_HDR + n)
+            != NGX_OK)
+        {
+            /* lost: said in the log and in the recording's row */
+            rec->incomplete = 1;
+            return;
         }
 
         if (rec->used == 0) {
@@ -451,6 +453,50 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         }
 
     } while (len > 0);
+}
+
+
+/*
+ * The buffer starts at 4 KiB and doubles up to a chunk: an idle session's
+ * prompt does not cost a 64 KiB buffer for its quiet second.
+ */
+
+static ngx_int_t
+ngx_segura_recorder_grow(ngx_segura_recorder_t *rec, size_t need)
+{
+    size_t   size;
+    u_char  *buf;
+
+    if (need <= rec->size) {
+        return NGX_OK;
+    }
+
+    size = rec->size ? rec->size : NGX_SEGURA_RECORDER_FIRST;
+
+    while (size < need) {
+        size *= 2;
+    }
+
+    if (size > NGX_SEGURA_RECORDER_CHUNK) {
+        size = NGX_SEGURA_RECORDER_CHUNK;
+    }
+
+    buf = ngx_alloc(size, rec->log);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rec->buf != NULL) {
+        /* it may hold what was typed */
+        ngx_memcpy(buf, rec->buf, rec->used);
+        ngx_explicit_memzero(rec->buf, rec->size);
+        ngx_free(rec->buf);
+    }
+
+    rec->buf = buf;
+    rec->size = size;
+
+    return NGX_OK;
 }
 
 
@@ -551,9 +597,10 @@ done:
 
     if (release && rec->buf != NULL) {
         /* it may hold what was typed */
-        ngx_explicit_memzero(rec->buf, NGX_SEGURA_RECORDER_CHUNK);
+        ngx_explicit_memzero(rec->buf, rec->size);
         ngx_free(rec->buf);
         rec->buf = NULL;
+        rec->size = 0;
         rec->used = 0;
     }
 }
