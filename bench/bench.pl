@@ -157,7 +157,16 @@ for my $run (1 .. $RUNS) {
         my $r = client($target, 'throughput', deadline => 90);
         push @{ $R{$target}{mibps} }, $r->{mibps};
         push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
-        push @{ $R{$target}{stored} }, stored_ratio() if $target eq 'segura';
+        if ($target eq 'segura') {
+            push @{ $R{$target}{stored} }, stored_ratio();
+            # what a person's session prints: listings, top, a log
+            client($target, 'throughput', deadline => 90,
+                   command => 'ls -lR /usr/share/doc 2>/dev/null | head -c 3000000;'
+                              . ' top -b -n 3 | head -c 200000;'
+                              . ' ps auxww; dmesg 2>/dev/null | tail -c 100000;'
+                              . ' cat /usr/share/common-licenses/GPL-3');
+            push @{ $R{$target}{stored_i} }, stored_ratio();
+        }
 
         $r = client($target, 'setup', n => 20);
         push @{ $R{$target}{setup50} }, $r->{p50};
@@ -624,6 +633,7 @@ sub report {
     if ($has{seguranorec} && $has{segura}) {
         no warnings 'uninitialized';
         my $st = median(@{ $R{segura}{stored} || [] });
+        my $sti = median(@{ $R{segura}{stored_i} || [] });
         push @targets,
             ['throughput with recording >= 0.9x without (same run)',
              $s->{mibps} >= 0.9 * $nr->{mibps},
@@ -633,6 +643,10 @@ sub report {
              defined $st && $st <= 0.25,
              defined $st ? sprintf('%.4f (base64 of zeros: very '
                                    . 'compressible)', $st) : 'n/a'],
+            ['stored bytes per output byte, an interactive mix (ls -lR, top, '
+             . 'ps, a licence) <= 0.25',
+             defined $sti && $sti <= 0.25,
+             defined $sti ? sprintf('%.3f', $sti) : 'n/a'],
             ['KiB per idle session with recording (50) <= 64',
              $s->{mem50} <= 64,
              sprintf('%.0f KiB; %.0f KiB without', $s->{mem50},

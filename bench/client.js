@@ -465,13 +465,14 @@ async function throughput() {
     const pids = watched();
     const c0 = cpuTicks(pids);
     const t0 = now();
-    s.write(`head -c ${bytes} /dev/zero | base64 -w0; printf '\\n%s%s\\n' END MARK\n`);
+    s.write((cfg.command || `head -c ${bytes} /dev/zero | base64 -w0`)
+            + `; printf '\\n%s%s\\n' END MARK\n`);
     await withTimeout(finished, remaining() - 1000, 'ENDMARK').catch((e) => fail(e.message + ' after ' + got + ' bytes, tail ' + JSON.stringify(tail)));
     const t1 = now();
     const c1 = cpuTicks(pids);
     await s.close();
 
-    const mib = bytes * 4 / 3 / MiB;
+    const mib = cfg.command ? got / MiB : bytes * 4 / 3 / MiB;
     const cpu = (c1 - c0) / CLK_TCK;
     return { mib, seconds: (t1 - t0) / 1000, mibps: mib / ((t1 - t0) / 1000),
              received: got, cpu_seconds: cpu, cpu_per_100mib: cpu / mib * 100,
