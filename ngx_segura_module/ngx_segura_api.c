@@ -22,6 +22,7 @@
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_metrics.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -78,6 +79,7 @@ static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
       NGX_SEGURA_API_NONE },
     { "keys", ngx_segura_api_keys, 0, NGX_SEGURA_API_NUMBERED },
     { "sessions", ngx_segura_api_sessions, 0, NGX_SEGURA_API_NAMED },
+    { "metrics", ngx_segura_api_metrics, 0, NGX_SEGURA_API_NONE },
     { NULL, NULL, 0, 0 }
 };
 
@@ -200,6 +202,7 @@ ngx_segura_api_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
     r->main->blocked++;
     r->aio = 1;
 }
@@ -373,6 +376,8 @@ ngx_segura_api_done(ngx_event_t *ev)
                                   - offsetof(ngx_thread_task_t, event));
     ctx = task->ctx;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
+
     next = ctx->next;
     ctx->next = NULL;
     ctx->step = NULL;
@@ -409,7 +414,10 @@ ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
                             "The server is overloaded");
         ngx_segura_api_finish(r, ctx);
+        return;
     }
+
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
 }
 
 
@@ -444,6 +452,8 @@ ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         ngx_log_error(ctx->log_level, c->log, 0, "segura api: %s", ctx->log);
     }
 
+    ngx_segura_metrics_api_answered(ctx->path, ctx->err, ctx->json != NULL);
+
     if (c->error) {
         ngx_http_finalize_request(r, NGX_ERROR);
 
@@ -467,6 +477,13 @@ ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         return ngx_http_segura_send_error(r, ctx->err, ctx->field,
                                           ctx->message[0] ? ctx->message
                                                           : NULL);
+    }
+
+    if (ctx->content_type != NULL) {
+        /* not JSON: the text is sent as it is */
+        return ngx_http_segura_send_body(r, ctx->status, ctx->content_type,
+                                         (u_char *) ctx->json,
+                                         ngx_strlen(ctx->json), 0);
     }
 
     if (ctx->set_cookie) {

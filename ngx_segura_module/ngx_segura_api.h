@@ -73,6 +73,7 @@ struct ngx_segura_api_ctx_s {
     /* out */
     ngx_uint_t                    status;
     char                         *json;        /* malloc()ed, or NULL */
+    const char                   *content_type;  /* static; NULL: JSON */
     ngx_segura_err_e              err;
     const char                   *field;       /* static string or NULL */
     char                          message[NGX_SEGURA_ERRLEN];
@@ -217,6 +218,9 @@ void ngx_segura_api_key_check(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
+/* ngx_segura_metrics.c */
+void ngx_segura_api_metrics(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 
 
