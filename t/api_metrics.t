@@ -192,6 +192,102 @@ is($m5->{segura_db_errors_total}{"kind=$_"}, 0, "database errors $_: 0")
 is($m5->{segura_outbox_retries_total}{''}, 0, 'no outbox retry');
 is($m5->{segura_outbox_dropped_total}{''}, 0, 'nothing dropped');
 
+# --- two workers: the sums, a killed worker, a reload --------------------
+
+my $t2 = SeguraTest->new(sshd => 1);
+$t2->run(<<'EOF', workers => 2);
+    server {
+        listen 127.0.0.1:%%PORT%% reuseport;
+        location = /session { segura_session; }
+        location = /metrics { segura_metrics; }
+    }
+EOF
+my $dbh2 = $t2->db->dbh;
+
+# a scrape of the directive's location: each connection may land on
+# either worker, and each must see the node's sums
+sub node_scrape {
+    my ($what) = @_;
+    my $r = Mojo::UserAgent->new(request_timeout => 20)->get($t2->url('/metrics'))->result;
+    return parse_text($r->body, $what);
+}
+
+my @w = $t2->workers;
+is(scalar @w, 2, 'two workers run');
+ok(SeguraTest::wait_for(sub { node_scrape('two workers')->{segura_workers}{''} == 2 }, 10),
+   'both report');
+
+# sessions until each worker has one (the kernel spreads the connections)
+sub worker_of {
+    my ($id) = @_;
+    return SeguraTest::wait_for(sub {
+        $dbh2->selectrow_array('select w.pid from ssh_sessions s
+                                join segura_workers w on w.id = s.worker_id
+                                where s.id = ?', undef, $id)
+    }, 10);
+}
+my $f3 = SeguraTest::Session::fixture($t2);
+my %on;
+my @open;
+for my $n (1 .. 24) {
+    my ($w3, $id3) = SeguraTest::Session::live($t2, $f3, "spread$n");
+    my $pid = worker_of($id3);
+    push @open, [$w3, $id3, $pid];
+    $on{$pid}++;
+    last if keys %on == 2;
+}
+is(scalar keys %on, 2, 'sessions on both workers');
+my $nopen = scalar @open;
+for my $k (1 .. 4) {
+    my $m6 = node_scrape("two workers, scrape $k");
+    is($m6->{segura_sessions_live}{''}, $nopen, "scrape $k: $nopen live sessions, summed");
+    is($m6->{segura_session_setups_total}{'outcome=ok'}, $nopen, "scrape $k: $nopen set-ups ok");
+}
+
+# a worker killed with its sessions: they are no longer live, the rest are
+my $victim = $open[-1][2];
+my $left = grep { $_->[2] != $victim } @open;
+ok(kill('KILL', $victim), "kill -9 worker $victim");
+$_->[0]->wait_eof(10) for grep { $_->[2] == $victim } @open;
+my $m7;
+ok(SeguraTest::wait_for(sub {
+    $m7 = node_scrape('after the kill');
+    $m7->{segura_sessions_live}{''} == $left && $m7->{segura_workers}{''} == 2
+}, 20), "after the kill: $left live, the respawned worker reports");
+is($m7->{segura_session_setups_total}{'outcome=ok'}, $nopen, 'the counters keep what the dead worker added');
+cmp_ok($m7->{segura_session_bytes_total}{'direction=out'}, '>', 0, 'and its bytes');
+
+# a reload: the old worker keeps its live sessions in the sums, the
+# counters go on
+$t2->reload;
+my $m8;
+ok(SeguraTest::wait_for(sub {
+    $m8 = node_scrape('after the reload');
+    $m8->{segura_workers}{''} >= 3
+}, 20), 'after the reload the new workers and the draining old one report');
+is($m8->{segura_sessions_live}{''}, $left, "still $left live sessions");
+is($m8->{segura_session_setups_total}{'outcome=ok'}, $nopen, 'the counters survive the reload');
+cmp_ok($m8->{segura_session_bytes_total}{'direction=out'}, '>=',
+       $m7->{segura_session_bytes_total}{'direction=out'}, 'bytes too');
+for my $o (grep { $_->[2] != $victim } @open) {
+    $o->[0]->send_binary("exit\n");
+    $o->[0]->wait_close(10);
+}
+ok(SeguraTest::wait_for(sub {
+    my $m9 = node_scrape('all ended');
+    $m9->{segura_sessions_live}{''} == 0 && $m9->{segura_workers}{''} == 2
+}, 20), 'all ended: none live, the old worker gone');
+
+# the master's alert about the worker this test killed is expected
+$t2->stop;
+my $log2 = SeguraTest::slurp($t2->error_log);
+my @killed = $log2 =~ /^.*\[alert\].*worker process $victim exited on signal 9.*$/mg;
+is(scalar @killed, 1, 'the master reports the killed worker');
+$log2 =~ s/^.*\[alert\].*worker process $victim exited on signal 9.*\n//mg;
+open my $lf, '>', $t2->error_log or die $!;
+print $lf $log2;
+close $lf;
+
 # the two refusals this test asked for are errors; nothing else is
 my $log = SeguraTest::slurp($t->error_log);
 $log =~ s/^.*\[error\].*access forbidden by rule.*metrics-closed.*\n//mg;
