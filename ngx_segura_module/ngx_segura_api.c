@@ -195,14 +195,17 @@ ngx_segura_api_body_handler(ngx_http_request_t *r)
      * while the task runs: the task writes into the request's pool.
      */
 
+    /* counted before the post: the task may run before the post returns */
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
+
     if (ngx_thread_task_post(smcf->thread_pool, task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
         ngx_http_finalize_request(r,
             ngx_http_segura_send_error(r, NGX_SEGURA_ERR_INTERNAL, NULL,
                                        "The server is overloaded"));
         return;
     }
 
-    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
     r->main->blocked++;
     r->aio = 1;
 }
@@ -408,16 +411,15 @@ ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
     ngx_segura_api_step_pt step)
 {
     ctx->step = step;
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
 
     if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
         ctx->step = NULL;
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
                             "The server is overloaded");
         ngx_segura_api_finish(r, ctx);
-        return;
     }
-
-    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
 }
 
 

@@ -409,11 +409,12 @@ ngx_segura_handshake_post(ngx_segura_handshake_t *s)
     task->event.data = s;
     task->event.handler = ngx_segura_handshake_check_done;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, 1);
+
     if (ngx_thread_task_post(s->smcf->thread_pool, task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, -1);
         return NGX_ERROR;
     }
-
-    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, 1);
 
     /* from here the pool thread owns the handshake until check_done */
 

@@ -281,7 +281,10 @@ ngx_segura_outbox_flush(ngx_segura_outbox_t *ob)
     ob->err[0] = '\0';
     ob->refusal[0] = '\0';
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, 1);
+
     if (ngx_thread_task_post(ob->smcf->thread_pool, ob->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, -1);
         ngx_log_error(NGX_LOG_ERR, ob->log, 0,
                       "segura outbox: the thread pool refused a task");
         ngx_add_timer(&ob->timer, ob->backoff);
@@ -289,7 +292,6 @@ ngx_segura_outbox_flush(ngx_segura_outbox_t *ob)
     }
 
     ob->busy = 1;
-    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, 1);
 
     /* keeps a gracefully exiting worker until the task is back */
 

@@ -230,11 +230,12 @@ ngx_segura_terminal_host_key(ngx_segura_connect_t *cn)
     task->event.data = t;
     task->event.handler = ngx_segura_terminal_pin_done;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, 1);
+
     if (ngx_thread_task_post(t->smcf->thread_pool, task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, -1);
         goto failed;
     }
-
-    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, 1);
 
     return NGX_AGAIN;
 
