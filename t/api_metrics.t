@@ -288,6 +288,21 @@ open my $lf, '>', $t2->error_log or die $!;
 print $lf $log2;
 close $lf;
 
+# --- a node that only shows metrics needs no database ---------------------
+
+my $t3 = SeguraTest->new(no_db => 1);
+$t3->run(<<'EOF', no_defaults => 1, main => '');
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location = /metrics { segura_metrics; }
+    }
+EOF
+my $r3 = Mojo::UserAgent->new->get($t3->url('/metrics'))->result;
+is($r3->code, 200, 'segura_metrics without segura_database: 200');
+my $m10 = parse_text($r3->body, 'metrics only');
+is($m10->{segura_workers}{''}, 1, 'metrics only: one worker reports');
+is($m10->{segura_sessions_live}{''}, 0, 'metrics only: nothing live');
+
 # the two refusals this test asked for are errors; nothing else is
 my $log = SeguraTest::slurp($t->error_log);
 $log =~ s/^.*\[error\].*access forbidden by rule.*metrics-closed.*\n//mg;
