@@ -22,6 +22,7 @@
 #include "ngx_segura_fleet.h"
 #include "ngx_segura_handshake.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_watch.h"
 
@@ -45,6 +46,8 @@ static void ngx_http_segura_wipe_key(void *data);
 static char *ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -143,6 +146,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       (void *) ngx_segura_api_handler },
+
+    { ngx_string("segura_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_segura_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("segura_user"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -302,6 +312,7 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      *     smcf->thread_pool = NULL;
      *     smcf->db = NULL;
      *     smcf->login_inflight = 0;
+     *     smcf->metrics = NULL;
      *     smcf->used = 0;
      */
 
@@ -367,6 +378,12 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
                       "\"segura_master_key\" is required by the segura "
                       "handlers, see %s:%ui",
                       smcf->used_file, smcf->used_line);
+        return NGX_CONF_ERROR;
+    }
+
+    /* counted across the node's workers */
+
+    if (ngx_segura_metrics_add_zone(cf, smcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -794,6 +811,39 @@ ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         smcf->used = 1;
         smcf->used_file = cf->conf_file->file.name.data;
         smcf->used_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_segura_main_conf_t  *smcf;
+
+    /*
+     * not a use of the database: a location that only shows the metrics
+     * needs no "segura_database", and who may read it is for nginx's
+     * access directives to say
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: the location already has a "
+                           "content handler", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->handler = ngx_segura_metrics_handler;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_segura_module);
+
+    if (ngx_segura_metrics_add_zone(cf, smcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -1230,7 +1280,15 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_segura_module);
 
-    if (smcf == NULL || !smcf->used) {
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    /* a location may show the metrics without any other segura handler */
+
+    ngx_segura_metrics_init_process(cycle, smcf);
+
+    if (!smcf->used) {
         return NGX_OK;
     }
 
@@ -1295,7 +1353,15 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_segura_module);
 
-    if (smcf == NULL || !smcf->used) {
+    if (smcf == NULL) {
+        return;
+    }
+
+    /* the thread pools have been joined: no task adds to the counters */
+
+    ngx_segura_metrics_exit_process();
+
+    if (!smcf->used) {
         return;
     }
 

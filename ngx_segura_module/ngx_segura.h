@@ -59,6 +59,8 @@ typedef struct {
     ngx_int_t                  login_concurrency;
     ngx_atomic_t               login_inflight;   /* per worker, pool threads */
 
+    ngx_shm_zone_t            *metrics;      /* ngx_segura_metrics.c */
+
     /* per worker, set up in init process */
     ngx_segura_db_pool_t      *db;
 
@@ -171,6 +173,8 @@ u_char *ngx_http_segura_error_body(ngx_pool_t *pool, ngx_segura_err_e err,
     const char *message, size_t *len);
 ngx_int_t ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len);
+ngx_int_t ngx_http_segura_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *body, size_t len, ngx_uint_t newline);
 char *ngx_http_segura_cstr(ngx_pool_t *pool, ngx_str_t *s);
 ngx_int_t ngx_http_segura_add_header(ngx_http_request_t *r, const char *name,
     const char *value);

@@ -22,6 +22,7 @@
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_metrics.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -102,6 +103,7 @@ static ngx_segura_api_route_t  ngx_segura_api_routes[] = {
       NGX_SEGURA_API_NONE },
     { "keys", ngx_segura_api_keys, 0, NGX_SEGURA_API_NUMBERED },
     { "sessions", ngx_segura_api_sessions, 0, NGX_SEGURA_API_NAMED },
+    { "metrics", ngx_segura_api_metrics, 0, NGX_SEGURA_API_NONE },
     { NULL, NULL, 0, 0 }
 };
 
@@ -478,7 +480,11 @@ ngx_segura_api_post_task(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
      * while the task runs: the task writes into the request's pool.
      */
 
+    /* counted before the post: the task may run before the post returns */
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
+
     if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
         ngx_segura_api_login_release(ctx);
         ngx_http_finalize_request(r,
             ngx_http_segura_send_error(r, NGX_SEGURA_ERR_INTERNAL, NULL,
@@ -731,6 +737,8 @@ ngx_segura_api_done(ngx_event_t *ev)
                                   - offsetof(ngx_thread_task_t, event));
     ctx = task->ctx;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
+
     next = ctx->next;
     ctx->next = NULL;
     ctx->step = NULL;
@@ -765,8 +773,10 @@ ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
     ngx_segura_api_step_pt step)
 {
     ctx->step = step;
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
 
     if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
         ctx->step = NULL;
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
                             "The server is overloaded");
@@ -812,6 +822,8 @@ ngx_segura_api_finish(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
                        "segura api: argon2id verification ran");
     }
 
+    ngx_segura_metrics_api_answered(ctx->path, ctx->err, ctx->json != NULL);
+
     if (c->error) {
         ngx_http_finalize_request(r, NGX_ERROR);
 
@@ -852,6 +864,13 @@ ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
         return ngx_http_segura_send_error(r, ctx->err, ctx->field,
                                           ctx->message[0] ? ctx->message
                                                           : NULL);
+    }
+
+    if (ctx->content_type != NULL) {
+        /* not JSON: the text is sent as it is */
+        return ngx_http_segura_send_body(r, ctx->status, ctx->content_type,
+                                         (u_char *) ctx->json,
+                                         ngx_strlen(ctx->json), 0);
     }
 
     if (ctx->set_cookie) {

@@ -88,7 +88,7 @@ struct ngx_segura_api_ctx_s {
     ngx_uint_t                    status;
     char                         *json;        /* malloc()ed, or NULL */
     size_t                        json_len;    /* 0: a C string */
-    const char                   *content_type;  /* NULL: JSON */
+    const char                   *content_type;  /* static; NULL: JSON */
     ngx_segura_err_e              err;
     const char                   *field;       /* static string or NULL */
     char                          message[NGX_SEGURA_ERRLEN];
@@ -249,6 +249,10 @@ void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *id);
+
+/* ngx_segura_metrics.c */
+void ngx_segura_api_metrics(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *sub);
 
 
 #endif /* _NGX_SEGURA_API_H_INCLUDED_ */

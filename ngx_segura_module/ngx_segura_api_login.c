@@ -16,6 +16,7 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_vault.h"
 
 #include <argon2.h>
@@ -227,6 +228,8 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
                             "under way%Z", ctx->smcf->login_concurrency);
         goto done;
     }
+
+    ngx_segura_metrics_add(NGX_SEGURA_METRIC_PASSWORD_CHECKS, 1);
 
     ok = (argon2id_verify(hash ? hash : NGX_SEGURA_DUMMY_HASH, password,
                           ngx_strlen(password))

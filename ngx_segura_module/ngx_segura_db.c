@@ -46,6 +46,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_metrics.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -172,6 +173,8 @@ ngx_segura_db_acquire(ngx_segura_db_pool_t *db, char *err, size_t errlen)
 
         if (rc == ETIMEDOUT) {
             (void) pthread_mutex_unlock(&db->lock);
+            ngx_segura_metrics_db_error(NGX_SEGURA_METRIC_DB_POOL_TIMEOUT,
+                                        NULL);
 
             if (err != NULL && errlen > 0) {
                 (void) ngx_snprintf((u_char *) err, errlen - 1,
@@ -287,6 +290,8 @@ ngx_segura_db_exec(ngx_segura_db_pool_t *db, PGconn **conn, ngx_uint_t retry,
 
     if (res == NULL || PQstatus(*conn) != CONNECTION_OK) {
 
+        ngx_segura_metrics_db_error(NGX_SEGURA_METRIC_DB_STATEMENT, NULL);
+
         if (!retry || !idle) {
             ngx_segura_db_error(err, errlen, "PQexecParams()",
                                 PQerrorMessage(*conn));
@@ -317,6 +322,8 @@ ngx_segura_db_exec(ngx_segura_db_pool_t *db, PGconn **conn, ngx_uint_t retry,
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         ngx_segura_db_error(err, errlen, "PQexecParams()",
                             PQresultErrorMessage(res));
+        ngx_segura_metrics_db_error(NGX_SEGURA_METRIC_DB_STATEMENT,
+                                    PQresultErrorField(res, PG_DIAG_SQLSTATE));
     }
 
     return res;
@@ -368,6 +375,7 @@ ngx_segura_db_connect(ngx_segura_db_pool_t *db, const char *app, char *err,
     }
 
     if (PQstatus(conn) != CONNECTION_OK) {
+        ngx_segura_metrics_db_error(NGX_SEGURA_METRIC_DB_CONNECT, NULL);
         ngx_segura_db_error(err, errlen, "PQconnectdbParams()",
                             PQerrorMessage(conn));
         PQfinish(conn);

@@ -31,6 +31,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
 #include "ngx_segura_handshake.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_relay.h"
 #include "ngx_segura_sealed.h"
@@ -227,6 +228,7 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
     t->slcf = slcf;
     t->resolver = clcf->resolver;
     t->resolver_timeout = clcf->resolver_timeout;
+    t->requested = ngx_current_msec;
     t->key_id = key_id;
     t->device_id = device_id;
     t->ssh.cols = (unsigned) cols;
@@ -407,7 +409,10 @@ ngx_segura_handshake_post(ngx_segura_handshake_t *s)
     task->event.data = s;
     task->event.handler = ngx_segura_handshake_check_done;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, 1);
+
     if (ngx_thread_task_post(s->smcf->thread_pool, task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, -1);
         return NGX_ERROR;
     }
 
@@ -649,6 +654,7 @@ ngx_segura_handshake_check_done(ngx_event_t *ev)
 
     r->main->blocked--;
     s->checking = 0;
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_SESSION_CHECK, -1);
 
     if (s->watchdog.timer_set) {
         ngx_del_timer(&s->watchdog);

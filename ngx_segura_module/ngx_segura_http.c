@@ -241,6 +241,17 @@ ngx_int_t
 ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len)
 {
+    /* a JSON body ends with a newline */
+
+    return ngx_http_segura_send_body(r, status, "application/json", json,
+                                     len, 1);
+}
+
+
+ngx_int_t
+ngx_http_segura_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *body, size_t len, ngx_uint_t newline)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
@@ -249,9 +260,12 @@ ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
         r->keepalive = 0;
     }
 
+    newline = newline ? 1 : 0;
+
     r->headers_out.status = status;
-    r->headers_out.content_length_n = len + 1;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_length_n = len + newline;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
@@ -264,13 +278,16 @@ ngx_http_segura_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b = ngx_create_temp_buf(r->pool, len + 1);
+    b = ngx_create_temp_buf(r->pool, len + newline);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last, json, len);
-    *b->last++ = '\n';
+    b->last = ngx_cpymem(b->last, body, len);
+
+    if (newline) {
+        *b->last++ = '\n';
+    }
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 

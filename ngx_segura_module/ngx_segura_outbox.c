@@ -38,6 +38,7 @@
 #include <ngx_core.h>
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
 
 #include <libpq-fe.h>
@@ -252,6 +253,7 @@ ngx_segura_outbox_add_binary(ngx_log_t *log, const char *sql,
     ngx_queue_insert_tail(&ob->queue, &e->queue);
     ob->size += size;
     ob->count++;
+    ngx_segura_metrics_outbox(ob->count, ob->size);
 
     if (!ob->busy && !ob->failing) {
         ngx_segura_outbox_flush(ob);
@@ -312,7 +314,10 @@ ngx_segura_outbox_flush(ngx_segura_outbox_t *ob)
     ob->err[0] = '\0';
     ob->refusal[0] = '\0';
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, 1);
+
     if (ngx_thread_task_post(ob->smcf->thread_pool, ob->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, -1);
         ngx_log_error(NGX_LOG_ERR, ob->log, 0,
                       "segura outbox: the thread pool refused a task");
         ngx_add_timer(&ob->timer, ob->backoff);
@@ -438,6 +443,9 @@ ngx_segura_outbox_exec(PGconn *conn, ngx_segura_outbox_entry_t *e,
     ngx_segura_db_error(err, errlen, "PQexecParams()",
                             res ? PQresultErrorMessage(res)
                                 : PQerrorMessage(conn));
+    ngx_segura_metrics_db_error(NGX_SEGURA_METRIC_DB_STATEMENT, res
+                                ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                                : NULL);
     PQclear(res);
 
     return NGX_ERROR;
@@ -453,6 +461,7 @@ ngx_segura_outbox_written(ngx_event_t *ev)
     ngx_segura_outbox_entry_t  *e;
 
     ob->busy = 0;
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_OUTBOX, -1);
 
     for (i = 0; i < ob->written; i++) {
         e = ob->batch[i];
@@ -473,17 +482,23 @@ ngx_segura_outbox_written(ngx_event_t *ev)
             ob->size -= e->size;
             ob->count--;
             ngx_free(e);
+            ngx_segura_metrics_add(NGX_SEGURA_METRIC_OUTBOX_DROPPED, 1);
 
         } else {
             ngx_log_error(NGX_LOG_ERR, ob->log, 0,
                           "segura outbox: a write was refused: %s",
                           ob->refusal);
+            ngx_segura_metrics_add(NGX_SEGURA_METRIC_OUTBOX_RETRIES, 1);
         }
 
         ob->err[0] = '\0';
     }
 
+    ngx_segura_metrics_outbox(ob->count, ob->size);
+
     if (ob->err[0] != '\0') {
+
+        ngx_segura_metrics_add(NGX_SEGURA_METRIC_OUTBOX_RETRIES, 1);
 
         if (!ob->failing) {
             ob->failing = 1;

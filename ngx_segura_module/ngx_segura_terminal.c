@@ -42,6 +42,7 @@
 #include "ngx_segura_db.h"
 #include "ngx_segura_fleet.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_ssh.h"
 #include "ngx_segura_terminal.h"
@@ -232,7 +233,10 @@ ngx_segura_terminal_host_key(ngx_segura_connect_t *cn)
     task->event.data = t;
     task->event.handler = ngx_segura_terminal_pin_done;
 
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, 1);
+
     if (ngx_thread_task_post(t->smcf->thread_pool, task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, -1);
         goto failed;
     }
 
@@ -324,6 +328,8 @@ ngx_segura_terminal_pin_done(ngx_event_t *ev)
 
     t = ev->data;
     rc = NGX_OK;
+
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_HOST_KEY_PIN, -1);
 
     if (t->pin_failed) {
         t->ssh.err = NGX_SEGURA_WS_ERR_DATABASE;
@@ -432,6 +438,7 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
     t->live.end = ngx_segura_terminal_live_end;
 
     ngx_segura_live_add(&t->live);
+    ngx_segura_metrics_session_opened(ngx_current_msec - t->requested);
 
     ngx_segura_terminal_arm_idle(t);
 
@@ -636,6 +643,7 @@ ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf, size_t size)
 
         if (n > 0) {
             t->bytes_out += n;
+            ngx_segura_metrics_add(NGX_SEGURA_METRIC_BYTES_OUT, n);
             t->last_any = ngx_current_msec;
 
             if (t->recorder != NULL) {
@@ -742,6 +750,7 @@ ngx_segura_terminal_write(ngx_segura_terminal_t *t, u_char *data, size_t len)
 
     if (w > 0) {
         t->bytes_in += w;
+        ngx_segura_metrics_add(NGX_SEGURA_METRIC_BYTES_IN, w);
         t->last_any = ngx_current_msec;
 
         if (t->recorder != NULL) {
@@ -966,6 +975,7 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
     }
 
     ngx_segura_terminal_release(t);
+    ngx_segura_metrics_session_ended(t->audited, t->end_err);
 
     if (t->audited) {
         ngx_log_error(NGX_LOG_INFO, &t->log, 0,

@@ -71,6 +71,7 @@ struct ngx_segura_terminal_s {
     ngx_resolver_t                *resolver;
     ngx_msec_t                     resolver_timeout;
     ngx_uint_t                     generation;  /* grant changes seen */
+    ngx_msec_t                     requested;   /* the /session request */
     int64_t                        key_id;
     int64_t                        device_id;
     char                          *client_addr;

@@ -126,7 +126,7 @@ sub expand {
 
 # The whole nginx.conf around an http{} body.  The defaults fit most
 # tests; "main" adds lines to the main context (thread_pool etc.),
-# "nofile" sets worker_rlimit_nofile (8192).
+# "nofile" sets worker_rlimit_nofile (8192), "workers" worker_processes (1).
 sub write_config {
     my ($self, $http, %o) = @_;
 
@@ -141,7 +141,7 @@ EOF
 
     my $conf = $self->expand(<<"EOF");
 load_module %%MODULE%%;
-${user}worker_processes 1;
+${user}worker_processes @{[ $o{workers} // 1 ]};
 daemon off;
 master_process on;
 pid logs/nginx.pid;
