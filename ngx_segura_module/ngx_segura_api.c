@@ -866,13 +866,6 @@ ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
                                                           : NULL);
     }
 
-    if (ctx->content_type != NULL) {
-        /* not JSON: the text is sent as it is */
-        return ngx_http_segura_send_body(r, ctx->status, ctx->content_type,
-                                         (u_char *) ctx->json,
-                                         ngx_strlen(ctx->json), 0);
-    }
-
     if (ctx->set_cookie) {
         if (ngx_http_segura_set_cookie(r, ctx->new_token,
                                        ctx->login_lifetime, ctx->secure)
@@ -902,16 +895,20 @@ ngx_segura_api_respond(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 static ngx_int_t
 ngx_segura_api_send_body(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 {
+    size_t        len;
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
+
+    /* json_len 0: a C string (the metrics' text) */
+    len = ctx->json_len ? ctx->json_len : ngx_strlen(ctx->json);
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }
 
     r->headers_out.status = ctx->status ? ctx->status : 200;
-    r->headers_out.content_length_n = ctx->json_len;
+    r->headers_out.content_length_n = len;
     r->headers_out.content_type.data = (u_char *) ctx->content_type;
     r->headers_out.content_type.len = ngx_strlen(ctx->content_type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
@@ -939,9 +936,9 @@ ngx_segura_api_send_body(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     b->start = (u_char *) ctx->json;
     b->pos = b->start;
-    b->last = b->start + ctx->json_len;
+    b->last = b->start + len;
     b->end = b->last;
-    b->memory = ctx->json_len ? 1 : 0;
+    b->memory = len ? 1 : 0;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
