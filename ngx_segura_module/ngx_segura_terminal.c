@@ -53,6 +53,7 @@
 
 
 #define NGX_SEGURA_TERMINAL_POOL_SIZE  16384
+#define NGX_SEGURA_TERMINAL_REPOLL     1      /* ms */
 
 
 static u_char *ngx_segura_terminal_log_error(ngx_log_t *log, u_char *buf,
@@ -65,6 +66,7 @@ static ngx_int_t ngx_segura_terminal_audit_start(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_audit_end(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_peer_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_terminal_exited(ngx_segura_terminal_t *t);
+static void ngx_segura_terminal_repoll(ngx_event_t *ev);
 static void ngx_segura_terminal_idle_handler(ngx_event_t *ev);
 static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
@@ -822,7 +824,37 @@ ngx_segura_terminal_poll(ngx_segura_terminal_t *t, ngx_uint_t room)
     if ((ioctl(t->ssh.fd, FIONREAD, &pending) == 0 && pending > 0)
         || t->ssh.buffered[0] || t->ssh.buffered[1])
     {
-        ngx_post_event(t->peer->read, &ngx_posted_events);
+        if (t->bytes_out != t->polled) {
+            t->polled = t->bytes_out;
+            ngx_post_event(t->peer->read, &ngx_posted_events);
+            return;
+        }
+
+        /*
+         * the last look read nothing (libssh may leave bytes in the
+         * socket that it does not take yet): look again in a moment,
+         * through the event loop, never in a posted-event loop of its own
+         */
+
+        if (!t->repoll.timer_set) {
+            t->repoll.handler = ngx_segura_terminal_repoll;
+            t->repoll.data = t;
+            t->repoll.log = &t->log;
+            t->repoll.cancelable = 1;
+            ngx_add_timer(&t->repoll, NGX_SEGURA_TERMINAL_REPOLL);
+        }
+    }
+}
+
+
+static void
+ngx_segura_terminal_repoll(ngx_event_t *ev)
+{
+    ngx_segura_terminal_t *t = ev->data;
+
+    if (t->state == NGX_SEGURA_TERMINAL_LIVE && t->viewer != NULL) {
+        t->polled = -1;
+        t->viewer->wake(t->viewer);
     }
 }
 
@@ -1011,6 +1043,10 @@ ngx_segura_terminal_release(ngx_segura_terminal_t *t)
 
     if (t->idle.timer_set) {
         ngx_del_timer(&t->idle);
+    }
+
+    if (t->repoll.timer_set) {
+        ngx_del_timer(&t->repoll);
     }
 
     if (t->peer != NULL) {

@@ -100,6 +100,8 @@ struct ngx_segura_terminal_s {
     char                           id[NGX_SEGURA_LIVE_ID_LEN];
     char                           started[NGX_INT64_LEN + 1];  /* ms */
     ngx_event_t                    idle;
+    ngx_event_t                    repoll;     /* see terminal_poll */
+    off_t                          polled;     /* bytes_out when it posted */
     ngx_event_t                    free;
     ngx_msec_t                     last_any;   /* data either way */
 

@@ -40,7 +40,7 @@ sub measure {
     my $raw = int($bytes * 3 / 4);
     $ws->send_binary("head -c $raw /dev/zero | base64 -w0; echo; "
                      . "printf '\\104\\117\\116\\105\\n'; exit\n");
-    $ws->wait_close(600) or die 'the session did not end';
+    $ws->wait_close(180) or die "the session did not end";
     my $got = $ws->{output_bytes} // 0;
     $ws->disconnect;
     $t->stop;
