@@ -28,6 +28,7 @@
 
 #include <jansson.h>
 #include <libssh/libssh.h>
+#include <dirent.h>
 #include <malloc.h>
 #include <openssl/crypto.h>
 
@@ -67,6 +68,7 @@ static char *ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_segura_init_process(ngx_cycle_t *cycle);
 static void ngx_http_segura_json_free(void *p);
 static void ngx_http_segura_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_segura_wait_threads(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_http_segura_max_message_bounds = {
@@ -1357,7 +1359,9 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* the thread pools have been joined: no task adds to the counters */
+    ngx_http_segura_wait_threads(cycle);
+
+    /* the pool threads are gone: no task adds to the counters */
 
     ngx_segura_metrics_exit_process();
 
@@ -1365,7 +1369,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* the thread pools have been joined by now: no task holds a handle */
+    /* no task holds a handle */
 
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
@@ -1377,4 +1381,58 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
     }
 
     (void) ssh_finalize();
+}
+
+
+/*
+ * nginx's thread pools have taken their exit tasks by the time this
+ * module's exit_process runs, but a pool thread that said so may still
+ * be inside pthread_exit(), running its thread-local destructors: among
+ * them OpenSSL's, which free the thread's DRBGs and error state.  Were
+ * the worker to call exit() meanwhile, OpenSSL's atexit cleanup would
+ * free the same objects from the main thread ("double free or
+ * corruption" at exit, one worker exit in a few thousand).  The worker
+ * is done with its event loop here, so waiting is allowed: until the
+ * process has one thread left (Linux: /proc/self/task), at most a
+ * second.
+ */
+
+static void
+ngx_http_segura_wait_threads(ngx_cycle_t *cycle)
+{
+    DIR             *dir;
+    ngx_uint_t       n, i;
+    struct dirent   *de;
+    struct timespec  ts;
+
+    for (i = 0; i < 1000; i++) {
+
+        dir = opendir("/proc/self/task");
+        if (dir == NULL) {
+            return;
+        }
+
+        n = 0;
+
+        while ((de = readdir(dir)) != NULL) {
+            if (de->d_name[0] != '.') {
+                n++;
+            }
+        }
+
+        (void) closedir(dir);
+
+        if (n <= 1) {
+            ngx_log_debug1(NGX_LOG_DEBUG_CORE, cycle->log, 0,
+                           "segura: pool threads gone after %ui ms", i);
+            return;
+        }
+
+        ts.tv_sec = 0;
+        ts.tv_nsec = 1000000;
+        (void) nanosleep(&ts, NULL);
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                  "segura: %ui threads still running at exit", n);
 }
