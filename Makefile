@@ -194,7 +194,7 @@ deb: build ui
 	@tools/deps.sh deb
 	@tools/mkdeb.sh $(MODULE) build
 
-bench: build
+bench: build ui
 	@tools/deps.sh bench
 	@NGINX_BIN=$(NGX_BIN) MODULE=$(MODULE) bench/run
 

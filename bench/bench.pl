@@ -265,6 +265,21 @@ if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
     reload_nginx(1);
 }
 
+# Ctrl-C during a flood, in the web UI's terminal in chromium: the time
+# until the prompt is back (bench/ctrlc.mjs, 3 floods in one tab)
+my $CTRLC;
+if ($ENV{BENCH_CTRLC} // 1 and grep { $_ eq 'segura' } @TARGETS) {
+    say_('ctrl-c: seq 1 200000000 in chromium, Ctrl+C, 3 times');
+    my $file = "$dir/client-ctrlc.json";
+    open my $fh, '>', $file or die $!;
+    print $fh $JSON->encode({ segura => $base{segura}, n => 3 });
+    close $fh;
+    my $out = `node $BENCH/ctrlc.mjs $file 2>>$dir/client.stderr`;
+    my ($line) = grep { /^\{/ } split /\n/, $out;
+    $CTRLC = eval { decode_json($line // '') } || { error => "no result: $out" };
+    say_("  ctrl-c: $CTRLC->{error}") if $CTRLC->{error};
+}
+
 my $profile = $PROFILE ? profile() : undef;
 my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
 
@@ -321,6 +336,7 @@ events {
 }
 
 http {
+    include /etc/nginx/mime.types;
     access_log off;
     client_body_temp_path logs/client_body;
     segura_database    "%%DATABASE%%";
@@ -335,6 +351,8 @@ http {
         location = /session-norec { segura_recording off; segura_session; }
         location /api/ { segura_api; }
         location = /static { return 200 "static\\n"; }
+        # the web UI, for the Ctrl-C row (chromium)
+        location / { root $TOP/html; include $TOP/tools/ui-headers.conf; }
     }
 }
 EOF
@@ -686,6 +704,15 @@ sub report {
              . sprintf('; %s ms against %s ms; last run: %s',
                        fmt($M{segura}{hole50}, 1), fmt($M{segura}{setup50}, 1),
                        $R{segura}{hole_note} // 'not run')];
+    }
+    if ($CTRLC) {
+        push @targets,
+            ['Ctrl-C during `seq 1 200000000` brings the prompt back in the '
+             . 'browser <= 0.5 s; JS heap < 100 MiB',
+             !$CTRLC->{error} && $CTRLC->{p50} <= 500 && $CTRLC->{heap_mib} < 100,
+             $CTRLC->{error} ? "failed: $CTRLC->{error}"
+             : sprintf('%.0f ms (runs: %s ms); heap %.1f MiB', $CTRLC->{p50},
+                       join(', ', @{ $CTRLC->{runs} }), $CTRLC->{heap_mib})];
     }
     my $verdict = join('', map {
         sprintf("- %s: %s (%s)\n", $_->[0], $_->[1] ? 'holds' : 'MISSED', $_->[2])
