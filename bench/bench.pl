@@ -467,6 +467,11 @@ sub instructions {
         $r{ $c->[0] } = $JSON->decode($line);
         ($r{ $c->[0] }{ref}) = $refs =~ /^$c->[1] (\d+)$/m;
     }
+    say_('syscalls: strace -c on the worker, 16 MiB relayed, recording on');
+    my $out = `$^X $TOP/t/perf/syscalls.pl 16 on 2>&1`;
+    if (my ($line) = $out =~ /^(\{.*\})$/m) {
+        $r{syscalls} = $JSON->decode($line);
+    }
     return %r ? \%r : undef;
 }
 
@@ -734,6 +739,14 @@ sub report {
                             . "t/perf_instructions.t is %.2f M (%+.1f %%)\n",
                             $rec, $i->{mib}, $i->{per_mib} / 1e6,
                             $i->{ref} / 1e6, ($i->{per_mib} / $i->{ref} - 1) * 100);
+    }
+
+    if (my $sc = $instr && $instr->{syscalls}) {
+        my $p = $sc->{per_mib};
+        $verdict .= sprintf("- system calls per MiB relayed, recording on "
+                            . "(strace -c, %.0f MiB): %d (%s)\n", $sc->{mib},
+                            $sc->{total}, join(', ', map { "$_ $p->{$_}" }
+                                sort { $p->{$b} <=> $p->{$a} } keys %$p));
     }
 
     print "\n$table\n$verdict";

@@ -14,7 +14,7 @@ test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
       dpkg-dev fakeroot lintian openssl asciinema)
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
-bench=(linux-perf python3)
+bench=(linux-perf python3 strace)
 deb=(dpkg-dev fakeroot lintian)
 
 want=("${build[@]}")

@@ -145,7 +145,7 @@ ${user}worker_processes @{[ $o{workers} // 1 ]};
 daemon off;
 master_process on;
 pid logs/nginx.pid;
-error_log logs/error.log debug;
+error_log logs/error.log @{[ $o{error_level} // 'debug' ]};
 worker_rlimit_nofile @{[ $o{nofile} // 8192 ]};
 $main
 events {

@@ -26,7 +26,7 @@ sub measure {
     my $t = SeguraTest->new(sshd => 1);
     my $out = "$t->{dir}/callgrind.%p";
     $t->run(SeguraTest::Session::config("segura_recording $recording;"),
-            start_timeout => 120,
+            start_timeout => 120, error_level => 'warn',
             wrapper => ['valgrind', '--tool=callgrind', '--vgdb=no',
                         "--callgrind-out-file=$out"]);
     my $f = SeguraTest::Session::fixture($t);
