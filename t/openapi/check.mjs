@@ -300,6 +300,77 @@ for (const t of templates) {
          `docs/openapi.json has ${t}, which no route of the code serves`);
 }
 
+// --- request bodies: the members the C code accepts ----------------------
+
+// the NULL-ended string arrays of the handlers (fields a client may send,
+// read-only members of a GET representation, what a PUT must send)
+const lists = {};
+for (const src of Object.values(sources)) {
+  for (const m of src.matchAll(
+         /static const char \*const\s+(ngx_segura_\w+)\[\] = \{([^}]*)\}/g)) {
+    lists[m[1]] = [...m[2].matchAll(/"([^"]+)"/g)].map((x) => x[1]);
+  }
+}
+
+function propsOf(name) {
+  const s = doc.components?.schemas?.[name];
+  const t = s?.$ref ? doc.components.schemas[s.$ref.split("/").pop()] : s;
+  return Object.keys(t?.properties ?? {}).sort();
+}
+
+function requiredOf(name) {
+  return [...(doc.components?.schemas?.[name]?.required ?? [])].sort();
+}
+
+function sameSet(what, doc, code, diag) {
+  const a = JSON.stringify([...doc].sort());
+  const b = JSON.stringify([...code].sort());
+  report(a === b, what, `${diag}: the document has ${a}, the code ${b}`);
+}
+
+const bodyLists = [
+  // schema, how its members are compared, the C arrays
+  ["UserCreate", "props", ["ngx_segura_api_user_fields"]],
+  ["UserPatch", "props", ["ngx_segura_api_user_fields", "ngx_segura_api_user_readonly"]],
+  ["UserPut", "required", ["ngx_segura_api_user_whole"]],
+  ["GroupCreate", "props", ["ngx_segura_api_group_fields"]],
+  ["GroupPatch", "props", ["ngx_segura_api_group_fields", "ngx_segura_api_group_readonly"]],
+  ["PermissionsWrite", "props", ["ngx_segura_api_group_permissions"]],
+  ["DeviceCreate", "props", ["ngx_segura_api_device_fields"]],
+  ["DevicePatch", "props", ["ngx_segura_api_device_fields", "ngx_segura_api_device_readonly"]],
+  ["DevicePut", "required", ["ngx_segura_api_device_fields"]],
+  ["KeyCreate", "props", ["ngx_segura_api_key_fields"]],
+  ["KeyPatch", "props", ["ngx_segura_api_key_fields", "ngx_segura_api_key_readonly"]],
+  ["KeyPut", "required", ["ngx_segura_api_key_whole"]],
+  ["KeyGenerate", "props", ["ngx_segura_api_key_generate_fields"]],
+  ["KeyCheck", "props", ["ngx_segura_check_fields"]],
+  ["Login", "props", ["ngx_segura_api_login_fields"]],
+];
+for (const [schema, how, arrays] of bodyLists) {
+  const missing = arrays.filter((a) => !lists[a]);
+  if (missing.length) {
+    report(false, `${schema}: the C arrays are found`, `no ${missing} in the sources`);
+    continue;
+  }
+  const code = arrays.flatMap((a) => lists[a]);
+  sameSet(`${schema}: its ${how === "props" ? "members" : "required members"} are ${arrays.join(" + ")}`,
+          how === "props" ? propsOf(schema) : requiredOf(schema), code,
+          `${schema} and ${arrays.join(" + ")} differ`);
+  const s = doc.components?.schemas?.[schema];
+  const t = s?.$ref ? doc.components.schemas[s.$ref.split("/").pop()] : s;
+  report(t?.additionalProperties === false,
+         `${schema}: unknown members are refused (additionalProperties false)`,
+         "additionalProperties is not false");
+}
+
+if (lists.ngx_segura_check_results) {
+  sameSet("CheckResult's enum is ngx_segura_check_results[]",
+          doc.components.schemas.CheckResult?.enum ?? [],
+          lists.ngx_segura_check_results, "the results differ");
+} else {
+  report(false, "ngx_segura_check_results[] is found", "not in the sources");
+}
+
 // --- (c) the error codes -------------------------------------------------
 
 const httpSrc = readFileSync(`${top}/ngx_segura_module/ngx_segura_http.c`, "utf8");
