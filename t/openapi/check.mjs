@@ -524,6 +524,29 @@ for (const t of probePaths) {
   }
 }
 
+// HEAD is accepted wherever GET is (info.description says so): the same
+// status, no body; where GET is not, 405 as for any other method
+for (const t of templates) {
+  const path = concrete(t, "get");
+  const g = await admin.request("GET", path);
+  const h = await admin.request("HEAD", path);
+  if (doc.paths[t].get) {
+    report(h.status === g.status && h.text === "",
+           `HEAD ${t}: as GET (${g.status}), without a body`,
+           `HEAD ${path}: ${h.status}, GET: ${g.status}, body "${h.text.slice(0, 80)}"`);
+  } else {
+    report(h.status === 405, `HEAD ${t}: 405 as GET`, `HEAD ${path}: ${h.status}`);
+  }
+}
+
+// info.version is the module's
+{
+  const v = readFileSync(`${top}/ngx_segura_module/ngx_segura.h`, "utf8")
+    .match(/#define NGX_SEGURA_VERSION\s+"([^"]+)"/)?.[1];
+  report(doc.info?.version === v, `info.version is NGX_SEGURA_VERSION (${v})`,
+         `info.version is ${doc.info?.version}`);
+}
+
 // --- (e) real answers ----------------------------------------------------
 
 async function sample(what, client, method, path, body, headers, against) {
@@ -587,6 +610,31 @@ await sample("422", admin, "POST", "/api/devices",
 await sample("422 naming an unknown member", admin, "PATCH",
              `/api/devices/${ids.device}`, { pasphrase: "x" });
 await sample("400", admin, "POST", "/api/devices", "{not json");
+await sample("409", admin, "POST", "/api/devices",
+             { name: "sshd", address: "192.0.2.10" });
+{
+  // nginx's own error, made JSON by ngx_segura_errpage.c
+  const long = "/api/devices?q=" + "a".repeat(16 * 1024);
+  const r = await admin.request("GET", long);
+  const problems = r.status === 414
+    ? checkMedia(doc.components.responses.UriTooLong, r.type, r.text, "414")
+    : [`status ${r.status}`];
+  report(problems.length === 0, "real answer: 414 of nginx, as JSON",
+         `${problems.join("; ")}: ${r.text.slice(0, 200)}`);
+}
+{
+  // a throttled name: 5 failures, then 429 with Retry-After
+  const c = new Client("throttled");
+  for (let i = 0; i < 5; i++) {
+    await c.request("POST", "/api/login", { username: "nobody-openapi",
+                                            password: "wrong-password" });
+  }
+  const r = await sample("429", c, "POST", "/api/login",
+                         { username: "nobody-openapi", password: "wrong-password" });
+  report(/^\d+$/.test(r.headers.get("retry-after") ?? ""),
+         "429 carries Retry-After, as documented",
+         `Retry-After: ${r.headers.get("retry-after")}`);
+}
 
 // the validator is not vacuous: wrong answers are refused
 {
