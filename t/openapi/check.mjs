@@ -560,6 +560,13 @@ async function sample(what, client, method, path, body, headers, against) {
   } else {
     problems = t ? checkResponse(t, method.toLowerCase(), r.status, r.type, r.text)
                  : [`${path} matches no path of the document`];
+    // a Set-Cookie the document promises is there
+    const resp = t && deref(doc.paths[t][method.toLowerCase()]
+                              ?.responses?.[String(r.status)]);
+    if (resp?.headers?.["Set-Cookie"]
+        && !/^segura_session=/.test(r.headers.get("set-cookie") ?? "")) {
+      problems.push("no Set-Cookie: segura_session");
+    }
   }
   report(problems.length === 0, `real answer: ${what} (${method} ${path} ${r.status})`,
          `${problems.join("; ")}: ${r.text.slice(0, 300)}`);
@@ -590,6 +597,15 @@ await sample("a recording (asciicast)", admin, "GET",
 await sample("a recording (raw)", admin, "GET",
              `/api/sessions/${ids.session}/recording?format=raw`);
 await sample("metrics", admin, "GET", "/api/metrics");
+{
+  const c = new Client("login sample");
+  await sample("a login", c, "POST", "/api/login",
+               { username: cfg.user[0], password: cfg.user[1] });
+  const old = c.cookie;
+  await sample("a logout", c, "POST", "/api/logout", {});
+  c.cookie = old;
+  await sample("401 with the revoked cookie", c, "GET", "/api/me");
+}
 await sample("401", anon, "GET", "/api/me");
 await sample("403", user, "GET", "/api/users");
 await sample("404", admin, "GET", `/api/devices/${MISSING_ID}`);
