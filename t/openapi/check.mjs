@@ -108,6 +108,31 @@ function deref(x) {
          JSON.stringify(res.errors ?? v.version).slice(0, 2000));
 }
 
+// what the JSON Schema of OpenAPI does not check: unique operationIds, a
+// success answer for every operation, path parameters that are declared
+{
+  const seen = new Map();
+  for (const [t, item] of Object.entries(doc.paths)) {
+    for (const m of METHODS) {
+      const op = item[m];
+      if (!op) continue;
+      const M = `${m.toUpperCase()} ${t}`;
+      report(op.operationId && !seen.has(op.operationId),
+             `${M}: a unique operationId (${op.operationId})`,
+             `operationId ${op.operationId} missing or also used by ${seen.get(op.operationId)}`);
+      seen.set(op.operationId, M);
+      report(Object.keys(op.responses ?? {}).some((s) => /^2\d\d$/.test(s)),
+             `${M}: documents its success`, "no 2xx response");
+      const declared = [...(item.parameters ?? []), ...(op.parameters ?? [])]
+        .map(deref).filter((p) => p.in === "path").map((p) => p.name).sort();
+      const inPath = [...t.matchAll(/\{([^}]+)\}/g)].map((x) => x[1]).sort();
+      report(JSON.stringify(declared) === JSON.stringify(inPath),
+             `${M}: its path parameters are declared`,
+             `declared [${declared}], in the path [${inPath}]`);
+    }
+  }
+}
+
 // --- paths: templates, matching ------------------------------------------
 
 const templates = Object.keys(doc.paths);
