@@ -36,7 +36,8 @@ CC_OPT       := -g -O2 -Wall -Wextra -Werror -Wno-unused-parameter \
                 -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIC $(SAN_CC)
 LD_OPT       := -Wl,-z,relro -Wl,-z,now -fPIC $(SAN_LD)
 
-SRCS         := config $(wildcard ngx_segura_module/*.c ngx_segura_module/*.h)
+SRCS         := config docs/openapi.json \
+                $(wildcard ngx_segura_module/*.c ngx_segura_module/*.h)
 MODULE       := $(TOP)/build/ngx_http_segura_module.so
 
 ifeq ($(ASAN),1)

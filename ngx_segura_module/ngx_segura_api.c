@@ -23,6 +23,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
 #include "ngx_segura_metrics.h"
+#include "ngx_segura_openapi.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -162,6 +163,12 @@ ngx_segura_api_handler(ngx_http_request_t *r)
     ngx_http_segura_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
+
+    /* the API's description: static, no identity, no pool task */
+
+    if (ngx_segura_openapi_is(r)) {
+        return ngx_segura_openapi_handler(r);
+    }
 
     if (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH
                      |NGX_HTTP_DELETE))
