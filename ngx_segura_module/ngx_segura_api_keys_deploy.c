@@ -301,8 +301,8 @@ ngx_segura_api_key_deploy(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     res = ngx_segura_api_query_retry(ctx, conn,
               "select k.username, k.private_key_enc, k.passphrase_enc,"
               " k.key_type, k.bits, k.public_key || ' segura-key-' || k.id"
-              " from ssh_keys k where k.id = $3::bigint",
-              3, params);
+              " from ssh_keys k where k.id = $1::bigint",
+              1, &params[2]);
 
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         goto done;
@@ -1145,7 +1145,7 @@ ngx_segura_deploy_store(ngx_segura_api_ctx_t *ctx, PGconn **conn)
             done++;
         }
 
-        one = json_pack("{sIsss?ss}", "device", (json_int_t) d->device_id,
+        one = json_pack("{sIssss?ss}", "device", (json_int_t) d->device_id,
                         "result", ngx_segura_deploy_results[d->result],
                         "check", d->check == NGX_SEGURA_DEPLOY_CHECK_NONE
                                  ? NULL : ngx_segura_deploy_checks[d->check],
