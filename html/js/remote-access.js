@@ -42,11 +42,12 @@ async function load() {
     const check = h('button', { type: 'button', class: 'check', disabled: !mayCheck,
                                 'aria-label': `Check the key on ${d.name}` }, 'Check');
     check.addEventListener('click', () => doCheck([d.id]));
-    const edits = me.admin ? [' ',
+    // a second line in the cell: the table keeps its width
+    const edits = me.admin ? h('div', { class: 'edits' },
       h('button', { type: 'button', class: 'deploy', 'aria-label': `Deploy the key on ${d.name}`,
                     onclick: () => doDeploy([d], false) }, 'Deploy'), ' ',
       h('button', { type: 'button', class: 'withdraw', 'aria-label': `Withdraw the key from ${d.name}`,
-                    onclick: () => doDeploy([d], true) }, 'Withdraw')] : [];
+                    onclick: () => doDeploy([d], true) }, 'Withdraw')) : null;
     return h('tr', { dataset: { deviceId: d.id } },
       h('td', {}, h('div', {}, h('strong', {}, d.name),
         d.description ? h('div', { class: 'muted small' }, d.description) : null)),
@@ -58,7 +59,7 @@ async function load() {
       h('td', {}, d.can_start ? h('span', { class: 'pill ok' }, 'Allowed')
                               : h('span', { class: 'reason', id: reasonId }, reasonText(d.reason))),
       h('td', { class: 'deployment' }, checkPill(d.check)),
-      h('td', { class: 'actions' }, check, ...edits, ' ', start));
+      h('td', { class: 'actions' }, check, ' ', start, edits));
   }));
   rows = data.items;
   checkAll.hidden = !rows.some(d => me.admin || d.can_start);

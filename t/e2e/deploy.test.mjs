@@ -44,6 +44,8 @@ step('a generated key and a device whose user has no ~/.ssh', async () => {
 
 step('Devices tab: Deploy with a one-time password, the result per device', async () => {
   await page.goto(env.url + `/key-edit.html?id=${keyId}`);
+  // the key is loaded (its buttons shown) before the tabs are used
+  await page.waitForFunction(() => document.getElementById('deploy-all')?.hidden === false);
   await page.getByRole('tab', { name: 'Devices' }).click();
   await page.getByRole('button', { name: 'Deploy the key on deploy-dev' }).click();
   const dialog = page.getByRole('dialog', { name: /Deploy e2e-deploy on deploy-dev/ });
