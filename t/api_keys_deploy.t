@@ -10,7 +10,9 @@ use warnings;
 use Test::More;
 use SeguraTest;
 use SeguraTest::Api;
+use SeguraTest::Device;
 use SeguraTest::Dropbear;
+use Time::HiRes qw(time);
 use SeguraTest::LoginUser;
 use SeguraTest::Session;
 
@@ -19,7 +21,8 @@ plan skip_all => 'needs dropbear (tools/deps.sh test)'
     unless -x '/usr/sbin/dropbear';
 
 my $t = SeguraTest->new(sshd => 1);
-$t->run(SeguraTest::Session::config('segura_connect_timeout 10s;'));
+my $TIMEOUT = 10;   # segura_connect_timeout, generous: no timing flake
+$t->run(SeguraTest::Session::config("segura_connect_timeout ${TIMEOUT}s;"));
 
 my $db = $t->db;
 my $user = SeguraTest::LoginUser->new($t);
@@ -199,6 +202,49 @@ $db->associate(key => $key, device => $closed);
 $res = call("/api/keys/$key/deploy",
             { devices => [$closed], via => { password => $pw } });
 is($res->json->{items}[0]{result}, 'unreachable', 'closed port: unreachable');
+
+# a key withdrawn with itself: the login works, the check then refuses it
+$res = call("/api/keys/$key2/withdraw", { via => { key => $key2 } });
+is($res->json->{items}[0]{result}, 'auth_failed',
+   'not deployed (the file was made anew): the key cannot log in')
+    or diag($res->body);
+$res = call("/api/keys/$key2/deploy", { via => { key => $key } });
+is($res->json->{items}[0]{result}, 'deployed', 'deployed again via the first')
+    or diag($res->body);
+$res = call("/api/keys/$key2/withdraw", { via => { key => $key2 } });
+is($res->json->{items}[0]{result}, 'withdrawn', 'withdrawn via itself')
+    or diag($res->body);
+ok(!grep({ $_ eq $line2 } @{ lines() }), 'its line is gone');
+
+# four devices in one call, each with its own outcome, at once
+my $silent = SeguraTest::Device->stall($t, 'banner');
+my $sdev = $db->insert_device(name => 'silent', address => '127.0.0.1',
+                              port => $silent->port,
+                              host_key => $silent->host_key->{line},
+                              host_key_fingerprint => $silent->host_key->{fp});
+my ($wrong_fp) = `ssh-keygen -lf @{[ $sshd->dir ]}/host_ed25519.pub`
+                 =~ /(SHA256:\S+)/;
+my $mis = $db->insert_device(name => 'mismatch', address => '127.0.0.1',
+                             port => $t->sshd->port,
+                             host_key => $sshd->host_key_line('ed25519'),
+                             host_key_fingerprint => $wrong_fp);
+$db->associate(key => $key, device => $_) for $sdev, $mis;
+my $mis_before = $t->sshd->connections;
+my $t0 = time;
+$res = call("/api/keys/$key/deploy",
+            { devices => [$dev, $closed, $sdev, $mis],
+              via => { password => $pw } });
+my $elapsed = time - $t0;
+is($res->code, 200, 'four devices: 200') or diag($res->body);
+my %r = map { $_->{device} => $_->{result} } @{ $res->json->{items} || [] };
+is_deeply(\%r, { $dev => 'unchanged', $closed => 'unreachable',
+                 $sdev => 'timeout', $mis => 'host_key_mismatch' },
+          'four devices: unchanged, unreachable, timeout, host_key_mismatch');
+note(sprintf 'four devices in %.3f s (timeout %d s)', $elapsed, $TIMEOUT);
+ok($elapsed < $TIMEOUT + 3, 'four devices: at once, not one after another');
+is($res->json->{done}, 1, 'four devices: one done');
+unlike(SeguraTest::slurp($t->sshd->log), qr/Accepted \w+ for/,
+       'the mismatched device got no login');
 
 # bad requests change nothing
 my %bad = (
