@@ -45,6 +45,7 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_connect.h"
+#include "ngx_segura_deploy_program.h"
 #include "ngx_segura_exec.h"
 #include "ngx_segura_sealed.h"
 #include "ngx_segura_ssh.h"
@@ -57,57 +58,6 @@
 #define NGX_SEGURA_DEPLOY_CONCURRENCY   16
 #define NGX_SEGURA_DEPLOY_PASSWORD_LEN  1024
 #define NGX_SEGURA_DEPLOY_DETAIL_LEN    512
-
-
-/*
- * The programs run on the device, by the user's login shell as
- * "exec /bin/sh -c '<program>'" (so that any login shell can start it:
- * one line, no single quote in it).  The public line comes on stdin; the
- * answer is one word on stdout (deployed, withdrawn, unchanged) and exit
- * status 0, or "segura: <why>" on stderr and exit status 1.
- *
- * umask 077: ~/.ssh is made 0700 and a new file 0600 (mktemp); an
- * existing file's mode is kept (cp -p onto the temporary file, which is
- * then written in place); the temporary file is in ~/.ssh, so the rename
- * is atomic; other lines and comments are kept byte for byte (a last
- * line without a newline gets one before ours).
- */
-
-#define NGX_SEGURA_DEPLOY_PRELUDE                                            \
-    "umask 077; t=; "                                                        \
-    "die() { [ -z \"$t\" ] || rm -f \"$t\"; echo \"segura: $*\" >&2; "       \
-    "exit 1; }; "                                                            \
-    "[ -n \"$HOME\" ] && cd \"$HOME\" || die no home directory; "            \
-    "IFS= read -r k || die no key line on stdin; "                           \
-    "case \"$k\" in ssh-*|ecdsa-*|sk-*) ;; *) die not a key line;; esac; "   \
-    "f=.ssh/authorized_keys; "
-
-#define NGX_SEGURA_DEPLOY_ADD                                                \
-    NGX_SEGURA_DEPLOY_PRELUDE                                                \
-    "[ -d .ssh ] || mkdir -m 700 .ssh || die cannot create ~/.ssh; "         \
-    "if [ -f $f ] && grep -qxF -e \"$k\" $f; then echo unchanged; exit 0; "  \
-    "fi; "                                                                   \
-    "t=$(mktemp .ssh/.authorized_keys.XXXXXX) "                              \
-    "|| die cannot create a file in ~/.ssh; "                                \
-    "if [ -f $f ]; then cp -p $f \"$t\" || die cannot copy $f; "             \
-    "if [ -s \"$t\" ] && [ -n \"$(tail -c 1 \"$t\")\" ]; then "              \
-    "echo >> \"$t\" || die cannot write; fi; fi; "                           \
-    "printf \"%s\\n\" \"$k\" >> \"$t\" || die cannot write; "                \
-    "mv -f \"$t\" $f || die cannot rename over $f; echo deployed"
-
-#define NGX_SEGURA_DEPLOY_REMOVE                                             \
-    NGX_SEGURA_DEPLOY_PRELUDE                                                \
-    "[ -f $f ] || { echo unchanged; exit 0; }; "                             \
-    "grep -qxF -e \"$k\" $f; r=$?; "                                         \
-    "[ $r -eq 1 ] && { echo unchanged; exit 0; }; "                          \
-    "[ $r -eq 0 ] || die cannot read $f; "                                   \
-    "t=$(mktemp .ssh/.authorized_keys.XXXXXX) "                              \
-    "|| die cannot create a file in ~/.ssh; "                                \
-    "cp -p $f \"$t\" || die cannot copy $f; "                                \
-    "grep -vxF -e \"$k\" $f > \"$t\"; [ $? -le 1 ] || die cannot write; "    \
-    "mv -f \"$t\" $f || die cannot rename over $f; echo withdrawn"
-
-#define NGX_SEGURA_DEPLOY_COMMAND(program)  "exec /bin/sh -c '" program "'"
 
 
 typedef enum {
@@ -236,11 +186,10 @@ static const char *const  ngx_segura_deploy_checks[] = {
     "host_key_unknown", "error"
 };
 
-static const char  ngx_segura_deploy_add[] =
-    NGX_SEGURA_DEPLOY_COMMAND(NGX_SEGURA_DEPLOY_ADD);
+static const char  ngx_segura_deploy_add[] = NGX_SEGURA_DEPLOY_ADD_COMMAND;
 
 static const char  ngx_segura_deploy_remove[] =
-    NGX_SEGURA_DEPLOY_COMMAND(NGX_SEGURA_DEPLOY_REMOVE);
+    NGX_SEGURA_DEPLOY_REMOVE_COMMAND;
 
 
 /*
@@ -312,8 +261,10 @@ ngx_segura_api_key_deploy(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         ngx_segura_api_id(via_key, vid);
         p[0] = vid;
 
+        /* it logs in as the deployed key's username, not its own */
+
         via = ngx_segura_api_query_retry(ctx, conn,
-                  "select k.username, k.private_key_enc, k.passphrase_enc,"
+                  "select null, k.private_key_enc, k.passphrase_enc,"
                   " k.key_type, k.bits"
                   " from ssh_keys k where k.id = $1::bigint", 1, p);
 
@@ -1288,8 +1239,12 @@ ngx_segura_deploy_pin(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         && !PQgetisnull(res, 0, 1)
         && ngx_strcmp(PQgetvalue(res, 0, 1), d->ssh.host_key_fp) != 0)
     {
-        /* pinned by someone else meanwhile, and not this key */
+        /*
+         * pinned by someone else meanwhile, and not this key: whatever
+         * the device said, it was not the device the pin names
+         */
         d->result = NGX_SEGURA_DEPLOY_HOST_KEY_MISMATCH;
+        d->check = NGX_SEGURA_DEPLOY_CHECK_HOST_KEY_MISMATCH;
         (void) ngx_snprintf((u_char *) d->detail, sizeof(d->detail) - 1,
                             "host key %s does not match the one pinned "
                             "meanwhile%Z", d->ssh.host_key_fp);
