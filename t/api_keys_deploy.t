@@ -216,6 +216,23 @@ is($res->json->{items}[0]{result}, 'withdrawn', 'withdrawn via itself')
     or diag($res->body);
 ok(!grep({ $_ eq $line2 } @{ lines() }), 'its line is gone');
 
+# a heavy key (RSA-4096: offered, then signed in a pool thread) as the
+# via key, and as the key verified
+$res = call('/api/keys/generate', {
+    name => 'heavy', username => $user->name, type => 'rsa-4096',
+    devices => [$dev] });
+is($res->code, 201, 'RSA-4096: generated') or diag($res->body);
+my $heavy = $res->json->{id};
+$res = call("/api/keys/$heavy/deploy", { via => { password => $pw } });
+is($res->json->{items}[0]{result}, 'deployed', 'RSA-4096: deployed')
+    or diag($res->body);
+$res = call("/api/keys/$key2/deploy", { via => { key => $heavy } });
+is($res->json->{items}[0]{result}, 'deployed',
+   'deployed via the RSA-4096 key') or diag($res->body);
+$res = call("/api/keys/$heavy/withdraw", { via => { key => $key2 } });
+is($res->json->{items}[0]{result}, 'withdrawn', 'RSA-4096: withdrawn')
+    or diag($res->body);
+
 # four devices in one call, each with its own outcome, at once
 my $silent = SeguraTest::Device->stall($t, 'banner');
 my $sdev = $db->insert_device(name => 'silent', address => '127.0.0.1',
