@@ -1,6 +1,7 @@
 // Deploy and withdraw in the browser: a generated key goes onto a device
 // with a one-time password from the key's Devices tab (the dialog, the
-// result per device, the check pill), then comes off again from the
+// result per device, the check pill); a second key goes on via the first
+// (the dialog's key choice); then the first comes off again from the
 // Remote Access report.  The device is an OpenSSH server that reads the
 // user's own ~/.ssh/authorized_keys, with a throwaway login user made by
 // t/e2e/run (root only; skipped otherwise).  Screenshots 76-79.
@@ -64,6 +65,25 @@ step('Devices tab: Deploy with a one-time password, the result per device', asyn
   assert.equal(statSync(`${dep.home}/.ssh`).mode & 0o777, 0o700);
 });
 
+let key2, line2;
+step('Remote Access: Deploy a second key via the first', async () => {
+  const r = await apiCall(page, 'POST', '/api/keys/generate', {
+    name: 'e2e-deploy-2', username: dep.user, devices: [devId], main_device: devId });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  key2 = r.body.id;
+  line2 = r.body.authorized_keys;
+  await page.goto(env.url + `/remote-access.html?key=${key2}`);
+  await page.getByRole('button', { name: 'Deploy the key on deploy-dev' }).click();
+  const dialog = page.getByRole('dialog', { name: /Deploy e2e-deploy-2 on deploy-dev/ });
+  await dialog.getByLabel('Another registered key, already deployed there').check();
+  await dialog.getByLabel('Key', { exact: true }).selectOption(String(keyId));
+  await dialog.getByRole('button', { name: 'Deploy', exact: true }).click();
+  await dialog.locator('#deploy-results [data-result="deployed"]').waitFor();
+  await dialog.getByRole('button', { name: 'Close' }).click();
+  await page.locator(`tr[data-device-id="${devId}"] td.deployment`).getByText('Deployed').waitFor();
+  assert.equal(readFileSync(file(), 'utf8'), `${line}\n${line2}\n`, 'both lines');
+});
+
 step('Remote Access: Withdraw from all, a wrong password first', async () => {
   await page.goto(env.url + `/remote-access.html?key=${keyId}`);
   const row = page.locator(`tr[data-device-id="${devId}"] td.deployment`);
@@ -76,7 +96,7 @@ step('Remote Access: Withdraw from all, a wrong password first', async () => {
   await dialog.getByText('Login refused').waitFor();
   await screenshot(page, '78-withdraw-refused');
   await dialog.getByRole('button', { name: 'Close' }).click();
-  assert.equal(readFileSync(file(), 'utf8'), line + '\n', 'nothing changed');
+  assert.equal(readFileSync(file(), 'utf8'), `${line}\n${line2}\n`, 'nothing changed');
 
   await page.getByRole('button', { name: 'Withdraw from all' }).click();
   dialog = page.getByRole('dialog', { name: /Withdraw e2e-deploy/ });
@@ -86,11 +106,11 @@ step('Remote Access: Withdraw from all, a wrong password first', async () => {
   await screenshot(page, '79-withdrawn');
   await dialog.getByRole('button', { name: 'Close' }).click();
   await row.getByText('Refused').waitFor();
-  assert.equal(readFileSync(file(), 'utf8'), '', 'the line is gone');
+  assert.equal(readFileSync(file(), 'utf8'), line2 + '\n', 'only that line is gone');
 });
 
 step('clean up: the key and the device go', async () => {
-  for (const p of [`/api/keys/${keyId}`, `/api/devices/${devId}`]) {
+  for (const p of [`/api/keys/${keyId}`, `/api/keys/${key2}`, `/api/devices/${devId}`]) {
     assert.equal((await apiCall(page, 'DELETE', p)).status, 200, p);
   }
 });
