@@ -243,6 +243,9 @@ void ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_key_check(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *const *params);
+/* POST /api/keys/{id}/deploy and /withdraw (ngx_segura_api_keys_deploy.c) */
+void ngx_segura_api_key_deploy(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *const *params, ngx_uint_t withdraw);
 void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,

@@ -156,6 +156,13 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
         return;
     }
 
+    if (id != 0 && (ngx_strcmp(sub, "deploy") == 0
+                    || ngx_strcmp(sub, "withdraw") == 0))
+    {
+        ngx_segura_api_key_deploy(ctx, conn, id, params, sub[0] == 'w');
+        return;
+    }
+
     if (*sub != '\0') {
         if (id == 0 || ngx_strcmp(sub, "devices") != 0) {
             ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);

@@ -21,8 +21,10 @@
  *              a pool thread), then calls ngx_segura_connect_resume()
  *   OFFER      a heavy key is offered first, without a signature
  *   SIGN       paused: a pool thread signs with a heavy key
- *   AUTH       public-key authentication (the end with cn->auth_only)
+ *   AUTH       public-key (or password) authentication (the end with
+ *              cn->auth_only)
  *   SHELL      channel, pty, environment, shell
+ *   EXEC       or, with cn->exec, one command (ngx_segura_exec.c)
  *
  * Event loop only, but for the two pool tasks, which touch only their
  * own context (the resolver) or the SSH session that the paused state
@@ -90,6 +92,7 @@ static void ngx_segura_connect_fail(ngx_segura_connect_t *cn,
     ngx_segura_ws_err_e err, const char *what, const char *text);
 static void ngx_segura_connect_finish(ngx_segura_connect_t *cn);
 static void ngx_segura_connect_authed(ngx_segura_connect_t *cn);
+static void ngx_segura_connect_next(ngx_segura_connect_t *cn);
 static void ngx_segura_connect_close(ngx_segura_connect_t *cn);
 
 
@@ -636,8 +639,7 @@ ngx_segura_connect_run(ngx_segura_connect_t *cn)
                     return;
                 }
 
-                cn->state = NGX_SEGURA_CONNECT_SHELL;
-                cn->log->action = "opening a shell on device";
+                ngx_segura_connect_next(cn);
             }
 
             break;
@@ -646,6 +648,19 @@ ngx_segura_connect_run(ngx_segura_connect_t *cn)
             rc = ngx_segura_ssh_shell(ssh);
 
             if (rc == NGX_OK) {
+                cn->state = NGX_SEGURA_CONNECT_DONE;
+                ngx_segura_connect_finish(cn);
+                return;
+            }
+
+            break;
+
+        case NGX_SEGURA_CONNECT_EXEC:
+            rc = ngx_segura_exec_run(ssh, cn->exec);
+
+            if (rc == NGX_OK) {
+                cn->executed = 1;
+                ngx_segura_connect_close(cn);
                 cn->state = NGX_SEGURA_CONNECT_DONE;
                 ngx_segura_connect_finish(cn);
                 return;
@@ -831,8 +846,7 @@ ngx_segura_connect_sign_done(ngx_event_t *ev)
             return;
         }
 
-        cn->state = NGX_SEGURA_CONNECT_SHELL;
-        cn->log->action = "opening a shell on device";
+        ngx_segura_connect_next(cn);
         break;
 
     case NGX_AGAIN:
@@ -985,6 +999,22 @@ ngx_segura_connect_authed(ngx_segura_connect_t *cn)
     cn->state = NGX_SEGURA_CONNECT_DONE;
 
     ngx_segura_connect_finish(cn);
+}
+
+
+/* authenticated: a shell, or the owner's one command */
+
+static void
+ngx_segura_connect_next(ngx_segura_connect_t *cn)
+{
+    if (cn->exec != NULL) {
+        cn->state = NGX_SEGURA_CONNECT_EXEC;
+        cn->log->action = "running a command on device";
+        return;
+    }
+
+    cn->state = NGX_SEGURA_CONNECT_SHELL;
+    cn->log->action = "opening a shell on device";
 }
 
 

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_ssh.h"
+#include "ngx_segura_exec.h"
 
 
 typedef struct ngx_segura_connect_s  ngx_segura_connect_t;
@@ -29,6 +30,12 @@ typedef struct ngx_segura_connect_s  ngx_segura_connect_t;
  * are closed, and done is called with ssh->err NONE, cn->authenticated
  * set and cn->peer NULL.
  * For probes of a key's deployment (POST /api/keys/{id}/check).
+ *
+ * exec (not NULL): after AUTH, run one command instead of a shell
+ * (ngx_segura_exec.c: no pty, stdin given, output and exit status kept
+ * in *exec), under the same deadline; then close as auth_only does, and
+ * call done with ssh->err NONE, cn->executed set and cn->peer NULL.
+ * For deploying keys (POST /api/keys/{id}/deploy and withdraw).
  */
 typedef ngx_int_t (*ngx_segura_connect_host_key_pt)(ngx_segura_connect_t *cn);
 typedef void (*ngx_segura_connect_done_pt)(ngx_segura_connect_t *cn);
@@ -44,6 +51,7 @@ typedef enum {
     NGX_SEGURA_CONNECT_SIGN,         /* paused: a pool thread signs */
     NGX_SEGURA_CONNECT_AUTH,
     NGX_SEGURA_CONNECT_SHELL,
+    NGX_SEGURA_CONNECT_EXEC,
     NGX_SEGURA_CONNECT_DONE
 } ngx_segura_connect_state_e;
 
@@ -65,12 +73,14 @@ struct ngx_segura_connect_s {
     ngx_segura_connect_host_key_pt   host_key;
     ngx_segura_connect_done_pt       done;
     void                            *data;
+    ngx_segura_exec_t               *exec;
     unsigned                         auth_only:1;
 
     /* out */
     ngx_connection_t                *peer;     /* wraps libssh's socket */
     ngx_msec_t                       started;
     unsigned                         authenticated:1;  /* auth_only */
+    unsigned                         executed:1;       /* exec */
 
     /* private */
     ngx_segura_connect_state_e       state;

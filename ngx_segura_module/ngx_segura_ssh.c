@@ -27,6 +27,7 @@
 
 
 static ngx_int_t ngx_segura_ssh_export_host_key(ngx_segura_ssh_t *ssh);
+static ngx_int_t ngx_segura_ssh_auth_password(ngx_segura_ssh_t *ssh);
 static ngx_int_t ngx_segura_ssh_lost(ngx_segura_ssh_t *ssh,
     const char *what);
 static int ngx_segura_ssh_data(ssh_session session, ssh_channel channel,
@@ -242,6 +243,10 @@ ngx_segura_ssh_auth(ngx_segura_ssh_t *ssh)
      * passed each time, it is not used again)
      */
 
+    if (ssh->key == NULL && ssh->password != NULL) {
+        return ngx_segura_ssh_auth_password(ssh);
+    }
+
     rc = ssh_userauth_publickey(ssh->session, NULL, ssh->key);
 
     if (rc == SSH_AUTH_AGAIN) {
@@ -264,6 +269,34 @@ ngx_segura_ssh_auth(ngx_segura_ssh_t *ssh)
     return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_AUTH_REJECTED,
                                "ssh_userauth_publickey()",
                                "the device refused the key");
+}
+
+
+/*
+ * password authentication, for a deploy with a one-time password: the
+ * first call sends, later ones look for the answer (libssh keeps the
+ * request pending and ignores the password then)
+ */
+
+static ngx_int_t
+ngx_segura_ssh_auth_password(ngx_segura_ssh_t *ssh)
+{
+    switch (ssh_userauth_password(ssh->session, NULL, ssh->password)) {
+
+    case SSH_AUTH_SUCCESS:
+        return NGX_OK;
+
+    case SSH_AUTH_AGAIN:
+        return NGX_AGAIN;
+
+    case SSH_AUTH_ERROR:
+        return ngx_segura_ssh_lost(ssh, "ssh_userauth_password()");
+
+    default:
+        return ngx_segura_ssh_fail(ssh, NGX_SEGURA_WS_ERR_AUTH_REJECTED,
+                                   "ssh_userauth_password()",
+                                   "the device refused the password");
+    }
 }
 
 

@@ -53,6 +53,13 @@ typedef struct {
     /* in: the private key, freed (and so wiped) once it has been used */
     ssh_key              key;
 
+    /*
+     * in, instead of a key: a one-time password (POST /api/keys/{id}/
+     * deploy), NUL-terminated, owned and wiped by the caller; libssh's
+     * copy goes through a buffer it wipes when freed
+     */
+    const char          *password;
+
     /* out */
     ssh_session          session;       /* owns the socket */
     ssh_channel          channel;

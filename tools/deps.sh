@@ -11,7 +11,7 @@ build=(build-essential pkg-config nginx nginx-dev libssh-dev libpq-dev
 run=(postgresql postgresql-client openssh-server openssh-client)
 test=(libcmocka-dev libmojolicious-perl libdbd-pg-perl libio-socket-ssl-perl
       perl procps psmisc iproute2 nodejs chromium firefox-esr valgrind
-      dpkg-dev fakeroot lintian openssl asciinema)
+      dpkg-dev fakeroot lintian openssl asciinema dropbear-bin)
 fuzz=(clang libclang-rt-dev)
 ui=(nodejs)
 bench=(linux-perf python3 strace)

@@ -4,6 +4,7 @@
 import { get, post, patch, h, idParam, banner, errorText, statusPill, ApiError } from './api.js';
 import { mountShell } from './shell.js';
 import { checkPill, runCheck } from './checks.js';
+import { deployDialog } from './deploy.js';
 
 await mountShell('keys', { adminOnly: true });
 
@@ -280,7 +281,11 @@ function deploymentCell(id, d) {
   if (!saved(id)) return h('span', { class: 'muted' }, 'Save to check');
   const b = h('button', { type: 'button', class: 'check', 'aria-label': `Check the key on ${d.name}` }, 'Check');
   b.addEventListener('click', () => checkDevices([id]));
-  return h('span', { class: 'nowrap' }, checkPill(checks.get(id)), ' ', b);
+  const dep = h('button', { type: 'button', class: 'deploy', 'aria-label': `Deploy the key on ${d.name}`,
+                            onclick: () => deployTo([id], false) }, 'Deploy');
+  const wd = h('button', { type: 'button', class: 'withdraw', 'aria-label': `Withdraw the key from ${d.name}`,
+                           onclick: () => deployTo([id], true) }, 'Withdraw');
+  return h('span', { class: 'nowrap' }, checkPill(checks.get(id)), ' ', b, ' ', dep, ' ', wd);
 }
 async function loadChecks() {
   const r = await get(`/api/keys/${keyId}/devices`);
@@ -306,6 +311,20 @@ async function checkDevices(ids) {
   renderAssoc();
 }
 checkAllBtn.addEventListener('click', () => checkDevices((original?.devices || []).slice()));
+
+// Deploy / Withdraw (deploy.js): the saved devices, then their new checks
+const deployAllBtn = document.getElementById('deploy-all');
+const withdrawAllBtn = document.getElementById('withdraw-all');
+async function deployTo(ids, withdraw) {
+  const devices = ids.map(id => ({ id, name: allDevices.get(id)?.name ?? `#${id}` }));
+  const r = await deployDialog({ id: keyId, name: original.name, username: original.username }, devices, withdraw);
+  if (!r) return;
+  checkProgress.textContent = `${withdraw ? 'Withdrawn from' : 'Deployed on'} ${r.done} of ${r.total} device${r.total === 1 ? '' : 's'}.`;
+  try { await loadChecks(); } catch { /* kept as they were */ }
+  renderAssoc();
+}
+deployAllBtn.addEventListener('click', () => deployTo((original?.devices || []).slice(), false));
+withdrawAllBtn.addEventListener('click', () => deployTo((original?.devices || []).slice(), true));
 
 // Register new device, inline
 const regBox = document.getElementById('register-device');
@@ -539,7 +558,7 @@ if (keyId) {
     `Stored: ${original.type}${original.bits ? ' ' + original.bits + ' bits' : ''}, ${original.fingerprint}` +
     (original.has_passphrase ? ', protected by a password' : '') + '. It is never shown.';
   document.getElementById('source-field').hidden = true;
-  checkAllBtn.hidden = !(original.devices || []).length;
+  checkAllBtn.hidden = deployAllBtn.hidden = withdrawAllBtn.hidden = !(original.devices || []).length;
   try { await loadChecks(); } catch { /* the column says "Not checked" */ }
   assoc = [...(original.devices || [])];
   mainId = original.main_device ?? null;

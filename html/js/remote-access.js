@@ -1,14 +1,19 @@
 // SSH Keys: Remote Access: the devices a key may reach, Start session, and
-// the key's deployment: Check per device and Check all.
+// the key's deployment: Check per device and Check all; for administrators,
+// Deploy and Withdraw per device and for all (deploy.js).
 import { get, h, idParam, banner, errorText, statusPill, tagList } from './api.js';
 import { mountShell } from './shell.js';
 import { reasonText } from './reasons.js';
 import { checkPill, runCheck } from './checks.js';
+import { deployDialog } from './deploy.js';
 
 const me = await mountShell('keys');
 const progress = document.getElementById('check-progress');
 const checkAll = document.getElementById('check-all');
 let rows = [];   // the devices of the report
+let theKey = null;
+const deployAll = document.getElementById('deploy-all');
+const withdrawAll = document.getElementById('withdraw-all');
 const msg = document.getElementById('page-msg');
 const keyId = idParam('key');
 
@@ -21,6 +26,7 @@ async function load() {
     banner(msg, 'error', e.status === 404 ? 'This SSH key does not exist or is not available to you.' : errorText(e));
     return;
   }
+  theKey = data.key;
   document.getElementById('key-title').textContent = data.key.name;
   document.getElementById('key-status').replaceChildren(statusPill(data.key.status));
   document.getElementById('key-login').textContent = `logs in as ${data.key.username}`;
@@ -36,6 +42,12 @@ async function load() {
     const check = h('button', { type: 'button', class: 'check', disabled: !mayCheck,
                                 'aria-label': `Check the key on ${d.name}` }, 'Check');
     check.addEventListener('click', () => doCheck([d.id]));
+    // a second line in the cell: the table keeps its width
+    const edits = me.admin ? h('div', { class: 'edits' },
+      h('button', { type: 'button', class: 'deploy', 'aria-label': `Deploy the key on ${d.name}`,
+                    onclick: () => doDeploy([d], false) }, 'Deploy'), ' ',
+      h('button', { type: 'button', class: 'withdraw', 'aria-label': `Withdraw the key from ${d.name}`,
+                    onclick: () => doDeploy([d], true) }, 'Withdraw')) : null;
     return h('tr', { dataset: { deviceId: d.id } },
       h('td', {}, h('div', {}, h('strong', {}, d.name),
         d.description ? h('div', { class: 'muted small' }, d.description) : null)),
@@ -47,10 +59,11 @@ async function load() {
       h('td', {}, d.can_start ? h('span', { class: 'pill ok' }, 'Allowed')
                               : h('span', { class: 'reason', id: reasonId }, reasonText(d.reason))),
       h('td', { class: 'deployment' }, checkPill(d.check)),
-      h('td', { class: 'actions' }, check, ' ', start));
+      h('td', { class: 'actions' }, check, ' ', start, edits));
   }));
   rows = data.items;
   checkAll.hidden = !rows.some(d => me.admin || d.can_start);
+  deployAll.hidden = withdrawAll.hidden = !(me.admin && rows.length);
   document.getElementById('access-empty').hidden = data.items.length > 0;
 }
 
@@ -68,9 +81,31 @@ async function doCheck(ids) {
     progress.textContent = '';
     banner(msg, 'error', 'The check failed: ' + errorText(e));
   }
-  await load();
+  // administrators: the line onto (or off) the devices, then a fresh report
+async function doDeploy(devices, withdraw) {
+  const r = await deployDialog(theKey, devices, withdraw);
+  if (r) {
+    progress.textContent = `${withdraw ? 'Withdrawn from' : 'Deployed on'} ${r.done} of ${r.total} device${r.total === 1 ? '' : 's'}.`;
+    await load();
+  }
+}
+deployAll.addEventListener('click', () => doDeploy(rows, false));
+withdrawAll.addEventListener('click', () => doDeploy(rows, true));
+
+await load();
 }
 checkAll.addEventListener('click', () =>
   doCheck(rows.filter(d => me.admin || d.can_start).map(d => d.id)));
+
+// administrators: the line onto (or off) the devices, then a fresh report
+async function doDeploy(devices, withdraw) {
+  const r = await deployDialog(theKey, devices, withdraw);
+  if (r) {
+    progress.textContent = `${withdraw ? 'Withdrawn from' : 'Deployed on'} ${r.done} of ${r.total} device${r.total === 1 ? '' : 's'}.`;
+    await load();
+  }
+}
+deployAll.addEventListener('click', () => doDeploy(rows, false));
+withdrawAll.addEventListener('click', () => doDeploy(rows, true));
 
 await load();

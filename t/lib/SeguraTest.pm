@@ -478,8 +478,12 @@ use warnings;
 use File::Path qw(make_path);
 use POSIX qw(:sys_wait_h);
 
+# Options of new (kept by restart): user_keys => 1 (each user's own
+# ~/.ssh/authorized_keys, StrictModes on, HOME from the password file: for
+# a throwaway login user of a test), password => 1 (password
+# authentication on).
 sub new {
-    my ($class, $dir) = @_;
+    my ($class, $dir, %opt) = @_;
 
     make_path($dir);
     chmod 0755, $dir;
@@ -488,6 +492,7 @@ sub new {
         dir  => $dir,
         port => SeguraTest::free_port(),
         user => scalar getpwuid($>),
+        opt  => \%opt,
     }, $class;
 
     if ($> == 0 && !-d '/run/sshd') {
@@ -527,6 +532,7 @@ sub write_config {
     my $d = $self->{dir};
 
     my @hostkeys = map { "HostKey $d/host_$_" } @{ $o{host_keys} || [qw(ed25519 ecdsa rsa)] };
+    my %opt = %{ $self->{opt} || {} };
 
     open my $fh, '>', "$d/sshd_config" or die $!;
     print $fh join("\n",
@@ -534,10 +540,12 @@ sub write_config {
         "ListenAddress 127.0.0.1",
         @hostkeys,
         "PidFile $d/sshd.pid",
-        "AuthorizedKeysFile $d/authorized_keys",
-        "StrictModes no",
+        ($opt{user_keys} ? ("AuthorizedKeysFile .ssh/authorized_keys",
+                            "StrictModes yes")
+                         : ("AuthorizedKeysFile $d/authorized_keys",
+                            "StrictModes no")),
         "UsePAM no",
-        "PasswordAuthentication no",
+        "PasswordAuthentication " . ($opt{password} ? 'yes' : 'no'),
         "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes",
         "PermitRootLogin prohibit-password",
@@ -548,7 +556,7 @@ sub write_config {
         "PrintLastLog no",
         "Banner none",
         "AcceptEnv LANG",
-        "SetEnv HOME=$d/home",
+        ($opt{user_keys} ? () : ("SetEnv HOME=$d/home")),
         "Subsystem sftp internal-sftp",
         ""), "\n";
     close $fh;
