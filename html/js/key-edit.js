@@ -566,4 +566,5 @@ if (keyId) {
 }
 renderMainSelect();
 renderAssoc();
-showTab('info');
+// the tab the user chose while the key was loading stays chosen
+showTab(current);
