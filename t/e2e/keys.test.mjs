@@ -87,6 +87,8 @@ step('the SSH keys report says deployed on 1 of 2', async () => {
 
 step('the key\'s Devices tab shows each check and checks again', async () => {
   await page.goto(env.url + `/key-edit.html?id=${keyId}`);
+  // the key is loaded (its name is in the form) before the tab is chosen
+  await page.waitForFunction(() => document.getElementById('name').value !== '');
   await page.getByRole('tab', { name: 'Devices' }).click();
   const row = id => page.locator(`#assoc-body tr[data-device-id="${id}"] td.deployment`);
   await row(devOk).getByText('Deployed').waitFor();
