@@ -103,7 +103,14 @@ $(UI_STAMP): html/package.json html/package-lock.json
 	set -e; for d in $(UI_NPM)/node_modules/@xterm/*/; do \
 	    p=$$(basename $$d); \
 	    cp $$d/lib/*.js html/vendor/xterm/; \
-	    cp $$d/LICENSE html/vendor/xterm/LICENSE-$$p; \
+	    if [ -f $$d/LICENSE ]; then \
+	        cp $$d/LICENSE html/vendor/xterm/LICENSE-$$p; \
+	    else \
+	        node -p "'@xterm/$$p ' + require('./$$d/package.json').version \
+	            + ': ' + require('./$$d/package.json').license \
+	            + ' (its package.json; the package has no LICENSE file)'" \
+	            > html/vendor/xterm/LICENSE-$$p; \
+	    fi; \
 	done
 	cp $(UI_NPM)/node_modules/@xterm/xterm/css/xterm.css html/vendor/xterm/
 	touch $@

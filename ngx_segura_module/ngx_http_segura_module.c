@@ -75,6 +75,10 @@ static ngx_conf_num_bounds_t  ngx_http_segura_max_message_bounds = {
     ngx_http_segura_check_bounds, 125, 64 * 1024 * 1024
 };
 
+static ngx_conf_num_bounds_t  ngx_http_segura_resume_buffer_bounds = {
+    ngx_http_segura_check_bounds, 4096, 64 * 1024 * 1024
+};
+
 static ngx_conf_num_bounds_t  ngx_http_segura_max_body_bounds = {
     ngx_http_segura_check_bounds, 1024, 16 * 1024 * 1024
 };
@@ -183,6 +187,20 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_segura_loc_conf_t, ping_interval),
       NULL },
+
+    { ngx_string("segura_resume_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, resume_timeout),
+      NULL },
+
+    { ngx_string("segura_resume_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, resume_buffer),
+      &ngx_http_segura_resume_buffer_bounds },
 
     { ngx_string("segura_login_lifetime"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -425,6 +443,8 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     slcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     slcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    slcf->resume_timeout = NGX_CONF_UNSET_MSEC;
+    slcf->resume_buffer = NGX_CONF_UNSET_SIZE;
     slcf->login_lifetime = NGX_CONF_UNSET_MSEC;
     slcf->login_idle = NGX_CONF_UNSET_MSEC;
     slcf->login_address_limit = NGX_CONF_UNSET_UINT;
@@ -457,6 +477,10 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->idle_timeout, 15 * 60000);
     ngx_conf_merge_msec_value(conf->ping_interval,
                               prev->ping_interval, 30000);
+    ngx_conf_merge_msec_value(conf->resume_timeout,
+                              prev->resume_timeout, 60000);
+    ngx_conf_merge_size_value(conf->resume_buffer,
+                              prev->resume_buffer, 256 * 1024);
     ngx_conf_merge_msec_value(conf->login_lifetime,
                               prev->login_lifetime, 12 * 3600000);
     ngx_conf_merge_msec_value(conf->login_idle,

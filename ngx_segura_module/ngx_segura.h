@@ -78,6 +78,7 @@ typedef struct {
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 idle_timeout;
     ngx_msec_t                 ping_interval;
+    ngx_msec_t                 resume_timeout;        /* 0: off */
     ngx_msec_t                 login_lifetime;
     ngx_msec_t                 login_idle;
     ngx_msec_t                 login_address_window;
@@ -85,6 +86,7 @@ typedef struct {
 
     size_t                     max_message;
     size_t                     max_body;
+    size_t                     resume_buffer;
 
     ngx_uint_t                 host_key_policy;
 
@@ -147,6 +149,7 @@ typedef enum {
     NGX_SEGURA_WS_ERR_BAD_MESSAGE,
     NGX_SEGURA_WS_ERR_ENDED,
     NGX_SEGURA_WS_ERR_REVOKED,
+    NGX_SEGURA_WS_ERR_RESUMED,
     NGX_SEGURA_WS_ERR_LAST
 } ngx_segura_ws_err_e;
 

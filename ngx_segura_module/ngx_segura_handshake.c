@@ -66,6 +66,10 @@ typedef struct {
     /* for the variables, which outlive the terminal */
     char                           username[65];
 
+    /* ?resume=<token>&received=<n>: re-attach rather than open */
+    char                          *resume;
+    off_t                          received;
+
     ngx_event_t                    watchdog;
 
     unsigned                       has_token:1;
@@ -87,6 +91,7 @@ static void ngx_segura_handshake_watchdog(ngx_event_t *ev);
 static void ngx_segura_handshake_check(void *data, ngx_log_t *log);
 static void ngx_segura_handshake_check_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_handshake_accept(ngx_segura_handshake_t *s);
+static ngx_int_t ngx_segura_handshake_resume(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_close(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_cleanup(void *data);
 static ngx_int_t ngx_segura_handshake_variable(ngx_http_request_t *r,
@@ -120,10 +125,14 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
     ngx_pool_cleanup_t           *cln;
     ngx_segura_terminal_t        *t;
     ngx_http_core_loc_conf_t     *clcf;
+    char                         *resume;
+    off_t                         resume_received;
     ngx_segura_handshake_t       *s;
     ngx_http_segura_loc_conf_t   *slcf;
 
     ngx_str_null(&wskey);
+    resume = NULL;
+    resume_received = 0;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
 
@@ -176,6 +185,31 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
                                           "rows", "rows must be 1-1000");
     }
 
+    if (ngx_http_arg(r, (u_char *) "resume", 6, &value) == NGX_OK) {
+        int64_t  received;
+
+        if (value.len == 0 || value.len >= NGX_SEGURA_RESUME_LEN
+            || ngx_segura_handshake_arg(r, "received", 0, NGX_MAX_OFF_T_VALUE,
+                                        0, &received)
+               != NGX_OK)
+        {
+            return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
+                                              "resume",
+                                              "Give the resume token of the "
+                                              "connected event and the "
+                                              "output bytes received: "
+                                              "resume=<token>&received=<n>");
+        }
+
+        resume = ngx_pnalloc(r->pool, value.len + 1);
+        if (resume == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) ngx_cpystrn((u_char *) resume, value.data, value.len + 1);
+        resume_received = received;
+    }
+
     if (ngx_segura_outbox_full()) {
 
         /* the audit of a new session could not be written in time */
@@ -198,6 +232,8 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
     s->slcf = slcf;
     s->key_id = key_id;
     s->device_id = device_id;
+    s->resume = resume;
+    s->received = resume_received;
 
     /* from here the cleanup frees the terminal on every path */
 
@@ -615,6 +651,12 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
         }
     }
 
+    if (s->resume != NULL) {
+        /* the shell is open already: its key is not needed again */
+        PQclear(res);
+        goto done;
+    }
+
     /*
      * the private key and the passphrase exist in plain text only between
      * the vault and libssh
@@ -689,6 +731,17 @@ ngx_segura_handshake_check_done(ngx_event_t *ev)
                        (u_char *) s->t->identity.username,
                        sizeof(s->username));
 
+    if (s->resume != NULL) {
+        rc = ngx_segura_handshake_resume(s);
+
+        if (rc != NGX_OK) {
+            ngx_http_finalize_request(r, rc);
+            ngx_http_run_posted_requests(c);
+        }
+
+        return;
+    }
+
     if (ngx_segura_handshake_accept(s) != NGX_OK) {
         ngx_segura_handshake_close(s);
         return;
@@ -700,6 +753,68 @@ ngx_segura_handshake_check_done(ngx_event_t *ev)
     s->t = NULL;
 
     ngx_segura_relay_start(&s->relay, t);
+}
+
+
+/*
+ * ?resume=: the user, key and device were checked as for a new session
+ * (a grant that went meanwhile ended the shell already); the token names
+ * the terminal, which must be this user's, on this key and device, and
+ * alive.  Returns NGX_OK when the relay took over, else what finalizes
+ * the request.
+ */
+
+static ngx_int_t
+ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
+{
+    ngx_pid_t               pid;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_segura_terminal_t  *t;
+
+    r = s->r;
+    c = s->c;
+
+    t = ngx_segura_terminal_find(s->resume, ngx_strlen(s->resume));
+
+    if (t == NULL
+        || t->identity.id != s->t->identity.id
+        || t->key_id != s->key_id || t->device_id != s->device_id)
+    {
+        pid = ngx_atoi((u_char *) s->resume,
+                       ngx_strchr(s->resume, '.')
+                       ? (size_t) (ngx_strchr(s->resume, '.') - s->resume)
+                       : 0);
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "segura session: nothing to resume%s",
+                      (t == NULL && pid > 0 && pid != ngx_pid)
+                      ? " (the token names another worker)" : "");
+
+        /* nobody learns whether another user's session exists */
+
+        return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_NOT_FOUND,
+                                          "resume",
+                                          "There is no session to resume "
+                                          "with this token on this worker "
+                                          "of this node");
+    }
+
+    if (s->received > t->bytes_out) {
+        return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
+                                          "received",
+                                          "received is more than the "
+                                          "session printed");
+    }
+
+    if (ngx_segura_handshake_accept(s) != NGX_OK) {
+        ngx_segura_handshake_close(s);
+        return NGX_OK;
+    }
+
+    ngx_segura_relay_resume(&s->relay, t, s->received);
+
+    return NGX_OK;
 }
 
 

@@ -55,6 +55,7 @@ static void ngx_segura_relay_ready(ngx_segura_viewer_t *v);
 static void ngx_segura_relay_wake(ngx_segura_viewer_t *v);
 static void ngx_segura_relay_ended(ngx_segura_viewer_t *v,
     ngx_segura_terminal_t *t);
+static void ngx_segura_relay_displaced(ngx_segura_viewer_t *v);
 static void ngx_segura_relay_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_relay_client_lost(ngx_connection_t *c);
 static void ngx_segura_relay_shutdown(ngx_segura_relay_t *rl);
@@ -89,6 +90,7 @@ ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
     rl->viewer.ready = ngx_segura_relay_ready;
     rl->viewer.wake = ngx_segura_relay_wake;
     rl->viewer.ended = ngx_segura_relay_ended;
+    rl->viewer.displaced = ngx_segura_relay_displaced;
     rl->viewer.data = rl;
 
     rl->in.start = ngx_palloc(r->pool, NGX_SEGURA_RELAY_IN_SIZE);
@@ -139,6 +141,79 @@ ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t)
 }
 
 
+/*
+ * the 101 of a resume went: the client had received `received` bytes of
+ * output; what the terminal holds after that goes first, then live
+ */
+
+void
+ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    off_t received)
+{
+    json_t            *json;
+    ngx_connection_t  *c;
+
+    c = rl->c;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->read->handler = ngx_segura_relay_handler;
+    c->write->handler = ngx_segura_relay_handler;
+
+    rl->last_client = ngx_current_msec;
+    rl->state = NGX_SEGURA_RELAY_RELAY;
+    c->log->action = "relaying terminal";
+
+    (void) ngx_cpystrn((u_char *) rl->id, (u_char *) t->id, sizeof(rl->id));
+
+    ngx_segura_terminal_resume(t, &rl->viewer);
+
+    /* what the client lacks and the ring no longer has is lost */
+
+    if (received < t->ring.start) {
+        rl->lost = t->ring.start - received;
+        received = t->ring.start;
+    }
+
+    rl->sent = received;
+    rl->acked = received;
+    rl->resuming = (received < t->ring.end);
+
+    json = json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "resumed",
+                     "session", rl->id,
+                     "missed", (json_int_t) (t->ring.end - received),
+                     "lost", (json_int_t) rl->lost,
+                     "resume", t->resume);
+    ngx_segura_relay_event(rl, json);
+
+    ngx_segura_relay_arm_timer(rl);
+    ngx_segura_relay_run(rl);
+}
+
+
+/* another viewer resumed the terminal: this one closes, the shell stays */
+
+static void
+ngx_segura_relay_displaced(ngx_segura_viewer_t *v)
+{
+    ngx_segura_relay_t *rl = v->data;
+
+    if (rl->state == NGX_SEGURA_RELAY_DONE || rl->close_queued) {
+        return;
+    }
+
+    ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_RESUMED, NULL);
+
+    ngx_post_event(rl->c->write, &ngx_posted_events);
+}
+
+
 /* the request pool goes: the terminal loses its viewer, if it had us */
 
 void
@@ -168,7 +243,15 @@ ngx_segura_relay_ready(ngx_segura_viewer_t *v)
     (void) ngx_cpystrn((u_char *) rl->id, (u_char *) v->terminal->id,
                        sizeof(rl->id));
 
-    json = json_pack("{s:s, s:s}", "type", "connected", "session", rl->id);
+    if (v->terminal->resume[0]) {
+        json = json_pack("{s:s, s:s, s:s}", "type", "connected",
+                         "session", rl->id, "resume", v->terminal->resume);
+
+    } else {
+        json = json_pack("{s:s, s:s}", "type", "connected", "session",
+                         rl->id);
+    }
+
     ngx_segura_relay_event(rl, json);
 
     ngx_segura_relay_arm_timer(rl);
@@ -396,6 +479,9 @@ done:
         if (rl->state == NGX_SEGURA_RELAY_RELAY) {
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "segura session %s: client gone", rl->id);
+
+            /* no close frame: a dropped connection, which may come back */
+            rl->resumable = 1;
         }
 
         ngx_segura_relay_finish(rl);
@@ -666,6 +752,15 @@ ngx_segura_relay_frame(ngx_segura_relay_t *rl, ngx_segura_ws_event_t *ev)
                           "segura session %s: client closed with %ui",
                           rl->id, (ngx_uint_t) ev->code);
 
+            /*
+             * a page going away (reload, navigation) may come back: the
+             * shell waits for it as for a dropped connection
+             */
+
+            if (ev->code == NGX_SEGURA_WS_CLOSE_GOING_AWAY) {
+                rl->resumable = 1;
+            }
+
             /* echo the code; 1005 means none was given */
 
             ngx_segura_relay_close(rl,
@@ -741,7 +836,31 @@ ngx_segura_relay_control(ngx_segura_relay_t *rl)
         json_decref(json);
 
         rl->acked = bytes;
-        rl->acking = 1;
+
+        if (!rl->acking) {
+            rl->acking = 1;
+
+            /* from here what is sent is kept until acknowledged */
+
+            if (rl->viewer.terminal != NULL
+                && rl->viewer.terminal->resume[0])
+            {
+                rl->history = 1;
+
+                /* the ring must end where the device's output is */
+
+                if (rl->viewer.terminal->ring.end
+                    != rl->viewer.terminal->bytes_out)
+                {
+                    ngx_segura_ring_reset(&rl->viewer.terminal->ring,
+                                          rl->viewer.terminal->bytes_out);
+                }
+            }
+        }
+
+        if (rl->history && rl->viewer.terminal != NULL) {
+            ngx_segura_ring_drop(&rl->viewer.terminal->ring, rl->acked);
+        }
 
         return;
     }
@@ -799,11 +918,12 @@ bad:
 static ngx_int_t
 ngx_segura_relay_from_device(ngx_segura_relay_t *rl)
 {
-    off_t       behind;
-    u_char     *p;
-    size_t      room, hlen;
-    ssize_t     n;
-    ngx_int_t   moved;
+    off_t                   behind;
+    u_char                 *p;
+    size_t                  room, hlen;
+    ssize_t                 n;
+    ngx_int_t               moved;
+    ngx_segura_terminal_t  *t;
 
     moved = 0;
 
@@ -843,15 +963,47 @@ ngx_segura_relay_from_device(ngx_segura_relay_t *rl)
             }
         }
 
-        n = ngx_segura_terminal_read(rl->viewer.terminal, p + 4, room);
+        t = rl->viewer.terminal;
 
-        if (n == NGX_AGAIN) {
-            return moved ? NGX_OK : NGX_AGAIN;
-        }
+        if (rl->resuming) {
 
-        if (n == NGX_DONE) {
-            /* ended() queued the last words */
-            return NGX_OK;
+            /* a resumed client first gets what the ring holds for it */
+
+            n = ngx_segura_ring_copy(&t->ring, rl->sent, p + 4, room);
+
+            if (!rl->history) {
+                ngx_segura_ring_drop(&t->ring, rl->sent + n);
+            }
+
+            if (rl->sent + n >= t->ring.end) {
+                rl->resuming = 0;
+            }
+
+            if (n == 0) {
+                continue;
+            }
+
+        } else {
+            n = ngx_segura_terminal_read(t, p + 4, room);
+
+            if (n == NGX_AGAIN) {
+                return moved ? NGX_OK : NGX_AGAIN;
+            }
+
+            if (n == NGX_DONE) {
+                /* ended() queued the last words */
+                return NGX_OK;
+            }
+
+            if (rl->history
+                && ngx_segura_ring_push(&t->ring, p + 4, (size_t) n, 1,
+                                        rl->c->log)
+                   != NGX_OK)
+            {
+                /* no memory for the history: resume loses it, no more */
+                rl->history = 0;
+                ngx_segura_ring_reset(&t->ring, t->bytes_out);
+            }
         }
 
         hlen = ngx_segura_ws_frame_header(p, NGX_SEGURA_WS_OP_BINARY, 1,
@@ -1061,8 +1213,18 @@ ngx_segura_relay_arm_timer(ngx_segura_relay_t *rl)
 static void
 ngx_segura_relay_leave(ngx_segura_relay_t *rl, const char *end_reason)
 {
-    if (rl->viewer.terminal != NULL) {
-        ngx_segura_terminal_detach(rl->viewer.terminal, end_reason);
+    ngx_segura_terminal_t  *t;
+
+    t = rl->viewer.terminal;
+
+    if (t != NULL) {
+        /* a client that went away without ending it may come back */
+
+        if (!rl->resumable || ngx_segura_terminal_suspend(t) != NGX_OK) {
+            ngx_segura_terminal_detach(t, end_reason);
+        }
+
+        rl->viewer.terminal = NULL;
     }
 
     rl->pending_len = 0;

@@ -62,6 +62,7 @@ typedef struct {
 
     off_t                          sent;     /* output payload, in frames */
     off_t                          acked;    /* what the client rendered */
+    off_t                          lost;     /* not held when it resumed */
 
     ngx_event_t                    timer;
     ngx_msec_t                     last_client;  /* any bytes from it */
@@ -73,6 +74,9 @@ typedef struct {
     unsigned                       client_gone:1;    /* TCP closed */
     unsigned                       close_queued:1;
     unsigned                       acking:1;   /* flow control is on */
+    unsigned                       history:1;  /* keeps unacked output */
+    unsigned                       resumable:1;   /* it left, may return */
+    unsigned                       resuming:1;    /* resumed, not live */
 } ngx_segura_relay_t;
 
 
@@ -80,6 +84,8 @@ typedef struct {
 ngx_int_t ngx_segura_relay_init(ngx_segura_relay_t *rl,
     ngx_http_request_t *r);
 void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
+void ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    off_t received);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
 
 

@@ -48,12 +48,14 @@
 #include "ngx_segura_terminal.h"
 #include "ngx_segura_watch.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/ioctl.h>
 
 
 #define NGX_SEGURA_TERMINAL_POOL_SIZE  16384
 #define NGX_SEGURA_TERMINAL_REPOLL     1      /* ms */
+#define NGX_SEGURA_TERMINAL_EXIT_LOOK  1000   /* ms, while detached */
 
 
 static u_char *ngx_segura_terminal_log_error(ngx_log_t *log, u_char *buf,
@@ -67,6 +69,11 @@ static void ngx_segura_terminal_audit_end(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_peer_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_terminal_exited(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_repoll(ngx_event_t *ev);
+static ngx_int_t ngx_segura_terminal_make_token(ngx_segura_terminal_t *t);
+static void ngx_segura_terminal_absorb(ngx_segura_terminal_t *t);
+static void ngx_segura_terminal_resume_expired(ngx_event_t *ev);
+static void ngx_segura_terminal_audit_attach(ngx_segura_terminal_t *t,
+    const char *action);
 static void ngx_segura_terminal_idle_handler(ngx_event_t *ev);
 static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
@@ -449,7 +456,44 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
         ngx_segura_watch_recheck();
     }
 
+    if (t->slcf->resume_timeout
+        && ngx_segura_terminal_make_token(t) != NGX_OK)
+    {
+        ngx_segura_terminal_end(t, "internal", NGX_SEGURA_WS_ERR_INTERNAL);
+        return;
+    }
+
+    ngx_segura_ring_init(&t->ring, t->slcf->resume_buffer, 0);
+
     t->viewer->ready(t->viewer);
+}
+
+
+static ngx_int_t
+ngx_segura_terminal_make_token(ngx_segura_terminal_t *t)
+{
+    u_char     secret[32], *p;
+    ngx_str_t  src, dst;
+
+    if (RAND_bytes(secret, sizeof(secret)) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, &t->log, 0,
+                      "segura session: RAND_bytes() failed");
+        return NGX_ERROR;
+    }
+
+    p = ngx_snprintf((u_char *) t->resume, sizeof(t->resume) - 44, "%P.%s.",
+                     ngx_pid, t->id);
+
+    src.data = secret;
+    src.len = sizeof(secret);
+    dst.data = p;
+
+    ngx_encode_base64url(&dst, &src);
+    p[dst.len] = '\0';
+
+    OPENSSL_cleanse(secret, sizeof(secret));
+
+    return NGX_OK;
 }
 
 
@@ -603,6 +647,265 @@ ngx_segura_terminal_peer_handler(ngx_event_t *ev)
 
     if (t->viewer != NULL) {
         t->viewer->wake(t->viewer);
+
+    } else if (t->detached) {
+        ngx_segura_terminal_absorb(t);
+    }
+}
+
+
+/*
+ * Nobody is attached: the output goes into the ring until it is full,
+ * then the channel is not read and the SSH window holds the device
+ */
+
+static void
+ngx_segura_terminal_absorb(ngx_segura_terminal_t *t)
+{
+    u_char   buf[16384];
+    size_t   room;
+    ssize_t  n;
+
+    for ( ;; ) {
+        room = ngx_segura_ring_room(&t->ring);
+
+        if (room == 0) {
+            break;
+        }
+
+        n = ngx_segura_terminal_read(t, buf, ngx_min(room, sizeof(buf)));
+
+        if (n == NGX_DONE) {
+            /* ended meanwhile (the shell exited, the device went) */
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (ngx_segura_ring_push(&t->ring, buf, (size_t) n, 0, &t->log)
+            != NGX_OK)
+        {
+            ngx_explicit_memzero(buf, sizeof(buf));
+            ngx_segura_terminal_end(t, "internal",
+                                    NGX_SEGURA_WS_ERR_INTERNAL);
+            return;
+        }
+    }
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    ngx_segura_terminal_poll(t, ngx_segura_ring_room(&t->ring) > 0);
+}
+
+
+ngx_int_t
+ngx_segura_terminal_suspend(ngx_segura_terminal_t *t)
+{
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE || t->ending
+        || t->slcf->resume_timeout == 0 || t->resume[0] == '\0')
+    {
+        return NGX_DECLINED;
+    }
+
+    if (t->viewer != NULL) {
+        t->viewer->terminal = NULL;
+        t->viewer = NULL;
+    }
+
+    t->detached = 1;
+    t->detaches++;
+
+    /* what the viewer kept as history stays; otherwise from here on */
+
+    if (t->ring.end != t->bytes_out) {
+        ngx_segura_ring_reset(&t->ring, t->bytes_out);
+    }
+
+    /*
+     * the timer looks every second whether the worker is leaving (a
+     * reload, a quit): nobody can come back to an exiting worker, so the
+     * shell ends then rather than keep it
+     */
+
+    t->detached_at = ngx_current_msec;
+    t->resume_timer.handler = ngx_segura_terminal_resume_expired;
+    t->resume_timer.data = t;
+    t->resume_timer.log = &t->log;
+
+    ngx_add_timer(&t->resume_timer,
+                  ngx_min(t->slcf->resume_timeout,
+                          NGX_SEGURA_TERMINAL_EXIT_LOOK));
+
+    ngx_log_error(NGX_LOG_INFO, &t->log, 0,
+                  "segura session %s: detached, kept for %M ms "
+                  "(%O bytes not acknowledged)", t->id,
+                  t->slcf->resume_timeout, t->ring.end - t->ring.start);
+
+    ngx_segura_terminal_audit_attach(t, "session_detached");
+
+    /* output may be waiting already */
+
+    ngx_post_event(t->peer->read, &ngx_posted_events);
+
+    return NGX_OK;
+}
+
+
+ngx_segura_terminal_t *
+ngx_segura_terminal_find(const char *token, size_t len)
+{
+    u_char                 *dot, *id, *end;
+    char                    sid[NGX_SEGURA_LIVE_ID_LEN];
+    ngx_segura_live_t      *l;
+    ngx_segura_terminal_t  *t;
+
+    if (len == 0 || len >= NGX_SEGURA_RESUME_LEN) {
+        return NULL;
+    }
+
+    end = (u_char *) token + len;
+
+    dot = ngx_strlchr((u_char *) token, end, '.');
+    if (dot == NULL) {
+        return NULL;
+    }
+
+    id = dot + 1;
+    dot = ngx_strlchr(id, end, '.');
+
+    if (dot == NULL || (size_t) (dot - id) >= sizeof(sid)) {
+        return NULL;
+    }
+
+    ngx_memcpy(sid, id, dot - id);
+    sid[dot - id] = '\0';
+
+    l = ngx_segura_live_find(sid);
+    if (l == NULL) {
+        return NULL;
+    }
+
+    t = (ngx_segura_terminal_t *) ((u_char *) l
+                                   - offsetof(ngx_segura_terminal_t, live));
+
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE || t->ending
+        || ngx_strlen(t->resume) != len
+        || CRYPTO_memcmp(t->resume, token, len) != 0)
+    {
+        return NULL;
+    }
+
+    return t;
+}
+
+
+void
+ngx_segura_terminal_resume(ngx_segura_terminal_t *t, ngx_segura_viewer_t *v)
+{
+    ngx_segura_viewer_t  *old;
+
+    old = t->viewer;
+
+    if (old != NULL) {
+        /* its client went away unseen: the new one takes over */
+        old->terminal = NULL;
+        t->viewer = NULL;
+        old->displaced(old);
+    }
+
+    if (t->resume_timer.timer_set) {
+        ngx_del_timer(&t->resume_timer);
+    }
+
+    t->detached = 0;
+    t->viewer = v;
+    v->terminal = t;
+    t->polled = -1;
+
+    ngx_log_error(NGX_LOG_INFO, &t->log, 0,
+                  "segura session %s: resumed%s, %O bytes held",
+                  t->id, old ? " (the previous viewer displaced)" : "",
+                  t->ring.end - t->ring.start);
+
+    ngx_segura_terminal_audit_attach(t, "session_resumed");
+}
+
+
+static void
+ngx_segura_terminal_resume_expired(ngx_event_t *ev)
+{
+    ngx_msec_t              left;
+    ngx_segura_terminal_t  *t;
+
+    t = ev->data;
+
+    if (!t->detached) {
+        return;
+    }
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        ngx_log_error(NGX_LOG_INFO, &t->log, 0,
+                      "segura session %s: detached, the worker is leaving",
+                      t->id);
+        t->shutdown = 1;
+        ngx_segura_terminal_end(t, "shutdown", NGX_SEGURA_WS_ERR_NONE);
+        return;
+    }
+
+    left = t->slcf->resume_timeout - (ngx_current_msec - t->detached_at);
+
+    if ((ngx_msec_int_t) left <= 0) {
+        ngx_log_error(NGX_LOG_INFO, &t->log, 0,
+                      "segura session %s: not resumed in time", t->id);
+        ngx_segura_terminal_end(t, "detached_timeout",
+                                NGX_SEGURA_WS_ERR_NONE);
+        return;
+    }
+
+    ngx_add_timer(&t->resume_timer,
+                  ngx_min(left, NGX_SEGURA_TERMINAL_EXIT_LOOK));
+}
+
+
+/*
+ * each detach and re-attach is an audit_log row; the outbox may write a
+ * batch twice, so a row names its ordinal and is written once
+ */
+
+static void
+ngx_segura_terminal_audit_attach(ngx_segura_terminal_t *t,
+    const char *action)
+{
+    char         n[NGX_INT_T_LEN + 1], user[NGX_INT64_LEN + 1];
+    const char  *params[6];
+
+    (void) ngx_snprintf((u_char *) n, sizeof(n), "%ui%Z", t->detaches);
+    (void) ngx_snprintf((u_char *) user, sizeof(user), "%L%Z",
+                        t->identity.id);
+
+    params[0] = action;
+    params[1] = t->id;
+    params[2] = n;
+    params[3] = user;
+    params[4] = t->identity.username;
+    params[5] = t->client_addr;
+
+    if (ngx_segura_outbox_add(&t->log,
+            "insert into audit_log (actor_id, actor_name, action,"
+            " object_type, object_id, client_addr, detail)"
+            " select (select id from users where id = $4), $5, $1,"
+            " 'ssh_session', $2, $6, json_build_object('n', $3::text::int)"
+            " where not exists (select 1 from audit_log"
+            "  where object_type = 'ssh_session' and object_id = $2"
+            "  and action = $1 and detail->>'n' = $3::text)",
+            6, params)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, &t->log, 0,
+                      "segura session %s: the %s row cannot be queued",
+                      t->id, action);
     }
 }
 
@@ -1048,6 +1351,14 @@ ngx_segura_terminal_release(ngx_segura_terminal_t *t)
     if (t->repoll.timer_set) {
         ngx_del_timer(&t->repoll);
     }
+
+    if (t->resume_timer.timer_set) {
+        ngx_del_timer(&t->resume_timer);
+    }
+
+    t->detached = 0;
+    ngx_segura_ring_reset(&t->ring, t->bytes_out);
+    OPENSSL_cleanse(t->resume, sizeof(t->resume));
 
     if (t->peer != NULL) {
         ngx_segura_connect_release_peer(t->peer);

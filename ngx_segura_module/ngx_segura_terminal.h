@@ -16,7 +16,12 @@
 #include "ngx_segura_connect.h"
 #include "ngx_segura_live.h"
 #include "ngx_segura_recorder.h"
+#include "ngx_segura_ring.h"
 #include "ngx_segura_ssh.h"
+
+
+/* "<worker pid>.<session id>.<32 random bytes, base64url>" */
+#define NGX_SEGURA_RESUME_LEN  112
 
 
 typedef struct ngx_segura_terminal_s  ngx_segura_terminal_t;
@@ -34,6 +39,9 @@ typedef struct ngx_segura_viewer_s    ngx_segura_viewer_t;
  *           t->end_err, t->exit_status and t->shutdown say how.  The
  *           terminal is valid during the call only, and v->terminal is
  *           already NULL.  The handler must not re-enter the terminal.
+ *   displaced   once, when another viewer resumed the terminal while this
+ *           one still had it (its client went away unseen): v->terminal
+ *           is already NULL; the terminal goes on.
  *
  * A viewer that leaves calls ngx_segura_terminal_detach() and hears no
  * ended.
@@ -48,6 +56,7 @@ struct ngx_segura_viewer_s {
     ngx_segura_viewer_pt           ready;
     ngx_segura_viewer_pt           wake;
     ngx_segura_viewer_ended_pt     ended;
+    ngx_segura_viewer_pt           displaced;
     void                          *data;
 };
 
@@ -102,6 +111,17 @@ struct ngx_segura_terminal_s {
     ngx_event_t                    idle;
     ngx_event_t                    repoll;     /* see terminal_poll */
     off_t                          polled;     /* bytes_out when it posted */
+
+    /*
+     * resume (docs/protocol.md): the output a returning viewer needs, in
+     * absolute offsets of bytes_out: what its client had not acknowledged,
+     * and what came while nobody was attached
+     */
+    ngx_segura_ring_t              ring;
+    char                           resume[NGX_SEGURA_RESUME_LEN];
+    ngx_event_t                    resume_timer;
+    ngx_msec_t                     detached_at;
+    ngx_uint_t                     detaches;
     ngx_event_t                    free;
     ngx_msec_t                     last_any;   /* data either way */
 
@@ -116,6 +136,7 @@ struct ngx_segura_terminal_s {
     char                           pin_err[NGX_SEGURA_SSH_ERRLEN];
 
     unsigned                       audited:1;
+    unsigned                       detached:1;  /* waits for a resume */
     unsigned                       ending:1;
     unsigned                       shutdown:1;
     unsigned                       pinned_now:1;
@@ -132,6 +153,18 @@ void ngx_segura_terminal_detach(ngx_segura_terminal_t *t,
     const char *end_reason);
 void ngx_segura_terminal_end(ngx_segura_terminal_t *t,
     const char *end_reason, ngx_segura_ws_err_e err);
+
+/*
+ * resume: suspend keeps the shell for segura_resume_timeout once the
+ * viewer left without ending it (NGX_DECLINED: resume is off, or the
+ * terminal is not live; the caller detaches); find looks a token up
+ * among the worker's terminals; resume attaches a viewer to a found one
+ */
+ngx_int_t ngx_segura_terminal_suspend(ngx_segura_terminal_t *t);
+ngx_segura_terminal_t *ngx_segura_terminal_find(const char *token,
+    size_t len);
+void ngx_segura_terminal_resume(ngx_segura_terminal_t *t,
+    ngx_segura_viewer_t *v);
 
 /*
  * The relay's side: read returns the bytes read (stdout and stderr as

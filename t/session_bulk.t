@@ -12,7 +12,9 @@ use SeguraTest::Session;
 use SeguraTest::WS;
 
 my $t = SeguraTest->new(sshd => 1);
-$t->run(SeguraTest::Session::config());
+# a client that goes away ends its session at once here (resume, which
+# keeps the shell for a while, is t/session_resume.t's)
+$t->run(SeguraTest::Session::config('segura_resume_timeout 0;'));
 my $dbh = $t->db->dbh;
 my $sshd = $t->sshd;
 my ($worker) = $t->workers;

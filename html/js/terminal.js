@@ -1,6 +1,8 @@
 // The browser terminal: xterm.js on a WebSocket to /session.
 // Binary frames carry terminal bytes both ways; text frames carry JSON
-// events (connected, error, exit) from the server and resize from us.
+// events (connected, resumed, error, exit) from the server and resize and
+// ack from us. A connection that drops is resumed with backoff, and a
+// reloaded page re-attaches to the same shell (docs/protocol.md, Resume).
 import { get, idParam } from './api.js';
 import { reasonText } from './reasons.js';
 
@@ -122,6 +124,10 @@ if (typeof window.Unicode11Addon?.Unicode11Addon === 'function') {
   term.loadAddon(new window.Unicode11Addon.Unicode11Addon());
   term.unicode.activeVersion = '11';
 }
+// the screen as it is, for a reload to show it again while it resumes
+const serializer = typeof window.SerializeAddon?.SerializeAddon === 'function'
+  ? new window.SerializeAddon.SerializeAddon() : null;
+if (serializer) term.loadAddon(serializer);
 term.open(document.getElementById('terminal'));
 fit.fit();
 
@@ -238,6 +244,36 @@ let exit = null; // the exit event, when the shell ended
 let lastError = null;
 let userClosed = false;
 
+// resume: the token of the session (connected, resumed), and the output
+// bytes handed to xterm.js (queued) and rendered by it; after a drop the
+// tab asks for what follows `queued`, after a reload for what follows
+// what the saved screen shows (`rendered` when the page went away)
+const RESUME_KEY = `segura-resume:${keyId}:${deviceId}`;
+const RETRY_MS = [500, 1000, 2000, 4000, 8000];
+const RETRY_FOR_MS = 60000;   // segura_resume_timeout's default
+let resumeToken = null;
+let queued = 0;
+let retries = 0;
+let retryUntil = 0;
+let retryTimer = 0;
+
+function saveForReload() {
+  if (!resumeToken || exit || userClosed) return;
+  try {
+    sessionStorage.setItem(RESUME_KEY, JSON.stringify({
+      token: resumeToken, received: rendered,
+      screen: serializer ? serializer.serialize({ scrollback: 2000 }) : '',
+    }));
+  } catch { /* storage full or off: a reload opens a new session */ }
+}
+
+function forget() {
+  resumeToken = null;
+  try { sessionStorage.removeItem(RESUME_KEY); } catch { /* off */ }
+}
+
+window.addEventListener('pagehide', saveForReload);
+
 function send(data) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(data);
 }
@@ -256,15 +292,19 @@ const refit = () => {
 window.addEventListener('resize', refit);
 new ResizeObserver(refit).observe(document.getElementById('terminal'));
 
-function connect() {
+function connect(resume = false) {
   opened = false; connected = false; exit = null; lastError = null; userClosed = false;
-  show('', '');
-  state('Connecting…');
+  if (!resume) show('', '');
+  state(resume ? 'Reconnecting…' : 'Connecting…');
   reconnectBtn.hidden = true;
   disconnectBtn.hidden = false;
   fit.fit();
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const q = new URLSearchParams({ key: keyId, device: deviceId, cols: term.cols, rows: term.rows });
+  if (resume) {
+    q.set('resume', resumeToken);
+    q.set('received', String(queued));
+  }
   ws = new WebSocket(`${proto}//${location.host}/session?${q}`);
   ws.binaryType = 'arraybuffer';
 
@@ -280,6 +320,7 @@ function connect() {
       // acknowledged, so that the server holds the device while the
       // terminal is behind and an interrupt takes effect at once
       const bytes = new Uint8Array(ev.data);
+      queued += bytes.length;
       term.write(bytes, () => {
         rendered += bytes.length;
         if (rendered - acked >= ACK_EVERY) {
@@ -291,13 +332,25 @@ function connect() {
     }
     let m;
     try { m = JSON.parse(ev.data); } catch { return; }
-    if (m.type === 'connected') {
+    if (m.type === 'connected' || m.type === 'resumed') {
       connected = true;
-      // the output is counted from here; this first ack turns flow
-      // control on before any output arrives
-      rendered = 0; acked = 0;
-      send(JSON.stringify({ type: 'ack', bytes: 0 }));
-      state('Connected', 'connected');
+      if (m.type === 'connected') {
+        // the output is counted from here, across resumes too; this
+        // first ack turns flow control on before any output arrives
+        rendered = 0; acked = 0; queued = 0;
+        show('', '');
+        state('Connected', 'connected');
+      } else {
+        // what was missed follows; the server counts from `received`
+        acked = rendered = queued;
+        show('info', m.lost
+          ? `Reconnected to the same session; ${m.lost} bytes of output could not be kept.`
+          : 'Reconnected to the same session.', m.missed ? `${m.missed} bytes missed meanwhile` : '');
+        state('Connected', 'connected');
+      }
+      resumeToken = m.resume || null;
+      retries = 0;
+      send(JSON.stringify({ type: 'ack', bytes: rendered }));
       term.focus();
       // the size may have changed while connecting
       fit.fit();
@@ -316,6 +369,33 @@ function connect() {
   });
 
   ws.addEventListener('close', async ev => {
+    // dropped, or the server went away mid-session: the shell waits for
+    // us (segura_resume_timeout); try again with backoff while it may
+    if (!userClosed && resumeToken && !exit && !lastError && (connected || resume)
+        && ev.code !== 1000 && ev.code !== 1001 && ev.code < 4000) {
+      if (!retries) retryUntil = Date.now() + RETRY_FOR_MS;
+      if (Date.now() < retryUntil) {
+        const wait = RETRY_MS[Math.min(retries, RETRY_MS.length - 1)];
+        retries++;
+        state('Reconnecting…');
+        show('warn', `The connection was lost; reconnecting (attempt ${retries})…`,
+             `next try in ${(wait / 1000).toFixed(1)} s`);
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => connect(true), wait);
+        return;
+      }
+    }
+    if (resume && !opened) {
+      // the shell is gone (ended, timed out) or elsewhere: a new one
+      // starts with the Reconnect button
+      forget();
+      state('Disconnected', 'closed');
+      disconnectBtn.hidden = true;
+      reconnectBtn.hidden = false;
+      show('error', 'The session could not be resumed: it has ended or it is no longer available.');
+      return;
+    }
+    forget();
     state('Disconnected', 'closed');
     disconnectBtn.hidden = true;
     reconnectBtn.hidden = false;
@@ -370,6 +450,17 @@ disconnectBtn.addEventListener('click', () => {
   userClosed = true;
   if (ws) ws.close(1000);
 });
-reconnectBtn.addEventListener('click', () => { term.reset(); connect(); term.focus(); });
+reconnectBtn.addEventListener('click', () => { forget(); term.reset(); connect(); term.focus(); });
 
-connect();
+// a reload of this tab re-attaches to its shell: the saved screen first
+let reload = null;
+try { reload = JSON.parse(sessionStorage.getItem(RESUME_KEY) || 'null'); } catch { reload = null; }
+sessionStorage.removeItem(RESUME_KEY);
+if (reload && reload.token) {
+  resumeToken = reload.token;
+  queued = rendered = acked = Number(reload.received) || 0;
+  if (reload.screen) term.write(reload.screen);
+  connect(true);
+} else {
+  connect();
+}

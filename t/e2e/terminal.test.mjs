@@ -274,6 +274,22 @@ step('a flood does not drown the tab: Ctrl+C during seq brings the prompt back',
   await run('clear');
 });
 
+step('a reload re-attaches to the same shell, with the screen as it was', async () => {
+  await run('echo pid-$$ before-$((6*7))');
+  await waitRow(/^pid-\d+ before-42$/);
+  const before = (await terminalLines(page)).find(l => /^pid-\d+ before-42$/.test(l.trim())).trim();
+  const pid = before.split(' ')[0];
+  await page.reload();
+  await page.locator('#term-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 30000 });
+  await page.locator('#term-banner').filter({ hasText: 'Reconnected to the same session' }).waitFor();
+  // the screen came back from the tab's own copy, then the shell resumed
+  assert.ok((await terminalLines(page)).some(l => l.trim() === before), 'what was on the screen is there');
+  await run('echo $$-after-$((6*7))');
+  await waitRow(`${pid.slice(4)}-after-42`);
+  await screenshot(page, '44b-terminal-reloaded');
+  await run('clear');
+});
+
 step('the termbar: the key list, and a narrow window without overlaps', async () => {
   await page.getByText('Keys', { exact: true }).click();
   await page.locator('#term-keys dl').getByText('Ctrl+Shift+C').waitFor();
