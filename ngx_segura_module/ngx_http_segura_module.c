@@ -24,6 +24,7 @@
 #include "ngx_segura_live.h"
 #include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
+#include "ngx_segura_resume.h"
 #include "ngx_segura_watch.h"
 
 #include <jansson.h>
@@ -1356,6 +1357,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* a resume that reaches another worker of the node is passed here */
+
+    if (ngx_segura_resume_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1395,6 +1402,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
 
     /* no task holds a handle */
 
+    ngx_segura_resume_exit_process();
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
     ngx_segura_fleet_exit_process();

@@ -34,6 +34,7 @@
 #include "ngx_segura_metrics.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_relay.h"
+#include "ngx_segura_resume.h"
 #include "ngx_segura_sealed.h"
 #include "ngx_segura_terminal.h"
 #include "ngx_segura_watch.h"
@@ -92,6 +93,8 @@ static void ngx_segura_handshake_check(void *data, ngx_log_t *log);
 static void ngx_segura_handshake_check_done(ngx_event_t *ev);
 static ngx_int_t ngx_segura_handshake_accept(ngx_segura_handshake_t *s);
 static ngx_int_t ngx_segura_handshake_resume(ngx_segura_handshake_t *s);
+static void ngx_segura_handshake_forwarded(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_segura_handshake_close(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_cleanup(void *data);
 static ngx_int_t ngx_segura_handshake_variable(ngx_http_request_t *r,
@@ -777,6 +780,33 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
 
     t = ngx_segura_terminal_find(s->resume, ngx_strlen(s->resume));
 
+    if (t == NULL && ngx_segura_resume_owner(s->resume) != ngx_pid) {
+
+        /* another worker of the node may have it: ask that one */
+
+        ngx_segura_resume_ask_t  ask;
+
+        ask.token = s->resume;
+        ask.received = s->received;
+        ask.user_id = s->t->identity.id;
+        ask.key_id = s->key_id;
+        ask.device_id = s->device_id;
+
+        switch (ngx_segura_resume_forward(r, &ask, &s->relay.pipe,
+                                          ngx_segura_handshake_forwarded))
+        {
+        case NGX_OK:
+            /* answered by ngx_segura_handshake_forwarded() */
+            return NGX_OK;
+
+        case NGX_ERROR:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+        default:
+            break;
+        }
+    }
+
     if (t == NULL
         || t->identity.id != s->t->identity.id
         || t->key_id != s->key_id || t->device_id != s->device_id)
@@ -796,8 +826,7 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_NOT_FOUND,
                                           "resume",
                                           "There is no session to resume "
-                                          "with this token on this worker "
-                                          "of this node");
+                                          "with this token on this node");
     }
 
     if (s->received > t->bytes_out) {
@@ -815,6 +844,40 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
     ngx_segura_relay_resume(&s->relay, t, s->received);
 
     return NGX_OK;
+}
+
+
+/* the worker that has the shell answered a forwarded resume */
+
+static void
+ngx_segura_handshake_forwarded(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t        *c;
+    ngx_segura_handshake_t  *s;
+
+    s = ngx_http_get_module_ctx(r, ngx_http_segura_module);
+    c = s->c;
+
+    if (rc == NGX_OK) {
+        if (ngx_segura_handshake_accept(s) != NGX_OK) {
+            ngx_segura_handshake_close(s);
+            return;
+        }
+
+        ngx_segura_resume_pipe(r, s->relay.pipe);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "segura session: nothing to resume (asked the worker "
+                  "the token names)");
+
+    rc = ngx_http_segura_send_error(r, NGX_SEGURA_ERR_NOT_FOUND, "resume",
+                                    "There is no session to resume with "
+                                    "this token on this node");
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
 }
 
 

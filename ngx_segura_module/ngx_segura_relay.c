@@ -57,6 +57,9 @@ static void ngx_segura_relay_ended(ngx_segura_viewer_t *v,
     ngx_segura_terminal_t *t);
 static void ngx_segura_relay_displaced(ngx_segura_viewer_t *v);
 static void ngx_segura_relay_handler(ngx_event_t *ev);
+static void ngx_segura_relay_conn_handler(ngx_event_t *ev);
+static void ngx_segura_relay_event_handler(ngx_segura_relay_t *rl,
+    ngx_event_t *ev);
 static ngx_int_t ngx_segura_relay_client_lost(ngx_connection_t *c);
 static void ngx_segura_relay_shutdown(ngx_segura_relay_t *rl);
 static void ngx_segura_relay_run(ngx_segura_relay_t *rl);
@@ -112,6 +115,49 @@ ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
 }
 
 
+/*
+ * the owner's viewer on a connection that is not an HTTP request (a
+ * resume forwarded by another worker of the node, ngx_segura_resume.c):
+ * c->data is the relay, the buffers come from pool, and done() is called
+ * once at the end, when the relay has let go of the terminal
+ */
+
+ngx_int_t
+ngx_segura_relay_init_conn(ngx_segura_relay_t *rl, ngx_connection_t *c,
+    ngx_pool_t *pool, ngx_http_segura_loc_conf_t *slcf,
+    ngx_segura_relay_done_pt done)
+{
+    rl->r = NULL;
+    rl->c = c;
+    rl->slcf = slcf;
+    rl->done = done;
+    c->data = rl;
+
+    rl->viewer.ready = ngx_segura_relay_ready;
+    rl->viewer.wake = ngx_segura_relay_wake;
+    rl->viewer.ended = ngx_segura_relay_ended;
+    rl->viewer.displaced = ngx_segura_relay_displaced;
+    rl->viewer.data = rl;
+
+    rl->in.start = ngx_palloc(pool, NGX_SEGURA_RELAY_IN_SIZE);
+    rl->out.start = ngx_palloc(pool, NGX_SEGURA_RELAY_OUT_SIZE);
+    if (rl->in.start == NULL || rl->out.start == NULL) {
+        return NGX_ERROR;
+    }
+
+    rl->in.pos = rl->in.start;
+    rl->in.last = rl->in.start;
+    rl->in.end = rl->in.start + NGX_SEGURA_RELAY_IN_SIZE;
+    rl->out.pos = rl->out.start;
+    rl->out.last = rl->out.start;
+    rl->out.end = rl->out.start + NGX_SEGURA_RELAY_OUT_SIZE;
+
+    ngx_segura_ws_parser_init(&rl->ws, rl->slcf->max_message);
+
+    return NGX_OK;
+}
+
+
 /* the 101 went: the connection carries WebSocket frames from here */
 
 void
@@ -129,8 +175,9 @@ ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t)
         ngx_del_timer(c->write);
     }
 
-    c->read->handler = ngx_segura_relay_handler;
-    c->write->handler = ngx_segura_relay_handler;
+    c->read->handler = rl->r ? ngx_segura_relay_handler
+                             : ngx_segura_relay_conn_handler;
+    c->write->handler = c->read->handler;
 
     rl->last_client = ngx_current_msec;
     rl->state = NGX_SEGURA_RELAY_WAIT;
@@ -163,8 +210,9 @@ ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
         ngx_del_timer(c->write);
     }
 
-    c->read->handler = ngx_segura_relay_handler;
-    c->write->handler = ngx_segura_relay_handler;
+    c->read->handler = rl->r ? ngx_segura_relay_handler
+                             : ngx_segura_relay_conn_handler;
+    c->write->handler = c->read->handler;
 
     rl->last_client = ngx_current_msec;
     rl->state = NGX_SEGURA_RELAY_RELAY;
@@ -184,6 +232,17 @@ ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     rl->sent = received;
     rl->acked = received;
     rl->resuming = (received < t->ring.end);
+
+    /*
+     * a client that acknowledged before goes on doing so: what is sent
+     * stays in the ring until it says it has it, the replay included, so
+     * that a second drop loses nothing either
+     */
+
+    if (t->history) {
+        rl->acking = 1;
+        rl->history = 1;
+    }
 
     json = json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "resumed",
                      "session", rl->id,
@@ -325,6 +384,30 @@ ngx_segura_relay_handler(ngx_event_t *ev)
     c = ev->data;
     r = c->data;
     rl = ngx_http_get_module_ctx(r, ngx_http_segura_module);
+
+    ngx_segura_relay_event_handler(rl, ev);
+}
+
+
+/* a connection of our own (a forwarded resume): c->data is the relay */
+
+static void
+ngx_segura_relay_conn_handler(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    ngx_segura_relay_event_handler(c->data, ev);
+}
+
+
+static void
+ngx_segura_relay_event_handler(ngx_segura_relay_t *rl, ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = rl->c;
 
     if (rl->state == NGX_SEGURA_RELAY_DONE) {
         return;
@@ -846,6 +929,7 @@ ngx_segura_relay_control(ngx_segura_relay_t *rl)
                 && rl->viewer.terminal->resume[0])
             {
                 rl->history = 1;
+                rl->viewer.terminal->history = 1;
 
                 /* the ring must end where the device's output is */
 
@@ -1252,6 +1336,12 @@ ngx_segura_relay_finish(ngx_segura_relay_t *rl)
 
     if (c->write->posted) {
         ngx_delete_posted_event(c->write);
+    }
+
+    if (rl->r == NULL) {
+        /* a connection of our own: whoever made it closes it */
+        rl->done(rl);
+        return;
     }
 
     /* drops the reference taken by the handshake and closes */

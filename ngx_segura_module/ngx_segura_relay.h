@@ -42,9 +42,15 @@ typedef enum {
  * that the connection's handlers find it.
  */
 
-typedef struct {
+typedef struct ngx_segura_relay_s  ngx_segura_relay_t;
+
+typedef void (*ngx_segura_relay_done_pt)(ngx_segura_relay_t *rl);
+
+struct ngx_segura_relay_s {
     ngx_segura_viewer_t            viewer;
-    ngx_http_request_t            *r;
+    ngx_http_request_t            *r;        /* NULL: a connection of ours */
+    ngx_segura_relay_done_pt       done;     /* its end, then */
+    void                          *pipe;     /* ngx_segura_resume.c's */
     ngx_connection_t              *c;
     ngx_http_segura_loc_conf_t    *slcf;
     ngx_segura_relay_state_e       state;
@@ -77,7 +83,7 @@ typedef struct {
     unsigned                       history:1;  /* keeps unacked output */
     unsigned                       resumable:1;   /* it left, may return */
     unsigned                       resuming:1;    /* resumed, not live */
-} ngx_segura_relay_t;
+};
 
 
 /* event loop only */
@@ -87,6 +93,9 @@ void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
 void ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     off_t received);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
+ngx_int_t ngx_segura_relay_init_conn(ngx_segura_relay_t *rl,
+    ngx_connection_t *c, ngx_pool_t *pool, ngx_http_segura_loc_conf_t *slcf,
+    ngx_segura_relay_done_pt done);
 
 
 #endif /* _NGX_SEGURA_RELAY_H_INCLUDED_ */

@@ -137,6 +137,7 @@ struct ngx_segura_terminal_s {
 
     unsigned                       audited:1;
     unsigned                       detached:1;  /* waits for a resume */
+    unsigned                       history:1;   /* its viewers ack */
     unsigned                       ending:1;
     unsigned                       shutdown:1;
     unsigned                       pinned_now:1;
