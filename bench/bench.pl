@@ -37,10 +37,20 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura seguraack seguranorec wetty');
+# BENCH_ROWS: only these rows (words: throughput setup blackhole loginflood
+# echo idle storm scale rate profile instructions); loginflood brings the
+# quiet setup with it (its ratio is to that), and the targets default to
+# segura alone. The table is printed, no results file is written.
+my %ROWS     = map { $_ => 1 } split /[\s,]+/, ($ENV{BENCH_ROWS} // '');
+delete $ROWS{''};
+$ROWS{setup} = 1 if $ROWS{loginflood};
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS}
+    || (%ROWS ? 'segura' : 'ssh sshpipe segura seguraack seguranorec wetty'));
 my @KIDS;
 
 $| = 1;
+
+sub row { return !%ROWS || $ROWS{ $_[0] } }
 
 sub say_ { print strftime('[%H:%M:%S] ', localtime), @_, "\n" }
 
@@ -154,10 +164,13 @@ for my $run (1 .. $RUNS) {
     for my $target (@TARGETS) {
         say_("run $run/$RUNS: $target");
 
-        my $r = client($target, 'throughput', deadline => 90);
+        my $r;
+        if (row('throughput')) {
+        $r = client($target, 'throughput', deadline => 90);
         push @{ $R{$target}{mibps} }, $r->{mibps};
         push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
-        if ($target eq 'segura') {
+        }
+        if ($target eq 'segura' && row('throughput')) {
             push @{ $R{$target}{stored} }, stored_ratio();
             # what a person's session prints: listings, top, a log
             client($target, 'throughput', deadline => 90,
@@ -168,11 +181,13 @@ for my $run (1 .. $RUNS) {
             push @{ $R{$target}{stored_i} }, stored_ratio();
         }
 
+        if (row('setup')) {
         $r = client($target, 'setup', n => 20);
         push @{ $R{$target}{setup50} }, $r->{p50};
         push @{ $R{$target}{setup95} }, $r->{p95};
+        }
 
-        if ($target eq 'segura' && $HOLES) {
+        if ($target eq 'segura' && $HOLES && row('blackhole')) {
             $r = blackhole_row();
             push @{ $R{$target}{hole50} }, $r->{p50};
             push @{ $R{$target}{hole_ratio} },
@@ -191,7 +206,7 @@ for my $run (1 .. $RUNS) {
                    || $r->{failed};
         }
 
-        if ($target eq 'segura') {
+        if ($target eq 'segura' && row('loginflood')) {
             # logins with random names, the address budget off (in the
             # configuration): each costs an argon2 verification, bounded by
             # segura_login_concurrency
@@ -203,22 +218,28 @@ for my $run (1 .. $RUNS) {
                              sort keys %{ $r->{codes} }) . ')';
         }
 
+        if (row('echo')) {
         $r = client($target, 'echo', n => 500);
         push @{ $R{$target}{echo50} }, $r->{p50};
         push @{ $R{$target}{echo99} }, $r->{p99};
+        }
 
+        if (row('idle')) {
         reload_nginx() if $target =~ /^segura/;
         $r = client($target, 'idle', n => 50);
         push @{ $R{$target}{mem50} }, $r->{kib_per_session};
+        }
 
+        if (row('storm')) {
         $r = client($target, 'storm', n => 100, probe_url => $probe{$target});
         push @{ $R{$target}{static99} }, $r->{static_p99};
         push @{ $R{$target}{storm_setup95} }, $r->{setup_p95};
+        }
     }
 }
 
 # the scale column: once per target, against the light device
-if ($SCALE) {
+if ($SCALE && row('scale')) {
     for my $target (@TARGETS) {
         # the pipe baseline differs from ssh only in the client's terminal
         next if $target eq 'sshpipe' || $target eq 'seguraack'
@@ -245,7 +266,7 @@ if ($SCALE) {
 # set-up rate: sessions per second to the prompt, 100 at once to the light
 # device, with one worker and with two (median of 3 each)
 my %RATE;
-if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
+if (($ENV{BENCH_RATE} // 1) && row('rate') and grep { $_ eq 'segura' } @TARGETS) {
     for my $n (1, 2) {
         write_nginx_conf($n);
         reload_nginx($n);
@@ -265,8 +286,9 @@ if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
     reload_nginx(1);
 }
 
-my $profile = $PROFILE ? profile() : undef;
-my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
+my $profile = $PROFILE && row('profile') ? profile() : undef;
+my $instr = ($ENV{BENCH_INSTRUCTIONS} // 1) && row('instructions')
+            ? instructions() : undef;
 
 report();
 $t->{passed} = 1;
@@ -677,7 +699,7 @@ sub report {
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });
-    if ($HOLES && grep { $_ eq 'segura' } @TARGETS) {
+    if ($HOLES && row('blackhole') && grep { $_ eq 'segura' } @TARGETS) {
         push @targets,
             ["setup p50 while $HOLES devices blackhole <= 1.2x the quiet "
              . 'setup p50 (same run)',
@@ -710,6 +732,13 @@ sub report {
     }
 
     print "\n$table\n$verdict";
+
+    if (%ROWS) {
+        # a selection of rows is not a results file
+        say_('rows ' . join(' ', sort keys %ROWS) . ': no results file ('
+             . sprintf('%.0f', time - $STARTED) . ' s)');
+        return;
+    }
 
     # the machine and the versions
     chomp(my $nproc = `nproc`);

@@ -313,7 +313,6 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      *     smcf->thread_pool_name = { 0, NULL };
      *     smcf->thread_pool = NULL;
      *     smcf->db = NULL;
-     *     smcf->login_inflight = 0;
      *     smcf->metrics = NULL;
      *     smcf->used = 0;
      */
