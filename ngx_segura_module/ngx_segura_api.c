@@ -559,6 +559,18 @@ ngx_segura_api_login_wait(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     ngx_queue_insert_tail(&ngx_segura_api_login_queue, &w->queue);
     ngx_segura_api_logins_waiting++;
+
+    /*
+     * a client that goes away while it waits leaves the line at once
+     * (nginx finalizes the request, the cleanup above runs): no statement
+     * or argon2id for nobody, no place taken.  The read event is posted
+     * once: the client may have closed before the handler was set, and
+     * epoll is edge-triggered (it would not say so again); posted, not
+     * called, because the caller may still be inside the content handler.
+     */
+
+    r->read_event_handler = ngx_http_test_reading;
+    ngx_post_event(r->connection->read, &ngx_posted_events);
 }
 
 
@@ -632,6 +644,7 @@ ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx)
 
         w = ngx_queue_data(q, ngx_segura_api_login_wait_t, queue);
         w->queued = 0;
+        w->r->read_event_handler = ngx_http_block_reading;
 
         /* an address refused while it waited: answered here, the next */
 

@@ -13,6 +13,7 @@ use Test::More;
 use Mojo::Promise;
 use Mojo::UserAgent;
 use Mojo::JSON qw(encode_json);
+use IO::Socket::INET;
 use SeguraTest;
 use SeguraTest::Api;
 
@@ -181,6 +182,28 @@ is(metric('segura_login_tasks_total') - $tasks, $fail,
 is(metric('segura_logins_total{outcome="busy"}') - $busy0, $busy, 'the 503s are counted as busy');
 is($db->dbh->selectrow_array('select coalesce(sum(count), 0) from login_failures'), $fail,
    'a 503 attempt was never counted');
+
+# --- clients that leave the line cost nothing --------------------------------
+
+# 40 logins sent on connections of their own, which close at once: the one
+# that got the slot runs, the others leave the line when their client goes
+$tasks = metric('segura_login_tasks_total');
+my @socks;
+for my $i (1 .. 40) {
+    my $body = encode_json({ username => "gone-$i", password => 'wrong password' });
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
+                                  Proto => 'tcp') or die "connect: $!";
+    print $s "POST /api/login HTTP/1.1\r\nHost: nolimit\r\n"
+        . "Content-Type: application/json\r\nContent-Length: " . length($body)
+        . "\r\nConnection: close\r\n\r\n$body";
+    push @socks, $s;
+}
+close $_ for @socks;
+@res = parallel('nolimit', ['after-gone', 'wrong password']);
+is($res[0]->code, 401, 'a login after them is answered');
+my $gone = metric('segura_login_tasks_total') - $tasks - 1;
+diag("40 clients that left the line: $gone reached the pool");
+ok($gone >= 0 && $gone <= 5, "of 40 clients that left the line, at most 5 reached the pool ($gone)");
 
 # --- a password change ends the other web sessions ---------------------------
 
