@@ -67,7 +67,10 @@ my $dir = $t->dir;
 
 write_nginx_conf();
 $t->run(undef);
-my ($worker) = $t->workers;
+# the master may not have started its worker yet on a loaded machine
+my $worker;
+SeguraTest::wait_for(sub { ($worker) = $t->workers; $worker }, 30,
+                     'the nginx worker');
 die "no nginx worker" unless $worker;
 
 # The ssh client's configuration for the ssh and wetty rows: the key
