@@ -38,7 +38,7 @@ my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
 # BENCH_ROWS: only these rows (words: throughput setup blackhole loginflood
-# echo idle storm scale rate profile instructions); loginflood brings the
+# echo idle storm scale rate profile instructions ctrlc); loginflood brings the
 # quiet setup with it (its ratio is to that), and the targets default to
 # segura alone. The table is printed, no results file is written.
 my %ROWS     = map { $_ => 1 } split /[\s,]+/, ($ENV{BENCH_ROWS} // '');
@@ -46,6 +46,15 @@ delete $ROWS{''};
 $ROWS{setup} = 1 if $ROWS{loginflood};
 my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS}
     || (%ROWS ? 'segura' : 'ssh sshpipe segura seguraack seguranorec wetty'));
+if (%ROWS) {
+    # the rows after the runs have switches of their own
+    $SCALE = 0 unless $ROWS{scale};
+    $PROFILE = 0 unless $ROWS{profile};
+    $ENV{BENCH_BLACKHOLES} = 0 unless $ROWS{blackhole};
+    $ENV{BENCH_RATE} = 0 unless $ROWS{rate};
+    $ENV{BENCH_INSTRUCTIONS} = 0 unless $ROWS{instructions};
+    $ENV{BENCH_CTRLC} = 0 unless $ROWS{ctrlc};
+}
 my @KIDS;
 
 $| = 1;
@@ -190,7 +199,7 @@ for my $run (1 .. $RUNS) {
         push @{ $R{$target}{setup95} }, $r->{p95};
         }
 
-        if ($target eq 'segura' && $HOLES && row('blackhole')) {
+        if ($target eq 'segura' && $HOLES) {
             $r = blackhole_row();
             push @{ $R{$target}{hole50} }, $r->{p50};
             push @{ $R{$target}{hole_ratio} },
@@ -242,7 +251,7 @@ for my $run (1 .. $RUNS) {
 }
 
 # the scale column: once per target, against the light device
-if ($SCALE && row('scale')) {
+if ($SCALE) {
     for my $target (@TARGETS) {
         # the pipe baseline differs from ssh only in the client's terminal
         next if $target eq 'sshpipe' || $target eq 'seguraack'
@@ -269,7 +278,7 @@ if ($SCALE && row('scale')) {
 # set-up rate: sessions per second to the prompt, 100 at once to the light
 # device, with one worker and with two (median of 3 each)
 my %RATE;
-if (($ENV{BENCH_RATE} // 1) && row('rate') and grep { $_ eq 'segura' } @TARGETS) {
+if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
     for my $n (1, 2) {
         write_nginx_conf($n);
         reload_nginx($n);
@@ -289,9 +298,8 @@ if (($ENV{BENCH_RATE} // 1) && row('rate') and grep { $_ eq 'segura' } @TARGETS)
     reload_nginx(1);
 }
 
-my $profile = $PROFILE && row('profile') ? profile() : undef;
-my $instr = ($ENV{BENCH_INSTRUCTIONS} // 1) && row('instructions')
-            ? instructions() : undef;
+my $profile = $PROFILE ? profile() : undef;
+my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
 
 report();
 $t->{passed} = 1;
@@ -702,7 +710,7 @@ sub report {
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });
-    if ($HOLES && row('blackhole') && grep { $_ eq 'segura' } @TARGETS) {
+    if ($HOLES && grep { $_ eq 'segura' } @TARGETS) {
         push @targets,
             ["setup p50 while $HOLES devices blackhole <= 1.2x the quiet "
              . 'setup p50 (same run)',
@@ -735,13 +743,6 @@ sub report {
     }
 
     print "\n$table\n$verdict";
-
-    if (%ROWS) {
-        # a selection of rows is not a results file
-        say_('rows ' . join(' ', sort keys %ROWS) . ': no results file ('
-             . sprintf('%.0f', time - $STARTED) . ' s)');
-        return;
-    }
 
     # the machine and the versions
     chomp(my $nproc = `nproc`);
@@ -828,6 +829,13 @@ EOF
              . "command (all threads):\n\n"
              . "```\n$profile->{latency}```\n";
         print "\nevent loop: $profile->{sched}\n";
+    }
+
+    if (%ROWS) {
+        # a selection of rows is not a results file
+        say_('rows ' . join(' ', sort keys %ROWS) . ': no results file ('
+             . sprintf('%.0f', time - $STARTED) . ' s)');
+        return;
     }
 
     make_path("$BENCH/results");
