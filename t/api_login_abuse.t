@@ -32,6 +32,10 @@ $t->run(<<'EOF2');
 EOF2
 
 my $db = $t->db;
+ok(SeguraTest::wait_for(sub {
+       SeguraTest::slurp($t->error_log)
+           =~ /segura: logins: 1 argon2id verifications at a time in this worker/ }, 10),
+   'segura_login_concurrency 1 is what the worker uses');
 my $password = 'alice-password-1';
 my $alice = SeguraTest::Api::add_user($db, 'alice', $password);
 my $root = SeguraTest::Api::add_user($db, 'root', 'root-password-1', admin => 1);
