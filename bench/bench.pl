@@ -37,10 +37,29 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS} || 'ssh sshpipe segura seguraack seguranorec wetty');
+# BENCH_ROWS: only these rows (words: throughput setup blackhole loginflood
+# echo idle storm scale rate profile instructions ctrlc); loginflood brings the
+# quiet setup with it (its ratio is to that), and the targets default to
+# segura alone. The table is printed, no results file is written.
+my %ROWS     = map { $_ => 1 } split /[\s,]+/, ($ENV{BENCH_ROWS} // '');
+delete $ROWS{''};
+$ROWS{setup} = 1 if $ROWS{loginflood};
+my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS}
+    || (%ROWS ? 'segura' : 'ssh sshpipe segura seguraack seguranorec wetty'));
+if (%ROWS) {
+    # the rows after the runs have switches of their own
+    $SCALE = 0 unless $ROWS{scale};
+    $PROFILE = 0 unless $ROWS{profile};
+    $ENV{BENCH_BLACKHOLES} = 0 unless $ROWS{blackhole};
+    $ENV{BENCH_RATE} = 0 unless $ROWS{rate};
+    $ENV{BENCH_INSTRUCTIONS} = 0 unless $ROWS{instructions};
+    $ENV{BENCH_CTRLC} = 0 unless $ROWS{ctrlc};
+}
 my @KIDS;
 
 $| = 1;
+
+sub row { return !%ROWS || $ROWS{ $_[0] } }
 
 sub say_ { print strftime('[%H:%M:%S] ', localtime), @_, "\n" }
 
@@ -57,7 +76,10 @@ my $dir = $t->dir;
 
 write_nginx_conf();
 $t->run(undef);
-my ($worker) = $t->workers;
+# the master may not have started its worker yet on a loaded machine
+my $worker;
+SeguraTest::wait_for(sub { ($worker) = $t->workers; $worker }, 30,
+                     'the nginx worker');
 die "no nginx worker" unless $worker;
 
 # The ssh client's configuration for the ssh and wetty rows: the key
@@ -154,10 +176,13 @@ for my $run (1 .. $RUNS) {
     for my $target (@TARGETS) {
         say_("run $run/$RUNS: $target");
 
-        my $r = client($target, 'throughput', deadline => 90);
+        my $r;
+        if (row('throughput')) {
+        $r = client($target, 'throughput', deadline => 90);
         push @{ $R{$target}{mibps} }, $r->{mibps};
         push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
-        if ($target eq 'segura') {
+        }
+        if ($target eq 'segura' && row('throughput')) {
             push @{ $R{$target}{stored} }, stored_ratio();
             # what a person's session prints: listings, top, a log
             client($target, 'throughput', deadline => 90,
@@ -168,9 +193,11 @@ for my $run (1 .. $RUNS) {
             push @{ $R{$target}{stored_i} }, stored_ratio();
         }
 
+        if (row('setup')) {
         $r = client($target, 'setup', n => 20);
         push @{ $R{$target}{setup50} }, $r->{p50};
         push @{ $R{$target}{setup95} }, $r->{p95};
+        }
 
         if ($target eq 'segura' && $HOLES) {
             $r = blackhole_row();
@@ -191,7 +218,7 @@ for my $run (1 .. $RUNS) {
                    || $r->{failed};
         }
 
-        if ($target eq 'segura') {
+        if ($target eq 'segura' && row('loginflood')) {
             # logins with random names, the address budget off (in the
             # configuration): each costs an argon2 verification, bounded by
             # segura_login_concurrency
@@ -203,17 +230,23 @@ for my $run (1 .. $RUNS) {
                              sort keys %{ $r->{codes} }) . ')';
         }
 
+        if (row('echo')) {
         $r = client($target, 'echo', n => 500);
         push @{ $R{$target}{echo50} }, $r->{p50};
         push @{ $R{$target}{echo99} }, $r->{p99};
+        }
 
+        if (row('idle')) {
         reload_nginx() if $target =~ /^segura/;
         $r = client($target, 'idle', n => 50);
         push @{ $R{$target}{mem50} }, $r->{kib_per_session};
+        }
 
+        if (row('storm')) {
         $r = client($target, 'storm', n => 100, probe_url => $probe{$target});
         push @{ $R{$target}{static99} }, $r->{static_p99};
         push @{ $R{$target}{storm_setup95} }, $r->{setup_p95};
+        }
     }
 }
 
@@ -836,6 +869,13 @@ EOF
              . "command (all threads):\n\n"
              . "```\n$profile->{latency}```\n";
         print "\nevent loop: $profile->{sched}\n";
+    }
+
+    if (%ROWS) {
+        # a selection of rows is not a results file
+        say_('rows ' . join(' ', sort keys %ROWS) . ': no results file ('
+             . sprintf('%.0f', time - $STARTED) . ' s)');
+        return;
     }
 
     make_path("$BENCH/results");

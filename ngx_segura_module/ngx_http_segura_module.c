@@ -332,7 +332,6 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
      *     smcf->thread_pool_name = { 0, NULL };
      *     smcf->thread_pool = NULL;
      *     smcf->db = NULL;
-     *     smcf->login_inflight = 0;
      *     smcf->metrics = NULL;
      *     smcf->used = 0;
      */
@@ -368,14 +367,11 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
-    /*
-     * half the CPUs: argon2id is CPU-bound, and the other half is what
-     * the session set-ups of a login flood get
-     */
-    ngx_conf_init_value(smcf->login_concurrency,
-                        ngx_ncpu >= 4 ? ngx_ncpu / 2 : 1);
+    /* unset: half the CPUs among the workers, see init_process */
 
-    if (smcf->login_concurrency < 1 || smcf->login_concurrency > 1024) {
+    if (smcf->login_concurrency != NGX_CONF_UNSET
+        && (smcf->login_concurrency < 1 || smcf->login_concurrency > 1024))
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"segura_login_concurrency\" must be between 1 and "
                       "1024");
@@ -1303,12 +1299,29 @@ ngx_http_segura_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_segura_init_process(ngx_cycle_t *cycle)
 {
+    ngx_core_conf_t              *ccf;
     ngx_http_segura_main_conf_t  *smcf;
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_segura_module);
 
     if (smcf == NULL) {
         return NGX_OK;
+    }
+
+    if (smcf->login_concurrency == NGX_CONF_UNSET) {
+
+        /*
+         * half the CPUs for the node, shared by its workers, at least one
+         * each: argon2id is CPU-bound, and the other half is what the
+         * session set-ups of a login flood get
+         */
+
+        ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_core_module);
+
+        smcf->login_concurrency = ngx_max(ngx_ncpu / 2
+                                          / ngx_max(ccf->worker_processes, 1),
+                                          1);
     }
 
     /* a location may show the metrics without any other segura handler */
@@ -1318,6 +1331,10 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
     if (!smcf->used) {
         return NGX_OK;
     }
+
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  "segura: logins: %i argon2id verifications at a time in "
+                  "this worker", smcf->login_concurrency);
 
     /*
      * jansson's parsed copies of request bodies hold passwords, private

@@ -57,7 +57,6 @@ typedef struct {
     ngx_array_t                locations;    /* ngx_http_segura_location_t */
 
     ngx_int_t                  login_concurrency;
-    ngx_atomic_t               login_inflight;   /* per worker, pool threads */
 
     ngx_shm_zone_t            *metrics;      /* ngx_segura_metrics.c */
 

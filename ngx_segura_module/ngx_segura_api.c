@@ -22,6 +22,7 @@
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
 #include "ngx_segura_db.h"
+#include "ngx_segura_login_gate.h"
 #include "ngx_segura_metrics.h"
 #include "ngx_segura_openapi.h"
 
@@ -69,6 +70,8 @@ static void ngx_segura_api_login_wait(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_login_unwait(void *data);
 static void ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx);
+static void ngx_segura_api_login_refuse(ngx_http_request_t *r,
+    ngx_segura_err_e err, ngx_uint_t retry_after);
 static ngx_int_t ngx_segura_api_prepare(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_task(void *data, ngx_log_t *log);
@@ -132,14 +135,15 @@ static ngx_segura_api_constraint_t  ngx_segura_api_constraints[] = {
 
 
 /*
- * Logins are admitted to the thread pool a few at a time per worker: each
- * takes a pool thread and database round trips before its argon2id slot
- * (segura_login_concurrency) is even looked at, so a flood must wait here,
- * on the event loop, and not in the pool's queue in front of the session
- * set-ups.  Beyond the queue: 503 busy.
+ * Logins are admitted to the thread pool segura_login_concurrency at a
+ * time per worker, the argon2id slots: a login enters the pool only when
+ * one is free, so that at most that many pool threads ever work for
+ * logins and session set-ups never queue behind them.  The others wait in
+ * line here, on the event loop; beyond the line: 503 busy, Retry-After 1.
+ * An address whose budget the database refused is answered 429 here for
+ * a while (ngx_segura_login_gate.c), before it takes a place in line.
  */
 
-#define NGX_SEGURA_API_LOGIN_TASKS   4
 #define NGX_SEGURA_API_LOGIN_QUEUE   256
 
 typedef struct {
@@ -436,6 +440,7 @@ ngx_segura_api_body_wipe(void *data)
 static void
 ngx_segura_api_post(ngx_http_request_t *r)
 {
+    ngx_uint_t                    retry;
     ngx_thread_task_t            *task;
     ngx_segura_api_ctx_t         *ctx;
     ngx_http_segura_main_conf_t  *smcf;
@@ -463,9 +468,21 @@ ngx_segura_api_post(ngx_http_request_t *r)
 
     if (ctx->method == NGX_HTTP_POST && ngx_strcmp(ctx->path, "login") == 0)
     {
+        retry = ngx_segura_login_gate_refused(ctx->client_addr,
+                                              ctx->login_address_limit,
+                                              ctx->login_address_window);
+
+        if (retry) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "segura api: logins from %s throttled (on the "
+                          "event loop)", ctx->client_addr);
+            ngx_segura_api_login_refuse(r, NGX_SEGURA_ERR_TOO_MANY, retry);
+            return;
+        }
+
         ctx->login_gated = 1;
 
-        if (ngx_segura_api_logins >= NGX_SEGURA_API_LOGIN_TASKS) {
+        if (ngx_segura_api_logins >= (ngx_uint_t) smcf->login_concurrency) {
             ngx_segura_api_login_wait(r, ctx);
             return;
         }
@@ -489,6 +506,10 @@ ngx_segura_api_post_task(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     /* counted before the post: the task may run before the post returns */
     ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
+
+    if (ctx->login_gated) {
+        ngx_segura_metrics_add(NGX_SEGURA_METRIC_LOGIN_TASKS, 1);
+    }
 
     if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
         ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
@@ -523,13 +544,7 @@ ngx_segura_api_login_wait(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
                       "segura api: login refused: %ui logins wait",
                       ngx_segura_api_logins_waiting);
 
-        if (ngx_http_segura_add_header(r, "Retry-After", "1") != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        ngx_http_finalize_request(r,
-            ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BUSY, NULL, NULL));
+        ngx_segura_api_login_refuse(r, NGX_SEGURA_ERR_BUSY, 1);
         return;
     }
 
@@ -551,6 +566,50 @@ ngx_segura_api_login_wait(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     ngx_queue_insert_tail(&ngx_segura_api_login_queue, &w->queue);
     ngx_segura_api_logins_waiting++;
+
+    /*
+     * a client that goes away while it waits leaves the line at once
+     * (nginx finalizes the request, the cleanup above runs): no statement
+     * or argon2id for nobody, no place taken.  The read event is posted
+     * once: the client may have closed before the handler was set, and
+     * epoll is edge-triggered (it would not say so again); posted, not
+     * called, because the caller may still be inside the content handler.
+     */
+
+    r->read_event_handler = ngx_http_test_reading;
+    ngx_post_event(r->connection->read, &ngx_posted_events);
+}
+
+
+/* a login answered on the event loop: 429 or 503, with Retry-After */
+
+static void
+ngx_segura_api_login_refuse(ngx_http_request_t *r, ngx_segura_err_e err,
+    ngx_uint_t retry_after)
+{
+    u_char  *buf;
+
+    ngx_segura_metrics_api_answered("login", err, 1);
+
+    /* the header points here until the response is sent */
+
+    buf = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+    if (buf == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    (void) ngx_snprintf(buf, NGX_INT_T_LEN + 1, "%ui%Z", retry_after);
+
+    if (ngx_http_segura_add_header(r, "Retry-After", (char *) buf)
+        != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_finalize_request(r,
+        ngx_http_segura_send_error(r, err, NULL, NULL));
 }
 
 
@@ -574,6 +633,7 @@ ngx_segura_api_login_unwait(void *data)
 static void
 ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx)
 {
+    ngx_uint_t                    retry;
     ngx_queue_t                  *q;
     ngx_segura_api_login_wait_t  *w;
 
@@ -584,20 +644,37 @@ ngx_segura_api_login_release(ngx_segura_api_ctx_t *ctx)
     ctx->login_gated = 0;
     ngx_segura_api_logins--;
 
-    if (ngx_segura_api_logins_waiting == 0) {
+    while (ngx_segura_api_logins_waiting) {
+        q = ngx_queue_head(&ngx_segura_api_login_queue);
+        ngx_queue_remove(q);
+        ngx_segura_api_logins_waiting--;
+
+        w = ngx_queue_data(q, ngx_segura_api_login_wait_t, queue);
+        w->queued = 0;
+        w->r->read_event_handler = ngx_http_block_reading;
+
+        /* an address refused while it waited: answered here, the next */
+
+        retry = ngx_segura_login_gate_refused(w->ctx->client_addr,
+                                              w->ctx->login_address_limit,
+                                              w->ctx->login_address_window);
+
+        if (retry) {
+            w->ctx->login_gated = 0;
+            ngx_log_error(NGX_LOG_INFO, w->r->connection->log, 0,
+                          "segura api: logins from %s throttled (on the "
+                          "event loop)", w->ctx->client_addr);
+            ngx_segura_api_login_refuse(w->r, NGX_SEGURA_ERR_TOO_MANY,
+                                        retry);
+            continue;
+        }
+
+        ngx_segura_api_logins++;
+
+        ngx_segura_api_post_task(w->r, w->ctx);
+
         return;
     }
-
-    q = ngx_queue_head(&ngx_segura_api_login_queue);
-    ngx_queue_remove(q);
-    ngx_segura_api_logins_waiting--;
-
-    w = ngx_queue_data(q, ngx_segura_api_login_wait_t, queue);
-    w->queued = 0;
-
-    ngx_segura_api_logins++;
-
-    ngx_segura_api_post_task(w->r, w->ctx);
 }
 
 
@@ -636,6 +713,12 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     if (ctx->path == NULL || ctx->args == NULL) {
         return NGX_ERROR;
+    }
+
+    /* "login/" is routed as "login": one name for its gate and metrics */
+
+    if (ngx_strcmp(ctx->path, "login/") == 0) {
+        ctx->path[5] = '\0';
     }
 
     ctx->client_addr = ngx_http_segura_cstr(r->pool,
@@ -751,6 +834,13 @@ ngx_segura_api_done(ngx_event_t *ev)
     ctx->step = NULL;
 
     if (next == NULL) {
+        if (ctx->login_address_refused) {
+            ngx_segura_login_gate_remember(ctx->client_addr,
+                                           ctx->login_address_limit,
+                                           ctx->login_address_window,
+                                           ctx->retry_after);
+        }
+
         ngx_segura_api_login_release(ctx);
     }
 

@@ -99,6 +99,8 @@ struct ngx_segura_api_ctx_s {
     unsigned                      set_cookie:1;
     unsigned                      argon2:1;     /* a password was verified */
     unsigned                      login_gated:1;  /* holds a login slot */
+    unsigned                      login_address_refused:1;  /* 429: the
+                                                  address budget */
     unsigned                      clear_cookie:1;
 
     /* the task's own state */

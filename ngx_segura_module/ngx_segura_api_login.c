@@ -79,9 +79,10 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     const char *sub)
 {
     int            ok;
+    ngx_int_t      rc;
     char          *hash, *uid;
     json_t        *body;
-    PGresult      *res, *att;
+    PGresult      *res;
     const char    *username, *password, *params[5];
     char           token_hash[NGX_SEGURA_TOKEN_HASH_HEX_LEN];
     char           lifetime[NGX_INT64_LEN + 1];
@@ -89,6 +90,8 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     char           limit[NGX_INT64_LEN + 1];
     char           window[NGX_INT64_LEN + 1];
     char           name_key[NGX_SEGURA_LOGIN_KEY_LEN + 1];
+    u_char         lower[256 + 1];
+    size_t         len;
 
     if (ctx->method != NGX_HTTP_POST) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
@@ -119,42 +122,31 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     }
 
     /*
-     * the account, and the lower-cased name the throttle is keyed by: a
-     * keyed hash of it, so that no typed name is stored (people type
-     * passwords into the name field)
+     * the throttle is keyed by a keyed hash of the name, ASCII-lower-cased
+     * here, so that no typed name is stored (people type passwords into
+     * the name field)
      */
 
-    params[0] = username;
+    len = ngx_strlen(username);
+    ngx_strlow(lower, (u_char *) username, len);
+    lower[len] = '\0';
 
-    res = ngx_segura_api_query_retry(ctx, conn,
-              "select lower($1), u.id, u.password_hash from (select 1) x"
-              " left join users u on u.username = $1"
-              " and u.status = 'active' and u.password_hash is not null",
-              1, params);
-    if (res == NULL) {
+    rc = ngx_segura_api_login_key(ctx, (char *) lower, name_key);
+
+    OPENSSL_cleanse(lower, len);
+
+    if (rc != NGX_OK) {
         goto done;
-    }
-
-    if (ngx_segura_api_login_key(ctx, PQgetvalue(res, 0, 0), name_key)
-        != NGX_OK)
-    {
-        goto done;
-    }
-
-    if (!PQgetisnull(res, 0, 1)) {
-        uid = PQgetvalue(res, 0, 1);
-        hash = PQgetvalue(res, 0, 2);
-
-    } else {
-        uid = NULL;
-        hash = NULL;
     }
 
     /*
-     * the attempt is counted, per name and per client address, in one
-     * statement before any work: a refused attempt costs no argon2id,
-     * however many arrive at once.  Sent once: a second run would count
-     * it twice.
+     * one statement: the attempt is counted, per name and per client
+     * address, before any work, so that a refused attempt costs no
+     * argon2id and one round trip, however many arrive at once; the
+     * account comes with it.  Sent once: a second run would count the
+     * attempt twice.  Only segura_login_concurrency logins of a worker
+     * are in the pool at a time (ngx_segura_api.c admits them), so a
+     * counted attempt always finds its argon2id slot.
      */
 
     (void) ngx_snprintf((u_char *) limit, sizeof(limit), "%ui%Z",
@@ -166,25 +158,48 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     params[1] = ctx->client_addr;
     params[2] = limit;
     params[3] = window;
+    params[4] = username;
 
-    att = ngx_segura_api_query(ctx, conn,
-              "select result, retry_after from segura_login_attempt("
-              "$1, $2, $3::int, $4::float8)",
-              4, params);
-    if (att == NULL) {
+    res = ngx_segura_api_query(ctx, conn,
+              "select a.result, a.retry_after, u.id, u.password_hash"
+              " from segura_login_attempt($1, $2, $3::int, $4::float8) a"
+              " left join users u on u.username = $5"
+              " and u.status = 'active' and u.password_hash is not null",
+              5, params);
+    if (res == NULL) {
         goto done;
     }
 
-    if (PQntuples(att) != 1 || ngx_strcmp(PQgetvalue(att, 0, 0), "ok") != 0)
-    {
+    if (PQntuples(res) != 1) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_cpystrn((u_char *) ctx->log,
+                           (u_char *) "segura_login_attempt() gave no row",
+                           sizeof(ctx->log));
+        goto done;
+    }
+
+    if (!PQgetisnull(res, 0, 2)) {
+        uid = PQgetvalue(res, 0, 2);
+        hash = PQgetvalue(res, 0, 3);
+
+    } else {
+        uid = NULL;
+        hash = NULL;
+    }
+
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "ok") != 0) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_TOO_MANY, NULL, NULL);
-        ctx->retry_after = PQntuples(att) == 1
-                           ? (ngx_uint_t) atoi(PQgetvalue(att, 0, 1)) : 1;
+        ctx->retry_after = (ngx_uint_t) atoi(PQgetvalue(res, 0, 1));
         ctx->log_level = NGX_LOG_INFO;
 
-        if (PQntuples(att) == 1
-            && ngx_strcmp(PQgetvalue(att, 0, 0), "address") == 0)
-        {
+        if (ctx->retry_after == 0) {
+            ctx->retry_after = 1;
+        }
+
+        if (ngx_strcmp(PQgetvalue(res, 0, 0), "address") == 0) {
+            /* the event loop remembers it (ngx_segura_login_gate.c) */
+            ctx->login_address_refused = 1;
             (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
                                 "logins from %s throttled%Z",
                                 ctx->client_addr);
@@ -199,33 +214,6 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
                                 "throttled%Z", (size_t) 16, name_key);
         }
 
-        PQclear(att);
-        goto done;
-    }
-
-    PQclear(att);
-
-    /*
-     * argon2id runs with a bounded concurrency of its own per worker, so
-     * that logins leave the thread pool to session set-ups; over it the
-     * counted attempt is given back
-     */
-
-    if (ngx_atomic_fetch_add(&ctx->smcf->login_inflight, 1)
-        >= (ngx_atomic_uint_t) ctx->smcf->login_concurrency)
-    {
-        (void) ngx_atomic_fetch_add(&ctx->smcf->login_inflight, -1);
-
-        att = ngx_segura_api_query(ctx, conn,
-                  "select segura_login_refund($1, $2)", 2, params);
-        PQclear(att);
-
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_BUSY, NULL, NULL);
-        ctx->retry_after = 1;
-        ctx->log_level = NGX_LOG_INFO;
-        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "login refused: %i argon2id verifications "
-                            "under way%Z", ctx->smcf->login_concurrency);
         goto done;
     }
 
@@ -234,8 +222,6 @@ ngx_segura_api_login(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
     ok = (argon2id_verify(hash ? hash : NGX_SEGURA_DUMMY_HASH, password,
                           ngx_strlen(password))
           == ARGON2_OK);
-
-    (void) ngx_atomic_fetch_add(&ctx->smcf->login_inflight, -1);
 
     ctx->argon2 = 1;
 

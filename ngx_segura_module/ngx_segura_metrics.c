@@ -629,6 +629,16 @@ ngx_segura_metrics_render(u_char *buf, size_t size)
                                   "by logins.");
     p = ngx_slprintf(p, last, "segura_login_password_checks_total %uA\n", n);
 
+    n = sh->counter[NGX_SEGURA_METRIC_LOGIN_TASKS];
+
+    p = ngx_segura_metrics_family(p, last, "segura_login_tasks_total",
+                                  "counter",
+                                  "Logins that entered the thread pool; "
+                                  "the others were answered on the event "
+                                  "loop (429 for an address known to be "
+                                  "over its budget, 503 busy).");
+    p = ngx_slprintf(p, last, "segura_login_tasks_total %uA\n", n);
+
     if (p == last) {
         return 0;
     }

@@ -21,6 +21,7 @@ typedef enum {
     NGX_SEGURA_METRIC_OUTBOX_RETRIES,
     NGX_SEGURA_METRIC_OUTBOX_DROPPED,
     NGX_SEGURA_METRIC_PASSWORD_CHECKS,     /* argon2id at login */
+    NGX_SEGURA_METRIC_LOGIN_TASKS,         /* logins posted to the pool */
     NGX_SEGURA_METRIC_LAST
 } ngx_segura_metric_e;
 

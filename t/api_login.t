@@ -29,6 +29,14 @@ EOF2
 
 my $db = $t->db;
 
+# segura_login_concurrency's default: half the CPUs among the workers (one)
+chomp(my $ncpu = `nproc`);
+my $want = int($ncpu / 2) || 1;
+ok(SeguraTest::wait_for(sub {
+       SeguraTest::slurp($t->error_log)
+           =~ /segura: logins: (\d+) argon2id verifications at a time/ && $1 == $want
+   }, 10), "the default is $want verification(s) at a time for $ncpu CPUs and one worker");
+
 # the throttle's key of a name, as the module makes it (016_login_attempts)
 sub name_key {
     my ($name) = @_;
