@@ -92,6 +92,8 @@ ngx_segura_ws_error_t  ngx_segura_ws_errors[] = {
       "An administrator ended the session" },
     { ngx_string("access_revoked"), 4014,
       "Access to this device with this key was revoked" },
+    { ngx_string("read_only"), 4020,
+      "A watcher can only watch: it sends acknowledgements and pings" },
     { ngx_null_string, 0, NULL }
 };
 

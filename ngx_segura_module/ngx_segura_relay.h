@@ -37,7 +37,8 @@ typedef enum {
 
 
 /*
- * The owner's viewer: a WebSocket on an upgraded HTTP connection.  It
+ * The owner's viewer, or a watcher's: a WebSocket on an upgraded HTTP
+ * connection.  It
  * must be the first member of the module's context of the request, so
  * that the connection's handlers find it.
  */
@@ -61,6 +62,7 @@ typedef struct {
     size_t                         pong_len;
 
     off_t                          sent;     /* output payload, in frames */
+    off_t                          skipped;  /* a watcher's, not told yet */
     off_t                          acked;    /* what the client rendered */
 
     ngx_event_t                    timer;
@@ -73,6 +75,7 @@ typedef struct {
     unsigned                       client_gone:1;    /* TCP closed */
     unsigned                       close_queued:1;
     unsigned                       acking:1;   /* flow control is on */
+    unsigned                       watching:1; /* a read-only watcher */
 } ngx_segura_relay_t;
 
 
@@ -80,6 +83,13 @@ typedef struct {
 ngx_int_t ngx_segura_relay_init(ngx_segura_relay_t *rl,
     ngx_http_request_t *r);
 void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
+
+/*
+ * a watcher (rl->watching set before ngx_segura_relay_init()); name is
+ * the watcher's user name, which outlives the relay's request
+ */
+void ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    const char *name);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
 
 

@@ -72,6 +72,10 @@ static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
+static void ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data,
+    size_t len);
+static void ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t,
+    const char *by, ngx_uint_t left);
 static void ngx_segura_terminal_release(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_free(ngx_event_t *ev);
 
@@ -105,6 +109,7 @@ ngx_segura_terminal_create(ngx_log_t *log)
 
     t->state = NGX_SEGURA_TERMINAL_NEW;
     t->ssh.fd = (ngx_socket_t) -1;
+    ngx_queue_init(&t->watchers);
     t->exit_status = -1;
 
     return t;
@@ -409,6 +414,14 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
         return;
     }
 
+    /* kept for watchers, who see a screenful first */
+
+    t->recent = ngx_palloc(t->pool, NGX_SEGURA_TERMINAL_RECENT);
+    if (t->recent == NULL) {
+        ngx_segura_terminal_end(t, "internal", NGX_SEGURA_WS_ERR_INTERNAL);
+        return;
+    }
+
     if (t->slcf->recording) {
         t->recorder = ngx_segura_recorder_create(t->pool, &t->log, t->smcf,
                                                  t->slcf, t->id, t->started,
@@ -652,6 +665,8 @@ ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf, size_t size)
                 ngx_segura_recorder_output(t->recorder, buf, n);
             }
 
+            ngx_segura_terminal_tee(t, buf, (size_t) n);
+
             return n;
         }
 
@@ -769,6 +784,10 @@ void
 ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
     unsigned rows)
 {
+    u_char               *p, text[64];
+    ngx_queue_t          *q;
+    ngx_segura_viewer_t  *v;
+
     if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
         return;
     }
@@ -785,6 +804,23 @@ ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
 
     if (t->recorder != NULL) {
         ngx_segura_recorder_resize(t->recorder, cols, rows);
+    }
+
+    t->ssh.cols = cols;
+    t->ssh.rows = rows;
+
+    /* watchers size their screen as the owner's */
+
+    p = ngx_snprintf(text, sizeof(text),
+                     "{\"type\":\"resize\",\"cols\":%ui,\"rows\":%ui}",
+                     (ngx_uint_t) cols, (ngx_uint_t) rows);
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = ngx_queue_next(q))
+    {
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->event(v, text, p - text);
     }
 }
 
@@ -971,6 +1007,7 @@ void
 ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
     ngx_segura_ws_err_e err)
 {
+    ngx_queue_t          *q;
     ngx_segura_viewer_t  *v;
 
     if (t->state == NGX_SEGURA_TERMINAL_ENDED) {
@@ -1026,6 +1063,16 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
         v->ended(v, t);
     }
 
+    while (!ngx_queue_empty(&t->watchers)) {
+        q = ngx_queue_head(&t->watchers);
+        ngx_queue_remove(q);
+        t->nwatchers--;
+
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->terminal = NULL;
+        v->ended(v, t);
+    }
+
     /* freed once whoever called us is back in the event loop */
 
     t->free.handler = ngx_segura_terminal_free;
@@ -1033,6 +1080,168 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
     t->free.log = &t->log;
 
     ngx_post_event(&t->free, &ngx_posted_events);
+}
+
+
+/*
+ * What the owner read goes into the recent-output ring and to each
+ * watcher, which copies it or skips it: a watcher never holds the owner
+ */
+
+static void
+ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data, size_t len)
+{
+    size_t                n, k;
+    u_char               *p;
+    ngx_queue_t          *q, *next;
+    ngx_segura_viewer_t  *v;
+
+    p = data;
+    n = len;
+
+    if (n > NGX_SEGURA_TERMINAL_RECENT) {
+        p += n - NGX_SEGURA_TERMINAL_RECENT;
+        n = NGX_SEGURA_TERMINAL_RECENT;
+    }
+
+    while (n) {
+        k = ngx_min(n, NGX_SEGURA_TERMINAL_RECENT - t->recent_pos);
+        ngx_memcpy(t->recent + t->recent_pos, p, k);
+
+        t->recent_pos = (t->recent_pos + k) % NGX_SEGURA_TERMINAL_RECENT;
+        t->recent_len = ngx_min(t->recent_len + k,
+                                NGX_SEGURA_TERMINAL_RECENT);
+        p += k;
+        n -= k;
+    }
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->output(v, data, len);
+    }
+}
+
+
+ngx_int_t
+ngx_segura_terminal_watch(ngx_segura_terminal_t *t, ngx_segura_viewer_t *v)
+{
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE || t->recent == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&t->watchers, &v->queue);
+    t->nwatchers++;
+    v->terminal = t;
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: watched by \"%s\", %ui watcher%s",
+                  t->id, v->name, t->nwatchers,
+                  t->nwatchers == 1 ? "" : "s");
+
+    ngx_segura_terminal_tell_watched(t, v->name, 0);
+
+    return NGX_OK;
+}
+
+
+size_t
+ngx_segura_terminal_recent(ngx_segura_terminal_t *t, u_char *buf,
+    size_t size)
+{
+    size_t   n, start, first;
+
+    if (t->recent == NULL) {
+        return 0;
+    }
+
+    n = ngx_min(size, t->recent_len);
+
+    /* the newest n bytes, oldest first */
+
+    start = (t->recent_pos + NGX_SEGURA_TERMINAL_RECENT - n)
+            % NGX_SEGURA_TERMINAL_RECENT;
+    first = ngx_min(n, NGX_SEGURA_TERMINAL_RECENT - start);
+
+    ngx_memcpy(buf, t->recent + start, first);
+    ngx_memcpy(buf + first, t->recent, n - first);
+
+    return n;
+}
+
+
+void
+ngx_segura_terminal_unwatch(ngx_segura_terminal_t *t, ngx_segura_viewer_t *v)
+{
+    if (v->terminal != t) {
+        return;
+    }
+
+    ngx_queue_remove(&v->queue);
+    t->nwatchers--;
+    v->terminal = NULL;
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: \"%s\" stopped watching", t->id,
+                  v->name);
+
+    if (t->state == NGX_SEGURA_TERMINAL_LIVE) {
+        ngx_segura_terminal_tell_watched(t, v->name, 1);
+    }
+}
+
+
+/* the terminal of a live session of this worker, or NULL */
+
+ngx_segura_terminal_t *
+ngx_segura_terminal_find(const char *id)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l == NULL || l->end != ngx_segura_terminal_live_end) {
+        return NULL;
+    }
+
+    return (ngx_segura_terminal_t *) ((u_char *) l
+                                      - offsetof(ngx_segura_terminal_t,
+                                                 live));
+}
+
+
+/* segura_watch_notice: the owner knows who watches */
+
+static void
+ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t, const char *by,
+    ngx_uint_t left)
+{
+    u_char               *p, *last;
+    u_char                text[256];
+    ngx_segura_viewer_t  *v;
+
+    v = t->viewer;
+
+    if (!t->slcf->watch_notice || v == NULL || v->event == NULL) {
+        return;
+    }
+
+    /* user names are [A-Za-z0-9._@-] (sql/002): no JSON escape needed */
+
+    last = text + sizeof(text);
+    p = ngx_snprintf(text, sizeof(text),
+                     "{\"type\":\"watched\",\"by\":\"%s\",\"watchers\":%ui,"
+                     "\"left\":%s}", by, t->nwatchers,
+                     left ? "true" : "false");
+
+    if (p == last) {
+        return;
+    }
+
+    v->event(v, text, p - text);
 }
 
 
