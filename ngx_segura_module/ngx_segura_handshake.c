@@ -57,6 +57,10 @@ typedef struct {
     ngx_segura_identity_t         *identity;  /* t's, or watcher's */
     ngx_segura_identity_t          watcher;
     char                           watch[NGX_SEGURA_LIVE_ID_LEN];
+    char                           owner[65];     /* the watched's */
+    char                           device[129];
+    unsigned                       cols;
+    unsigned                       rows;
     char                          *client_addr;
 
     /* the request, copied for the pool thread */
@@ -80,6 +84,7 @@ typedef struct {
     unsigned                       has_token:1;
     unsigned                       checking:1;
     unsigned                       watching:1;
+    unsigned                       recorded:1;
 } ngx_segura_handshake_t;
 
 
@@ -774,14 +779,24 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
     params[2] = s->identity->username;
     params[3] = s->client_addr;
 
+    /*
+     * the owning worker hears segura_session_watch (sql/023) and flushes
+     * the recording sooner, for a watcher that follows it from elsewhere
+     */
+
     res = ngx_segura_db_query_retry(s->smcf->db, conn,
-              "with s as (select ended_at from ssh_sessions"
-              " where id = $1::uuid),"
+              "with s as (select s.ended_at, s.username, s.device_name,"
+              " r.width, r.height from ssh_sessions s"
+              " left join ssh_session_recordings r on r.session_id = s.id"
+              " where s.id = $1::uuid),"
               " a as (insert into audit_log (actor_id, actor_name, action,"
               " object_type, object_id, client_addr)"
-              " select $2::bigint, $3, 'session_watch', 'ssh_session', $1,"
-              " left($4, 64) from s where s.ended_at is null)"
-              " select ended_at is null from s",
+              " select $2::bigint, $3, 'session_watch', 'ssh_session',"
+              " $1::text, left($4, 64) from s where s.ended_at is null),"
+              " n as (select pg_notify('segura_session_watch', $1::text)"
+              " from s where s.ended_at is null)"
+              " select ended_at is null, username, device_name, width,"
+              " height, (select count(*) from n) from s",
               4, params, s->log, sizeof(s->log));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -798,6 +813,20 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
 
     } else if (PQgetvalue(res, 0, 0)[0] != 't') {
         s->err = NGX_SEGURA_ERR_ENDED;
+
+    } else {
+        (void) ngx_cpystrn((u_char *) s->owner,
+                           (u_char *) PQgetvalue(res, 0, 1),
+                           sizeof(s->owner));
+        (void) ngx_cpystrn((u_char *) s->device,
+                           (u_char *) PQgetvalue(res, 0, 2),
+                           sizeof(s->device));
+
+        if (!PQgetisnull(res, 0, 3)) {
+            s->recorded = 1;
+            s->cols = (unsigned) atoi(PQgetvalue(res, 0, 3));
+            s->rows = (unsigned) atoi(PQgetvalue(res, 0, 4));
+        }
     }
 
     PQclear(res);
@@ -886,15 +915,17 @@ ngx_segura_handshake_watch_done(ngx_segura_handshake_t *s)
 
     t = ngx_segura_terminal_find(s->watch);
 
-    if (t == NULL) {
+    if (t == NULL && !s->recorded) {
+
+        /* elsewhere, and nothing to follow */
+
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "segura session: watch %s refused: not a session of "
-                      "this worker", s->watch);
+                      "segura session: watch %s refused: a session of "
+                      "another worker, not recorded", s->watch);
 
         rc = ngx_http_segura_send_error_reason(s->r,
                                                NGX_SEGURA_ERR_UNAVAILABLE,
-                                               NULL, NULL,
-                                               "not_on_this_worker");
+                                               NULL, NULL, "not_recorded");
         ngx_http_finalize_request(s->r, rc);
         ngx_http_run_posted_requests(c);
         return;
@@ -905,7 +936,15 @@ ngx_segura_handshake_watch_done(ngx_segura_handshake_t *s)
         return;
     }
 
-    ngx_segura_relay_watch(&s->relay, t, s->username);
+    if (t != NULL) {
+        ngx_segura_relay_watch(&s->relay, t, s->username);
+        return;
+    }
+
+    /* another worker's or node's: its recording is followed */
+
+    ngx_segura_relay_watch_remote(&s->relay, s->watch, s->username,
+                                  s->owner, s->device, s->cols, s->rows);
 }
 
 

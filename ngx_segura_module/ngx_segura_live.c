@@ -126,3 +126,16 @@ ngx_segura_live_end(const char *id, ngx_uint_t by_admin)
         l->end(l, by_admin);
     }
 }
+
+
+void
+ngx_segura_live_watched(const char *id)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l != NULL && l->watched != NULL) {
+        l->watched(l);
+    }
+}

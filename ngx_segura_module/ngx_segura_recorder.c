@@ -27,6 +27,10 @@
  * looks again every 100 ms; "drop" lets the session go on and drops
  * chunks, which leaves a marker and a gap in the recording's row.
  *
+ * A session watched from another worker or node (its watcher follows the
+ * stored chunks, ngx_segura_tail.c) flushes after 200 ms instead of 1 s,
+ * from then on (ngx_segura_recorder_watched()).
+ *
  * Event loop only: compressing and sealing 64 KiB takes well under a
  * millisecond (docs/recording.md), so it is done in place.
  */
@@ -43,6 +47,7 @@
 
 
 #define NGX_SEGURA_RECORDER_FLUSH      1000
+#define NGX_SEGURA_RECORDER_FLUSH_FAST  200   /* watched from elsewhere */
 #define NGX_SEGURA_RECORDER_FIRST      4096
 #define NGX_SEGURA_RECORDER_RECHECK    100
 #define NGX_SEGURA_RECORDER_LEVEL      3
@@ -77,6 +82,7 @@ struct ngx_segura_recorder_s {
     uint64_t                       bytes;     /* event bytes stored */
 
     ngx_event_t                    flush;
+    ngx_msec_t                     flush_after;
     ngx_event_t                    recheck;
     ngx_msec_t                     paused_since;
 
@@ -430,7 +436,9 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
 
         if (rec->used == 0) {
             rec->first = now;
-            ngx_add_timer(&rec->flush, NGX_SEGURA_RECORDER_FLUSH);
+            ngx_add_timer(&rec->flush, rec->flush_after
+                                       ? rec->flush_after
+                                       : NGX_SEGURA_RECORDER_FLUSH);
         }
 
         ngx_segura_recorder_put(rec->buf + rec->used, type, now,
@@ -773,5 +781,25 @@ ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason)
         ngx_log_error(NGX_LOG_ALERT, rec->log, 0,
                       "segura recording %s: the end of the recording's row "
                       "cannot be queued", rec->id);
+    }
+}
+
+
+/* watched from elsewhere: chunks go after 200 ms, until the end */
+
+void
+ngx_segura_recorder_watched(ngx_segura_recorder_t *rec)
+{
+    if (rec->ended || rec->flush_after == NGX_SEGURA_RECORDER_FLUSH_FAST) {
+        return;
+    }
+
+    rec->flush_after = NGX_SEGURA_RECORDER_FLUSH_FAST;
+
+    if (rec->flush.timer_set
+        && rec->flush.timer.key > ngx_current_msec
+                                  + NGX_SEGURA_RECORDER_FLUSH_FAST)
+    {
+        ngx_add_timer(&rec->flush, NGX_SEGURA_RECORDER_FLUSH_FAST);
     }
 }

@@ -35,7 +35,9 @@
  * its acknowledgement window, is skipped and the watcher is told so
  * ("skipped"): a watcher never holds the owner or the device.  Input
  * other than acknowledgements, pings and the close is refused
- * (read_only).
+ * (read_only).  A watcher on a worker that does not own the session is
+ * fed the same way by a tail of the session's recording
+ * (ngx_segura_tail.c) instead of the terminal.
  *
  * Event loop only.
  */
@@ -70,6 +72,9 @@ static void ngx_segura_relay_viewer_event(ngx_segura_viewer_t *v,
     u_char *data, size_t len);
 static ngx_uint_t ngx_segura_relay_tell_skipped(ngx_segura_relay_t *rl);
 static void ngx_segura_relay_read_only(ngx_segura_relay_t *rl);
+static void ngx_segura_relay_watch_init(ngx_segura_relay_t *rl,
+    const char *name);
+static void ngx_segura_relay_tail_end(void *data, const char *reason);
 static void ngx_segura_relay_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_relay_client_lost(ngx_connection_t *c);
 static void ngx_segura_relay_shutdown(ngx_segura_relay_t *rl);
@@ -166,13 +171,9 @@ ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t)
 
 /* a watcher's 101 went: what it sees first, then the live output */
 
-void
-ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
-    const char *name)
+static void
+ngx_segura_relay_watch_init(ngx_segura_relay_t *rl, const char *name)
 {
-    u_char            *p;
-    size_t             n, hlen;
-    json_t            *json;
     ngx_connection_t  *c;
 
     c = rl->c;
@@ -193,6 +194,18 @@ ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     rl->viewer.name = name;
 
     c->log->action = "watching terminal";
+}
+
+
+void
+ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    const char *name)
+{
+    u_char  *p;
+    size_t   n, hlen;
+    json_t  *json;
+
+    ngx_segura_relay_watch_init(rl, name);
 
     (void) ngx_cpystrn((u_char *) rl->id, (u_char *) t->id, sizeof(rl->id));
 
@@ -222,6 +235,71 @@ ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
 
     ngx_segura_relay_arm_timer(rl);
     ngx_segura_relay_run(rl);
+}
+
+
+void
+ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
+    const char *name, const char *owner, const char *device, unsigned cols,
+    unsigned rows)
+{
+    json_t                       *json;
+    ngx_http_segura_main_conf_t  *smcf;
+
+    ngx_segura_relay_watch_init(rl, name);
+
+    (void) ngx_cpystrn((u_char *) rl->id, (u_char *) id, sizeof(rl->id));
+
+    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "type", "watching",
+                     "session", rl->id, "user", owner, "device", device,
+                     "cols", (int) cols, "rows", (int) rows);
+    ngx_segura_relay_event(rl, json);
+
+    smcf = ngx_http_get_module_main_conf(rl->r, ngx_http_segura_module);
+
+    rl->tail = ngx_segura_tail_create(rl->c->log, smcf, rl->id, &rl->viewer,
+                                      ngx_segura_relay_tail_end, rl);
+    if (rl->tail == NULL) {
+        ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_INTERNAL, NULL);
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rl->c->log, 0,
+                  "segura session %s: watched by \"%s\" from its recording",
+                  rl->id, name);
+
+    ngx_segura_relay_arm_timer(rl);
+    ngx_segura_relay_run(rl);
+}
+
+
+/* the session a tail follows ended */
+
+static void
+ngx_segura_relay_tail_end(void *data, const char *reason)
+{
+    json_t              *json;
+    ngx_segura_tail_t   *tl;
+    ngx_segura_relay_t  *rl;
+
+    rl = data;
+
+    tl = rl->tail;
+    rl->tail = NULL;
+    ngx_segura_tail_stop(tl);
+
+    if (rl->state != NGX_SEGURA_RELAY_RELAY) {
+        return;
+    }
+
+    if (rl->skipped) {
+        (void) ngx_segura_relay_tell_skipped(rl);
+    }
+
+    json = json_pack("{s:s, s:s}", "type", "ended", "reason", reason);
+    ngx_segura_relay_event(rl, json);
+    ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_NORMAL, NULL, NULL);
+
+    ngx_post_event(rl->c->write, &ngx_posted_events);
 }
 
 
@@ -346,6 +424,11 @@ ngx_segura_relay_cleanup(ngx_segura_relay_t *rl)
         } else {
             ngx_segura_terminal_detach(rl->viewer.terminal, "client_gone");
         }
+    }
+
+    if (rl->tail != NULL) {
+        ngx_segura_tail_stop(rl->tail);
+        rl->tail = NULL;
     }
 
     if (rl->timer.timer_set) {
@@ -1303,6 +1386,11 @@ ngx_segura_relay_leave(ngx_segura_relay_t *rl, const char *end_reason)
         } else {
             ngx_segura_terminal_detach(rl->viewer.terminal, end_reason);
         }
+    }
+
+    if (rl->tail != NULL) {
+        ngx_segura_tail_stop(rl->tail);
+        rl->tail = NULL;
     }
 
     rl->pending_len = 0;

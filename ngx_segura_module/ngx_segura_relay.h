@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_tail.h"
 #include "ngx_segura_terminal.h"
 #include "ngx_segura_ws.h"
 
@@ -63,6 +64,7 @@ typedef struct {
 
     off_t                          sent;     /* output payload, in frames */
     off_t                          skipped;  /* a watcher's, not told yet */
+    ngx_segura_tail_t             *tail;     /* a watcher from elsewhere */
     off_t                          acked;    /* what the client rendered */
 
     ngx_event_t                    timer;
@@ -90,6 +92,14 @@ void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
  */
 void ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     const char *name);
+
+/*
+ * a watcher of a session of another worker or node: it follows the
+ * recording (ngx_segura_tail.c); the strings are copied
+ */
+void ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
+    const char *name, const char *owner, const char *device, unsigned cols,
+    unsigned rows);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
 
 

@@ -72,6 +72,7 @@ static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
+static void ngx_segura_terminal_live_watched(ngx_segura_live_t *l);
 static void ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data,
     size_t len);
 static void ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t,
@@ -451,6 +452,7 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
     t->live.key_id = t->key_id;
     t->live.device_id = t->device_id;
     t->live.end = ngx_segura_terminal_live_end;
+    t->live.watched = ngx_segura_terminal_live_watched;
 
     ngx_segura_live_add(&t->live);
     ngx_segura_metrics_session_opened(ngx_current_msec - t->requested);
@@ -982,6 +984,22 @@ ngx_segura_terminal_live_end(ngx_segura_live_t *l, ngx_uint_t by_admin)
     } else {
         ngx_segura_terminal_end(t, "access_revoked",
                                 NGX_SEGURA_WS_ERR_REVOKED);
+    }
+}
+
+
+/* a watcher elsewhere follows the recording: chunks go sooner */
+
+static void
+ngx_segura_terminal_live_watched(ngx_segura_live_t *l)
+{
+    ngx_segura_terminal_t  *t;
+
+    t = (ngx_segura_terminal_t *) ((u_char *) l
+                                   - offsetof(ngx_segura_terminal_t, live));
+
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_watched(t->recorder);
     }
 }
 

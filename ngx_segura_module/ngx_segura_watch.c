@@ -11,10 +11,13 @@
  * PostgreSQL is the only channel between nodes.  Every worker keeps one
  * libpq connection that LISTENs on segura_grant_changed (sql/011: any
  * change that can alter segura_grant_check()) and segura_session_end
- * (sql/013: an administrator ended a session).  The connection is opened
- * by a pool thread (connecting may block: DNS, TCP, authentication) and
- * then read on the event loop, non-blocking: PQconsumeInput() and
- * PQnotifies() never wait.
+ * (sql/013: an administrator ended a session), and for watchers on
+ * segura_session_chunk and segura_session_watch (sql/023: a chunk of a
+ * recording stored, a session watched from elsewhere), which go to the
+ * tails (ngx_segura_tail.c) and the registry without a re-check.  The
+ * connection is opened by a pool thread (connecting may block: DNS, TCP,
+ * authentication) and then read on the event loop, non-blocking:
+ * PQconsumeInput() and PQnotifies() never wait.
  *
  * A notification does not say which session it concerns; the worker
  * re-checks all its live sessions in one query on a pool thread and ends
@@ -39,6 +42,7 @@
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_tail.h"
 #include "ngx_segura_watch.h"
 
 
@@ -278,7 +282,9 @@ ngx_segura_watch_connect(void *data, ngx_log_t *log)
     }
 
     res = PQexec(conn, "listen segura_grant_changed;"
-                       " listen segura_session_end");
+                       " listen segura_session_end;"
+                       " listen segura_session_chunk;"
+                       " listen segura_session_watch");
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         (void) ngx_snprintf((u_char *) w->connect_err,
@@ -401,8 +407,20 @@ ngx_segura_watch_read(ngx_event_t *rev)
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0,
                        "segura watch: notified \"%s\" \"%s\"",
                        n->relname, n->extra);
+
+        /* watching from elsewhere (sql/023): no re-check */
+
+        if (ngx_strcmp(n->relname, "segura_session_chunk") == 0) {
+            ngx_segura_tail_notify(n->extra);
+
+        } else if (ngx_strcmp(n->relname, "segura_session_watch") == 0) {
+            ngx_segura_live_watched(n->extra);
+
+        } else {
+            heard++;
+        }
+
         PQfreemem(n);
-        heard++;
     }
 
     if (heard) {

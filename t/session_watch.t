@@ -4,7 +4,9 @@
 # is told ("watched") unless segura_watch_notice is off; a watcher may send
 # acknowledgements and pings only (anything else: read_only, 4020); a
 # watcher that does not read falls behind, is told what it skipped, and
-# does not slow the session; watchers hear how the session ended.
+# does not slow the session; watchers hear how the session ended.  From
+# another node (two nginx on one database) a watcher follows the session's
+# recording: the markers arrive, with the latency reported.
 use strict;
 use warnings;
 use Test::More;
@@ -187,6 +189,9 @@ my $q = SeguraTest::WS->connect($t->port, "/quiet?key=$g->{key}&device=$g->{devi
                                 Cookie => $g->{cookie});
 my $c = $q->wait_event('connected', 20);
 ok($c, 'a session with segura_watch_notice off');
+ok(SeguraTest::wait_for(sub {
+    $dbh->selectrow_array('select count(*) from ssh_sessions where id = ?', undef, $c->{session})
+}, 10), 'its audit row is written');
 my $qw = watch($c->{session});
 is($qw->{status}, 101, 'it is watched');
 ok($qw->wait_event('watching', 10), 'the watcher is in');
@@ -219,5 +224,71 @@ $e = $paused->wait_event('ended', 10);
 is($e && $e->{reason}, 'client_closed', 'the watcher hears the owner left');
 is($paused->wait_close(10), 1000, 'and is closed');
 ok($paused->wait_eof(10), 'the connection is closed');
+
+# --- from another node: the recorded stream ------------------------------
+
+# node B: the same database and master key, no terminal of this session
+my $nb = SeguraTest->new(no_db => 1);
+my $conninfo = $db->conninfo;
+my $key_file = $t->master_key_file;
+$nb->run(<<"EOF" . SeguraTest::Session::config(), no_defaults => 1);
+    segura_database    "$conninfo";
+    segura_master_key  $key_file;
+    segura_thread_pool segura;
+EOF
+
+my $h = SeguraTest::Session::fixture($t);
+my ($hs, $hid) = SeguraTest::Session::live($t, $h, 'fleet');
+$hs->send_binary("echo before-remote-\$((5*5))\n");
+ok($hs->wait_for(sub { $hs->output =~ /before-remote-25/ }, 10), 'node A: the owner types');
+
+my $rw = SeguraTest::WS->connect($nb->port, "/session?watch=$hid", Cookie => $admin_cookie);
+is($rw->{status}, 101, 'node B: an administrator watches a session of node A');
+$e = $rw->wait_event('watching', 10);
+is($e && $e->{session}, $hid, 'the watching event names it');
+ok($e && $e->{user} && $e->{cols} == 80, 'with whose it is and its size');
+ok($rw->wait_for(sub { $rw->output =~ /before-remote-25/ }, 10),
+   'node B: the recent output comes from the recording');
+
+# a second watcher, on node A
+my $lw = SeguraTest::WS->connect($t->port, "/session?watch=$hid", Cookie => $admin2_cookie);
+is($lw->{status}, 101, 'node A: a second watcher');
+ok($hs->wait_event('watched', 10), 'node A: the owner is told');
+
+my @lat;
+for my $i (1 .. 5) {
+    my $m = "fleet-mark-$i-" . int(rand(1e9));
+    $hs->send_binary("echo $m\n");
+    ok($hs->wait_for(sub { $hs->output =~ /\Q$m\E\r?\n/ }, 10), "marker $i: node A's owner sees it");
+    my $t0 = time;
+    ok($rw->wait_for(sub { $rw->output =~ /\Q$m\E\r?\n/ }, 10), "marker $i: node B's watcher sees it");
+    push @lat, time - $t0;
+    ok($lw->wait_for(sub { $lw->output =~ /\Q$m\E\r?\n/ }, 10), "marker $i: node A's watcher sees it");
+}
+my @sorted = sort { $a <=> $b } @lat;
+diag(sprintf('node A -> node B watcher latency after the owner saw it: median %.0f ms, max %.0f ms (%s)',
+             1000 * $sorted[2], 1000 * $sorted[-1], join(' ', map { sprintf '%.0f', 1000 * $_ } @lat)));
+ok($sorted[2] <= 1.0, 'median latency within 1 s');
+
+# the session resized on A: B hears it from the recording
+$hs->resize(132, 43);
+$e = $rw->wait_event('resize', 10);
+ok($e && $e->{cols} == 132 && $e->{rows} == 43, 'node B hears the resize');
+
+# input from a remote watcher is refused the same way
+my $rw2 = SeguraTest::WS->connect($nb->port, "/session?watch=$hid", Cookie => $admin2_cookie);
+is($rw2->{status}, 101, 'node B: another watcher');
+$rw2->send_binary("id\n");
+$e = $rw2->wait_event('error', 10);
+is($e && $e->{code}, 'read_only', 'node B: a watcher that types: read_only');
+is($rw2->wait_close(10), 4020, 'close 4020');
+
+# the session ends on A: B hears it
+$hs->send_binary("exit 0\n");
+$e = $rw->wait_event('ended', 10);
+is($e && $e->{reason}, 'exit', 'node B: the session ended');
+is($rw->wait_close(10), 1000, 'node B: close 1000');
+ok($rw->wait_eof(10), 'node B: closed');
+is($lw->wait_close(10), 1000, 'node A: the local watcher is closed too');
 
 SeguraTest::done();
