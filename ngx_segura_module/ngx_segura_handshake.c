@@ -85,6 +85,7 @@ typedef struct {
     unsigned                       checking:1;
     unsigned                       watching:1;
     unsigned                       recorded:1;
+    unsigned                       locked:1;
 } ngx_segura_handshake_t;
 
 
@@ -786,7 +787,7 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
 
     res = ngx_segura_db_query_retry(s->smcf->db, conn,
               "with s as (select s.ended_at, s.username, s.device_name,"
-              " r.width, r.height from ssh_sessions s"
+              " r.width, r.height, s.locked from ssh_sessions s"
               " left join ssh_session_recordings r on r.session_id = s.id"
               " where s.id = $1::uuid),"
               " a as (insert into audit_log (actor_id, actor_name, action,"
@@ -796,7 +797,7 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
               " n as (select pg_notify('segura_session_watch', $1::text)"
               " from s where s.ended_at is null)"
               " select ended_at is null, username, device_name, width,"
-              " height, (select count(*) from n) from s",
+              " height, (select count(*) from n), locked from s",
               4, params, s->log, sizeof(s->log));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -821,6 +822,8 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
         (void) ngx_cpystrn((u_char *) s->device,
                            (u_char *) PQgetvalue(res, 0, 2),
                            sizeof(s->device));
+
+        s->locked = (PQgetvalue(res, 0, 6)[0] == 't');
 
         if (!PQgetisnull(res, 0, 3)) {
             s->recorded = 1;
@@ -944,7 +947,8 @@ ngx_segura_handshake_watch_done(ngx_segura_handshake_t *s)
     /* another worker's or node's: its recording is followed */
 
     ngx_segura_relay_watch_remote(&s->relay, s->watch, s->username,
-                                  s->owner, s->device, s->cols, s->rows);
+                                  s->owner, s->device, s->cols, s->rows,
+                                  s->locked);
 }
 
 

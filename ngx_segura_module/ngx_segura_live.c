@@ -139,3 +139,17 @@ ngx_segura_live_watched(const char *id)
         l->watched(l);
     }
 }
+
+
+void
+ngx_segura_live_moderate(const char *id, ngx_segura_live_action_e action,
+    const char *by, const char *text)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l != NULL && l->moderate != NULL) {
+        l->moderate(l, action, by, text);
+    }
+}

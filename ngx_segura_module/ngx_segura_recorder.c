@@ -365,6 +365,36 @@ ngx_segura_recorder_marker(ngx_segura_recorder_t *rec, const char *text)
 
 
 void
+ngx_segura_recorder_marker_text(ngx_segura_recorder_t *rec,
+    const char *prefix, const char *text)
+{
+    u_char  buf[NGX_SEGURA_RECORDER_MARK_LEN], *p;
+
+    u_char  *q;
+    size_t   n;
+
+    p = ngx_snprintf(buf, sizeof(buf), "%s%s", prefix, text);
+
+    if (p == buf + sizeof(buf)) {
+
+        /* cut: not inside a UTF-8 sequence */
+
+        for (q = p - 1; q > buf && (*q & 0xc0) == 0x80; q--) {
+            /* void */
+        }
+
+        n = (*q < 0x80) ? 1 : (*q >= 0xf0) ? 4 : (*q >= 0xe0) ? 3 : 2;
+
+        if (q + n > p) {
+            p = q;
+        }
+    }
+
+    ngx_segura_recorder_event(rec, NGX_SEGURA_REC_MARKER, buf, p - buf);
+}
+
+
+void
 ngx_segura_recorder_exit(ngx_segura_recorder_t *rec, ngx_int_t status)
 {
     u_char  buf[NGX_INT_T_LEN], *p;

@@ -57,7 +57,7 @@
 #define NGX_SEGURA_RELAY_IN_SIZE     16384
 #define NGX_SEGURA_RELAY_OUT_SIZE    32768
 #define NGX_SEGURA_RELAY_WATCH_SIZE  (65536 + 1024)  /* a read and more */
-#define NGX_SEGURA_RELAY_RESERVE     512    /* events and control frames */
+#define NGX_SEGURA_RELAY_RESERVE     4096   /* events and control frames */
 #define NGX_SEGURA_RELAY_CLOSE_WAIT  5000
 #define NGX_SEGURA_RELAY_PASSES      16
 
@@ -209,10 +209,11 @@ ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
 
     (void) ngx_cpystrn((u_char *) rl->id, (u_char *) t->id, sizeof(rl->id));
 
-    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "type", "watching",
-                     "session", rl->id, "user", t->identity.username,
+    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:b}", "type",
+                     "watching", "session", rl->id,
+                     "user", t->identity.username,
                      "device", t->device_name, "cols", (int) t->ssh.cols,
-                     "rows", (int) t->ssh.rows);
+                     "rows", (int) t->ssh.rows, "locked", (int) t->locked);
     ngx_segura_relay_event(rl, json);
 
     /* the recent output, one frame: about a screenful */
@@ -241,7 +242,7 @@ ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
 void
 ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
     const char *name, const char *owner, const char *device, unsigned cols,
-    unsigned rows)
+    unsigned rows, ngx_uint_t locked)
 {
     json_t                       *json;
     ngx_http_segura_main_conf_t  *smcf;
@@ -250,9 +251,10 @@ ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
 
     (void) ngx_cpystrn((u_char *) rl->id, (u_char *) id, sizeof(rl->id));
 
-    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "type", "watching",
-                     "session", rl->id, "user", owner, "device", device,
-                     "cols", (int) cols, "rows", (int) rows);
+    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:b}", "type",
+                     "watching", "session", rl->id, "user", owner,
+                     "device", device, "cols", (int) cols,
+                     "rows", (int) rows, "locked", (int) locked);
     ngx_segura_relay_event(rl, json);
 
     smcf = ngx_http_get_module_main_conf(rl->r, ngx_http_segura_module);
@@ -480,8 +482,9 @@ ngx_segura_relay_wake(ngx_segura_viewer_t *v)
 static void
 ngx_segura_relay_ended(ngx_segura_viewer_t *v, ngx_segura_terminal_t *t)
 {
-    json_t              *json;
-    ngx_segura_relay_t  *rl;
+    json_t                 *json;
+    ngx_segura_relay_t     *rl;
+    ngx_segura_ws_error_t  *e;
 
     rl = v->data;
 
@@ -502,6 +505,19 @@ ngx_segura_relay_ended(ngx_segura_viewer_t *v, ngx_segura_terminal_t *t)
     if (t->shutdown) {
         ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_GOING_AWAY,
                                "server shutdown", NULL);
+
+    } else if (t->end_err == NGX_SEGURA_WS_ERR_ENDED && t->moderator[0]) {
+
+        /* who ended it, and what they said */
+
+        e = &ngx_segura_ws_errors[t->end_err];
+
+        json = json_pack("{s:s, s:s%, s:s, s:s, s:s}", "type", "error",
+                         "code", e->code.data, e->code.len,
+                         "message", e->message, "by", t->moderator,
+                         "note", t->note);
+        ngx_segura_relay_event(rl, json);
+        ngx_segura_relay_close(rl, e->close, (char *) e->code.data, NULL);
 
     } else if (t->end_err != NGX_SEGURA_WS_ERR_NONE) {
         ngx_segura_relay_fail(rl, t->end_err, NULL);

@@ -99,7 +99,7 @@ void ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
  */
 void ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
     const char *name, const char *owner, const char *device, unsigned cols,
-    unsigned rows);
+    unsigned rows, ngx_uint_t locked);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
 
 

@@ -70,6 +70,8 @@ struct ngx_segura_tail_s {
     u_char                        *plain;
     u_char                        *events;
     char                           reason[64];
+    char                           lock_by[65];
+    ngx_uint_t                     lock;       /* 0, 1 locked, 2 unlocked */
     char                           err[NGX_SEGURA_TAIL_ERRLEN];
     unsigned                       resized:1;
     unsigned                       ended:1;
@@ -89,6 +91,7 @@ static ngx_int_t ngx_segura_tail_chunk(ngx_segura_tail_t *tl, uint32_t seq,
     u_char *blob, size_t blob_len);
 static void ngx_segura_tail_fetched(ngx_event_t *ev);
 static void ngx_segura_tail_timer(ngx_event_t *ev);
+static ngx_uint_t ngx_segura_tail_name_ok(const char *name);
 static void ngx_segura_tail_destroy(ngx_segura_tail_t *tl);
 
 
@@ -262,6 +265,7 @@ ngx_segura_tail_fetch(void *data, ngx_log_t *log)
     tl->out_len = 0;
     tl->skipped = 0;
     tl->resized = 0;
+    tl->lock = 0;
     tl->ended = 0;
     tl->more = 0;
     tl->failed = 0;
@@ -473,6 +477,25 @@ ngx_segura_tail_chunk(ngx_segura_tail_t *tl, uint32_t seq, u_char *blob,
 
             tl->out_len = ngx_cpymem(tl->out + tl->out_len, p, n) - tl->out;
 
+        } else if (type == NGX_SEGURA_REC_MARKER) {
+
+            /* the terminal's markers of a lock (ngx_segura_terminal.c) */
+
+            if (elen > 10 && elen < 10 + sizeof(tl->lock_by)
+                && ngx_strncmp(p, "locked by ", 10) == 0)
+            {
+                tl->lock = 1;
+                ngx_memcpy(tl->lock_by, p + 10, elen - 10);
+                tl->lock_by[elen - 10] = '\0';
+
+            } else if (elen > 12 && elen < 12 + sizeof(tl->lock_by)
+                       && ngx_strncmp(p, "unlocked by ", 12) == 0)
+            {
+                tl->lock = 2;
+                ngx_memcpy(tl->lock_by, p + 12, elen - 12);
+                tl->lock_by[elen - 12] = '\0';
+            }
+
         } else if (type == NGX_SEGURA_REC_RESIZE && elen < 32) {
             x = ngx_strlchr(p, p + elen, 'x');
 
@@ -506,7 +529,7 @@ bad:
 static void
 ngx_segura_tail_fetched(ngx_event_t *ev)
 {
-    u_char               *p, text[64];
+    u_char               *p, text[160];
     size_t                off, n;
     ngx_segura_tail_t    *tl;
     ngx_segura_viewer_t  *v;
@@ -531,6 +554,14 @@ ngx_segura_tail_fetched(ngx_event_t *ev)
         p = ngx_snprintf(text, sizeof(text),
                          "{\"type\":\"resize\",\"cols\":%ui,\"rows\":%ui}",
                          (ngx_uint_t) tl->cols, (ngx_uint_t) tl->rows);
+        v->event(v, text, p - text);
+    }
+
+    if (tl->lock && ngx_segura_tail_name_ok(tl->lock_by)) {
+        p = ngx_snprintf(text, sizeof(text),
+                         "{\"type\":\"locked\",\"locked\":%s,"
+                         "\"by\":\"%s\"}", tl->lock == 1 ? "true" : "false",
+                         tl->lock_by);
         v->event(v, text, p - text);
     }
 
@@ -576,6 +607,26 @@ ngx_segura_tail_timer(ngx_event_t *ev)
     if (ngx_segura_tail_post(tl) != NGX_OK) {
         ngx_add_timer(&tl->timer, NGX_SEGURA_TAIL_POLL);
     }
+}
+
+
+/* a user name as sql/002 allows them: nothing to escape in JSON */
+
+static ngx_uint_t
+ngx_segura_tail_name_ok(const char *name)
+{
+    const u_char  *p;
+
+    for (p = (const u_char *) name; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_'
+              || *p == '@' || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return p != (const u_char *) name;
 }
 
 

@@ -73,6 +73,10 @@ static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
 static void ngx_segura_terminal_live_watched(ngx_segura_live_t *l);
+static void ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
+    ngx_segura_live_action_e action, const char *by, const char *text);
+static void ngx_segura_terminal_tell(ngx_segura_terminal_t *t, u_char *text,
+    size_t len);
 static void ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data,
     size_t len);
 static void ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t,
@@ -453,6 +457,7 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
     t->live.device_id = t->device_id;
     t->live.end = ngx_segura_terminal_live_end;
     t->live.watched = ngx_segura_terminal_live_watched;
+    t->live.moderate = ngx_segura_terminal_live_moderate;
 
     ngx_segura_live_add(&t->live);
     ngx_segura_metrics_session_opened(ngx_current_msec - t->requested);
@@ -759,6 +764,11 @@ ngx_segura_terminal_write(ngx_segura_terminal_t *t, u_char *data, size_t len)
         return 0;
     }
 
+    if (t->locked) {
+        /* an administrator locked the input: the keystrokes are dropped */
+        return len;
+    }
+
     w = ssh_channel_write(t->ssh.channel, data, (uint32_t) len);
 
     if (w == SSH_ERROR) {
@@ -1000,6 +1010,95 @@ ngx_segura_terminal_live_watched(ngx_segura_live_t *l)
 
     if (t->recorder != NULL) {
         ngx_segura_recorder_watched(t->recorder);
+    }
+}
+
+
+/*
+ * An administrator, through any node: lock or unlock the owner's input,
+ * or the message of an end that follows.  Each is a marker in the
+ * recording; the owner and the watchers are told of a lock.
+ */
+
+static void
+ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
+    ngx_segura_live_action_e action, const char *by, const char *text)
+{
+    u_char                 *p;
+    u_char                  buf[128];
+    ngx_segura_terminal_t  *t;
+
+    t = (ngx_segura_terminal_t *) ((u_char *) l
+                                   - offsetof(ngx_segura_terminal_t, live));
+
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
+        return;
+    }
+
+    (void) ngx_cpystrn((u_char *) t->moderator, (u_char *) by,
+                       sizeof(t->moderator));
+
+    if (action == NGX_SEGURA_LIVE_MESSAGE) {
+        (void) ngx_cpystrn((u_char *) t->note, (u_char *) text,
+                           sizeof(t->note));
+
+        ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                      "segura session %s: \"%s\" ends it with a message",
+                      t->id, t->moderator);
+
+        if (t->recorder != NULL) {
+            p = ngx_snprintf(buf, sizeof(buf) - 1, "ended by %s%s", by,
+                             t->note[0] ? ": " : "");
+            *p = '\0';
+            ngx_segura_recorder_marker_text(t->recorder, (char *) buf,
+                                            t->note);
+        }
+
+        return;
+    }
+
+    t->locked = (action == NGX_SEGURA_LIVE_LOCK);
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: input %s by \"%s\"", t->id,
+                  t->locked ? "locked" : "unlocked", t->moderator);
+
+    p = ngx_snprintf(buf, sizeof(buf) - 1, "%s by %s",
+                     t->locked ? "locked" : "unlocked", t->moderator);
+    *p = '\0';
+
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_marker(t->recorder, (char *) buf);
+    }
+
+    /* user names are [A-Za-z0-9._@-] (sql/002): no JSON escape needed */
+
+    p = ngx_snprintf(buf, sizeof(buf),
+                     "{\"type\":\"locked\",\"locked\":%s,\"by\":\"%s\"}",
+                     t->locked ? "true" : "false", t->moderator);
+
+    ngx_segura_terminal_tell(t, buf, p - buf);
+}
+
+
+/* an event for the owner and every watcher */
+
+static void
+ngx_segura_terminal_tell(ngx_segura_terminal_t *t, u_char *text, size_t len)
+{
+    ngx_queue_t          *q;
+    ngx_segura_viewer_t  *v;
+
+    if (t->viewer != NULL && t->viewer->event != NULL) {
+        t->viewer->event(t->viewer, text, len);
+    }
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = ngx_queue_next(q))
+    {
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->event(v, text, len);
     }
 }
 

@@ -63,6 +63,9 @@ struct ngx_segura_viewer_s {
 };
 
 
+/* an administrator's message at the end of a session, in bytes */
+#define NGX_SEGURA_TERMINAL_NOTE_MAX  500
+
 /* the recent output a new watcher sees first: about a screenful */
 
 #define NGX_SEGURA_TERMINAL_RECENT  16384
@@ -133,6 +136,10 @@ struct ngx_segura_terminal_s {
     const char                    *end_reason;
     ngx_segura_ws_err_e            end_err;
 
+    /* moderation (POST /api/sessions/<id>/lock, /end with a message) */
+    char                           moderator[65];
+    char                           note[NGX_SEGURA_TERMINAL_NOTE_MAX + 1];
+
     /* the pin task's */
     char                           pin_err[NGX_SEGURA_SSH_ERRLEN];
 
@@ -141,6 +148,7 @@ struct ngx_segura_terminal_s {
     unsigned                       shutdown:1;
     unsigned                       pinned_now:1;
     unsigned                       pin_failed:1;
+    unsigned                       locked:1;    /* the owner's input drops */
 };
 
 

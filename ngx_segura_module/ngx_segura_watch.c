@@ -13,8 +13,10 @@
  * change that can alter segura_grant_check()) and segura_session_end
  * (sql/013: an administrator ended a session), and for watchers on
  * segura_session_chunk and segura_session_watch (sql/023: a chunk of a
- * recording stored, a session watched from elsewhere), which go to the
- * tails (ngx_segura_tail.c) and the registry without a re-check.  The
+ * recording stored, a session watched from elsewhere) and
+ * segura_session_moderate (sql/024: lock, unlock, an end's message),
+ * which go to the tails (ngx_segura_tail.c) and the registry without a
+ * re-check.  The
  * connection is opened by a pool thread (connecting may block: DNS, TCP,
  * authentication) and then read on the event loop, non-blocking:
  * PQconsumeInput() and PQnotifies() never wait.
@@ -44,6 +46,8 @@
 #include "ngx_segura_live.h"
 #include "ngx_segura_tail.h"
 #include "ngx_segura_watch.h"
+
+#include <jansson.h>
 
 
 #define NGX_SEGURA_WATCH_RETRY_MIN   1000
@@ -80,6 +84,8 @@ typedef struct {
 
 static ngx_int_t ngx_segura_watch_post(ngx_segura_watch_t *w,
     ngx_thread_task_t *task);
+static void ngx_segura_watch_moderate(ngx_segura_watch_t *w,
+    const char *payload);
 static void ngx_segura_watch_start(ngx_segura_watch_t *w);
 static void ngx_segura_watch_connect(void *data, ngx_log_t *log);
 static void ngx_segura_watch_connect_done(ngx_event_t *ev);
@@ -284,7 +290,8 @@ ngx_segura_watch_connect(void *data, ngx_log_t *log)
     res = PQexec(conn, "listen segura_grant_changed;"
                        " listen segura_session_end;"
                        " listen segura_session_chunk;"
-                       " listen segura_session_watch");
+                       " listen segura_session_watch;"
+                       " listen segura_session_moderate");
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         (void) ngx_snprintf((u_char *) w->connect_err,
@@ -416,6 +423,9 @@ ngx_segura_watch_read(ngx_event_t *rev)
         } else if (ngx_strcmp(n->relname, "segura_session_watch") == 0) {
             ngx_segura_live_watched(n->extra);
 
+        } else if (ngx_strcmp(n->relname, "segura_session_moderate") == 0) {
+            ngx_segura_watch_moderate(w, n->extra);
+
         } else {
             heard++;
         }
@@ -427,6 +437,59 @@ ngx_segura_watch_read(ngx_event_t *rev)
         w->generation++;
         ngx_segura_watch_recheck();
     }
+}
+
+
+/* {"id":..., "action":"lock"|"unlock"|"message", "by":..., "message":...} */
+
+static void
+ngx_segura_watch_moderate(ngx_segura_watch_t *w, const char *payload)
+{
+    json_t                    *json;
+    const char                *id, *action, *by, *text;
+    json_error_t               error;
+    ngx_segura_live_action_e   a;
+
+    json = json_loads(payload, 0, &error);
+
+    if (json == NULL || !json_is_object(json)) {
+        goto bad;
+    }
+
+    id = json_string_value(json_object_get(json, "id"));
+    action = json_string_value(json_object_get(json, "action"));
+    by = json_string_value(json_object_get(json, "by"));
+    text = json_string_value(json_object_get(json, "message"));
+
+    if (id == NULL || action == NULL || by == NULL) {
+        goto bad;
+    }
+
+    if (ngx_strcmp(action, "lock") == 0) {
+        a = NGX_SEGURA_LIVE_LOCK;
+
+    } else if (ngx_strcmp(action, "unlock") == 0) {
+        a = NGX_SEGURA_LIVE_UNLOCK;
+
+    } else if (ngx_strcmp(action, "message") == 0) {
+        a = NGX_SEGURA_LIVE_MESSAGE;
+
+    } else {
+        goto bad;
+    }
+
+    ngx_segura_live_moderate(id, a, by, text != NULL ? text : "");
+
+    json_decref(json);
+    return;
+
+bad:
+
+    json_decref(json);
+
+    ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                  "segura watch: a malformed segura_session_moderate "
+                  "notification");
 }
 
 
