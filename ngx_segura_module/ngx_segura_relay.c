@@ -285,23 +285,24 @@ ngx_segura_relay_tail_end(void *data, const char *reason)
 
     rl = data;
 
+    /* reason is the tail's: it goes last */
+
     tl = rl->tail;
     rl->tail = NULL;
+
+    if (rl->state == NGX_SEGURA_RELAY_RELAY) {
+        if (rl->skipped) {
+            (void) ngx_segura_relay_tell_skipped(rl);
+        }
+
+        json = json_pack("{s:s, s:s}", "type", "ended", "reason", reason);
+        ngx_segura_relay_event(rl, json);
+        ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_NORMAL, NULL, NULL);
+
+        ngx_post_event(rl->c->write, &ngx_posted_events);
+    }
+
     ngx_segura_tail_stop(tl);
-
-    if (rl->state != NGX_SEGURA_RELAY_RELAY) {
-        return;
-    }
-
-    if (rl->skipped) {
-        (void) ngx_segura_relay_tell_skipped(rl);
-    }
-
-    json = json_pack("{s:s, s:s}", "type", "ended", "reason", reason);
-    ngx_segura_relay_event(rl, json);
-    ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_NORMAL, NULL, NULL);
-
-    ngx_post_event(rl->c->write, &ngx_posted_events);
 }
 
 

@@ -101,11 +101,10 @@ const gist = s => String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '');
 function errorBanner(m) {
   const known = BY_CODE.get(m.code);
   let text = known ? known.text : (m.message || 'The session failed.');
-  if (m.code === 'session_ended' && m.by) {
-    text = `${m.by} ended this session${m.note ? ': “' + m.note + '”' : '.'}`;
-  }
+  if (m.code === 'session_ended' && m.note) text += ` Their message: “${m.note}”`;
   const extra = known && m.message && !gist(known.text).startsWith(gist(m.message)) ? m.message + ' · ' : '';
-  return { text, detail: `${extra}${m.code}${known ? ', close ' + known.close : ''}` };
+  const by = m.by ? `by ${m.by} · ` : '';
+  return { text, detail: `${by}${extra}${m.code}${known ? ', close ' + known.close : ''}` };
 }
 
 if (!watchId && (!keyId || !deviceId)) {
@@ -346,10 +345,11 @@ function connect() {
       notice('watched', m.watchers > 0
         ? `You are being watched (${m.watchers} watcher${m.watchers === 1 ? '' : 's'}; ${m.left ? m.by + ' left' : 'latest: ' + m.by})`
         : '');
+    } else if (m.type === 'locked' && watchId) {
+      setLocked(m.locked, m.by);
     } else if (m.type === 'locked') {
-      if (watchId) setLocked(m.locked);
       notice('locked', m.locked ? `Input locked by ${m.by}: what you type is not sent` : '');
-      if (!watchId && !m.locked) note(`Input unlocked by ${m.by}`);
+      if (!m.locked) note(`Input unlocked by ${m.by}`);
     } else if (m.type === 'ended') {
       exit = exit || { status: null, reason: m.reason };
     } else if (m.type === 'connected') {
@@ -442,10 +442,10 @@ reconnectBtn.addEventListener('click', () => { term.reset(); connect(); term.foc
 
 // a watcher moderates: lock the owner's input, end the session with a word
 let locked = false;
-function setLocked(v) {
+function setLocked(v, by = '') {
   locked = v;
   lockBtn.textContent = v ? 'Unlock input' : 'Lock input';
-  notice('locked', v ? 'The user\'s input is locked' : '');
+  notice('locked', v ? `The user's input is locked${by ? ' by ' + by : ''}` : '');
 }
 lockBtn.addEventListener('click', async () => {
   lockBtn.disabled = true;
