@@ -55,9 +55,11 @@
 
 
 #define NGX_SEGURA_RELAY_IN_SIZE     16384
-#define NGX_SEGURA_RELAY_OUT_SIZE    32768
-#define NGX_SEGURA_RELAY_WATCH_SIZE  (65536 + 1024)  /* a read and more */
 #define NGX_SEGURA_RELAY_RESERVE     4096   /* events and control frames */
+/* the reserve grew from 512 bytes for longer events: the room for output
+ * stays as it was */
+#define NGX_SEGURA_RELAY_OUT_SIZE    (32768 - 512 + NGX_SEGURA_RELAY_RESERVE)
+#define NGX_SEGURA_RELAY_WATCH_SIZE  (65536 + NGX_SEGURA_RELAY_RESERVE)
 #define NGX_SEGURA_RELAY_CLOSE_WAIT  5000
 #define NGX_SEGURA_RELAY_PASSES      16
 
