@@ -9,7 +9,10 @@
 -- "unlock" | "message", "by": <user name>, "message": <text>}; "message"
 -- comes just before the segura_session_end of an end (013).  locked keeps
 -- the state for the session list and for watchers who join later;
--- end_message keeps what the user was told.
+-- end_message keeps what the user was told.  The audit_log actions of
+-- watching and moderating (009 lets any lower-case word in):
+-- session_watch, session_lock, session_unlock, and session_terminate with
+-- detail.message.
 
 alter table ssh_sessions
     add column locked boolean not null default false,
