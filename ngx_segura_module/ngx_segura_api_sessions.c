@@ -371,7 +371,11 @@ ngx_segura_api_session_lock(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         goto end;
     }
 
-    /* asking for the state it is in tells the owner again: not an error */
+    /*
+     * asking for the state it is in is not an error (the owner hears only
+     * changes); a notification the owning worker missed is caught up by
+     * its re-check when its listener reconnects (ngx_segura_watch.c)
+     */
 
     res = ngx_segura_api_query(ctx, conn,
               "update ssh_sessions set locked = $2::bool"

@@ -1035,10 +1035,9 @@ ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
         return;
     }
 
-    (void) ngx_cpystrn((u_char *) t->moderator, (u_char *) by,
-                       sizeof(t->moderator));
-
     if (action == NGX_SEGURA_LIVE_MESSAGE) {
+        (void) ngx_cpystrn((u_char *) t->moderator, (u_char *) by,
+                           sizeof(t->moderator));
         (void) ngx_cpystrn((u_char *) t->note, (u_char *) text,
                            sizeof(t->note));
 
@@ -1057,14 +1056,19 @@ ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
         return;
     }
 
+    if (t->locked == (action == NGX_SEGURA_LIVE_LOCK)) {
+        /* already so (a re-check, or asked twice) */
+        return;
+    }
+
     t->locked = (action == NGX_SEGURA_LIVE_LOCK);
 
     ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
                   "segura session %s: input %s by \"%s\"", t->id,
-                  t->locked ? "locked" : "unlocked", t->moderator);
+                  t->locked ? "locked" : "unlocked", by);
 
     p = ngx_snprintf(buf, sizeof(buf) - 1, "%s by %s",
-                     t->locked ? "locked" : "unlocked", t->moderator);
+                     t->locked ? "locked" : "unlocked", by);
     *p = '\0';
 
     if (t->recorder != NULL) {
@@ -1075,7 +1079,7 @@ ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
 
     p = ngx_snprintf(buf, sizeof(buf),
                      "{\"type\":\"locked\",\"locked\":%s,\"by\":\"%s\"}",
-                     t->locked ? "true" : "false", t->moderator);
+                     t->locked ? "true" : "false", by);
 
     ngx_segura_terminal_tell(t, buf, p - buf);
 }

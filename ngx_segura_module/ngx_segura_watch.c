@@ -653,14 +653,15 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
         goto done;
     }
 
+    /* and whether each is locked (sql/024), for a lock notified unheard */
+
     res = ngx_segura_db_query_retry(w->smcf->db, &conn,
               "select t.id::text, case when s.end_requested_at is not null"
-              " then 'ended' else segura_grant_check(t.u, t.k, t.d) end"
+              " then 'ended' else segura_grant_check(t.u, t.k, t.d) end,"
+              " coalesce(s.locked, false)"
               " from unnest($1::uuid[], $2::bigint[], $3::bigint[],"
               " $4::bigint[]) as t(id, u, k, d)"
-              " left join ssh_sessions s on s.id = t.id"
-              " where s.end_requested_at is not null"
-              " or segura_grant_check(t.u, t.k, t.d) <> 'ok'",
+              " left join ssh_sessions s on s.id = t.id",
               4, (const char *const *) lists, w->check_err,
               sizeof(w->check_err));
 
@@ -675,7 +676,14 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
         why = PQgetvalue(res, j, 1);
 
         for (i = 0; i < w->nrefs; i++) {
-            if (ngx_strcmp(w->refs[i].id, id) == 0) {
+            if (ngx_strcmp(w->refs[i].id, id) != 0) {
+                continue;
+            }
+
+            if (ngx_strcmp(why, "ok") == 0) {
+                w->verdict[i] = (PQgetvalue(res, j, 2)[0] == 't') ? 'l' : 'u';
+
+            } else {
                 w->verdict[i] = (ngx_strcmp(why, "ended") == 0) ? 'e' : 'r';
             }
         }
@@ -726,8 +734,25 @@ ngx_segura_watch_check_done(ngx_event_t *ev)
      */
 
     for (i = 0; i < w->nrefs; i++) {
-        if (w->verdict[i]) {
+        switch (w->verdict[i]) {
+
+        case 'e':
+        case 'r':
             ngx_segura_live_end(w->refs[i].id, w->verdict[i] == 'e');
+            break;
+
+        case 'l':
+        case 'u':
+            /* a change of state only: the notification may have been lost */
+            ngx_segura_live_moderate(w->refs[i].id,
+                                     w->verdict[i] == 'l'
+                                     ? NGX_SEGURA_LIVE_LOCK
+                                     : NGX_SEGURA_LIVE_UNLOCK,
+                                     "an administrator", "");
+            break;
+
+        default:
+            break;
         }
     }
 

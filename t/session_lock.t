@@ -162,4 +162,29 @@ is($e && $e->{by}, 'boss', 'by boss');
 is($e && $e->{note}, '', 'and an empty note');
 is($ws2->wait_close(10), 4013, 'close 4013');
 
+# --- a lock while node A's listener is down: its re-check catches up -------
+
+my $k = SeguraTest::Session::fixture($na);
+my ($ws3, $id3) = SeguraTest::Session::live($na, $k, 'missed');
+my $lost = () = SeguraTest::slurp($na->error_log) =~ /the listener connection was lost/g;
+$dbh->do(q{select pg_terminate_backend(pid) from pg_stat_activity
+           where application_name = 'ngx_segura_module listener'
+             and datname = current_database()});
+ok(SeguraTest::wait_for(sub {
+    (() = SeguraTest::slurp($na->error_log) =~ /the listener connection was lost/g) > $lost
+}, 10), 'node A lost its listener');
+is($boss->post("/api/sessions/$id3/lock", { locked => JSON::PP::true })->code, 200,
+   'locked while node A does not listen');
+$e = $ws3->wait_event('locked', 15);
+ok($e && $e->{locked}, 'node A applies the lock when its listener is back');
+$ws3->send_binary("echo missed-LOCKED\n");
+is($boss->post("/api/sessions/$id3/lock", { locked => JSON::PP::false })->code, 200, 'unlocked');
+ok($ws3->wait_for(sub { grep { $_->{type} eq 'locked' && !$_->{locked} } $ws3->events }, 15),
+   'the unlock is heard');
+$ws3->send_binary("echo missed-after-\$((7*7))\n");
+ok($ws3->wait_for(sub { $ws3->output =~ /missed-after-49/ }, 10), 'the keys reach the shell again');
+unlike($ws3->output, qr/missed-LOCKED/, 'not those typed while locked');
+$ws3->close(1000);
+is($ws3->wait_close(10), 1000, 'the owner closes');
+
 SeguraTest::done();
