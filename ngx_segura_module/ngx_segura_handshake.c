@@ -780,11 +780,6 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
     params[2] = s->identity->username;
     params[3] = s->client_addr;
 
-    /*
-     * the owning worker hears segura_session_watch (sql/023) and flushes
-     * the recording sooner, for a watcher that follows it from elsewhere
-     */
-
     res = ngx_segura_db_query_retry(s->smcf->db, conn,
               "with s as (select s.ended_at, s.username, s.device_name,"
               " r.width, r.height, s.locked from ssh_sessions s"
@@ -793,11 +788,9 @@ ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
               " a as (insert into audit_log (actor_id, actor_name, action,"
               " object_type, object_id, client_addr)"
               " select $2::bigint, $3, 'session_watch', 'ssh_session',"
-              " $1::text, left($4, 64) from s where s.ended_at is null),"
-              " n as (select pg_notify('segura_session_watch', $1::text)"
-              " from s where s.ended_at is null)"
+              " $1::text, left($4, 64) from s where s.ended_at is null)"
               " select ended_at is null, username, device_name, width,"
-              " height, (select count(*) from n), locked from s",
+              " height, 0, locked from s",
               4, params, s->log, sizeof(s->log));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -129,14 +129,14 @@ ngx_segura_live_end(const char *id, ngx_uint_t by_admin)
 
 
 void
-ngx_segura_live_watched(const char *id)
+ngx_segura_live_watched(const char *id, const char *by, ngx_uint_t left)
 {
     ngx_segura_live_t  *l;
 
     l = ngx_segura_live_find(id);
 
     if (l != NULL && l->watched != NULL) {
-        l->watched(l);
+        l->watched(l, by, left);
     }
 }
 

@@ -261,8 +261,9 @@ ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
 
     smcf = ngx_http_get_module_main_conf(rl->r, ngx_http_segura_module);
 
-    rl->tail = ngx_segura_tail_create(rl->c->log, smcf, rl->id, &rl->viewer,
-                                      ngx_segura_relay_tail_end, rl);
+    rl->tail = ngx_segura_tail_create(rl->c->log, smcf, rl->id, name,
+                                      &rl->viewer, ngx_segura_relay_tail_end,
+                                      rl);
     if (rl->tail == NULL) {
         ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_INTERNAL, NULL);
     }

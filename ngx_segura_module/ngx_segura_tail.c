@@ -14,7 +14,10 @@
  * a second at the latest when nothing was heard (a lost listener).  The
  * output and resizes go to the watcher's viewer (ngx_segura_relay.c)
  * through its output and event calls; the end of the session (its audit
- * row ended) ends the tail.
+ * row ended) ends the tail.  The first fetch sends NOTIFY
+ * segura_session_watch (sql/023) with the watcher's name, so that the
+ * owning worker tells its owner and flushes the recording sooner; a tail
+ * that stops says it left the same way, in a last pool task.
  *
  * A tail has a pool of its own: the watcher may leave while a fetch runs
  * in a pool thread, and the memory goes only when the task is back.  One
@@ -54,6 +57,7 @@ struct ngx_segura_tail_s {
     ngx_http_segura_main_conf_t   *smcf;
     ngx_queue_t                    queue;      /* ngx_segura_tails */
     char                           id[NGX_SEGURA_LIVE_ID_LEN];
+    char                           name[65];   /* the watcher's */
     ngx_segura_viewer_t           *viewer;
     ngx_segura_tail_end_pt         end;
     void                          *data;
@@ -77,6 +81,7 @@ struct ngx_segura_tail_s {
     unsigned                       ended:1;
     unsigned                       more:1;
     unsigned                       failed:1;
+    unsigned                       joined:1;   /* the owner was told */
 
     /* the event loop's */
     unsigned                       fetching:1;
@@ -87,6 +92,8 @@ struct ngx_segura_tail_s {
 
 static ngx_int_t ngx_segura_tail_post(ngx_segura_tail_t *tl);
 static void ngx_segura_tail_fetch(void *data, ngx_log_t *log);
+static void ngx_segura_tail_leave(void *data, ngx_log_t *log);
+static void ngx_segura_tail_finish(ngx_segura_tail_t *tl);
 static ngx_int_t ngx_segura_tail_chunk(ngx_segura_tail_t *tl, uint32_t seq,
     u_char *blob, size_t blob_len);
 static void ngx_segura_tail_fetched(ngx_event_t *ev);
@@ -100,8 +107,8 @@ static ngx_queue_t  ngx_segura_tails;
 
 ngx_segura_tail_t *
 ngx_segura_tail_create(ngx_log_t *log, ngx_http_segura_main_conf_t *smcf,
-    const char *id, ngx_segura_viewer_t *v, ngx_segura_tail_end_pt end,
-    void *data)
+    const char *id, const char *name, ngx_segura_viewer_t *v,
+    ngx_segura_tail_end_pt end, void *data)
 {
     ngx_pool_t         *pool;
     ngx_segura_tail_t  *tl;
@@ -132,6 +139,8 @@ ngx_segura_tail_create(ngx_log_t *log, ngx_http_segura_main_conf_t *smcf,
     tl->data = data;
     tl->next = -1;
     (void) ngx_cpystrn((u_char *) tl->id, (u_char *) id, sizeof(tl->id));
+    (void) ngx_cpystrn((u_char *) tl->name, (u_char *) name,
+                       sizeof(tl->name));
 
     tl->out = ngx_palloc(pool, NGX_SEGURA_TAIL_OUT);
     tl->plain = ngx_palloc(pool, NGX_SEGURA_TAIL_PLAIN);
@@ -188,10 +197,58 @@ ngx_segura_tail_stop(ngx_segura_tail_t *tl)
     }
 
     if (!tl->fetching) {
-        ngx_segura_tail_destroy(tl);
+        ngx_segura_tail_finish(tl);
     }
 
-    /* else the task's done handler destroys it */
+    /* else the task's done handler finishes it */
+}
+
+
+/* stopped: the owner hears that the watcher left, then the memory goes */
+
+static void
+ngx_segura_tail_finish(ngx_segura_tail_t *tl)
+{
+    if (tl->joined) {
+        tl->joined = 0;
+        tl->task->handler = ngx_segura_tail_leave;
+
+        if (ngx_thread_task_post(tl->smcf->thread_pool, tl->task) == NGX_OK) {
+            tl->fetching = 1;
+            return;
+        }
+    }
+
+    ngx_segura_tail_destroy(tl);
+}
+
+
+/* a pool thread: the last word of a stopped tail */
+
+static void
+ngx_segura_tail_leave(void *data, ngx_log_t *log)
+{
+    ngx_segura_tail_t *tl = *(ngx_segura_tail_t **) data;
+
+    PGconn      *conn;
+    PGresult    *res;
+    const char  *params[2];
+
+    conn = ngx_segura_db_acquire(tl->smcf->db, tl->err, sizeof(tl->err));
+    if (conn == NULL) {
+        return;
+    }
+
+    params[0] = tl->id;
+    params[1] = tl->name;
+
+    res = ngx_segura_db_query(tl->smcf->db, &conn,
+              "select pg_notify('segura_session_watch', json_build_object("
+              "'id', $1::text, 'by', $2::text, 'left', true)::text)",
+              2, params, tl->err, sizeof(tl->err));
+    PQclear(res);
+
+    ngx_segura_db_release(tl->smcf->db, conn);
 }
 
 
@@ -296,6 +353,22 @@ ngx_segura_tail_fetch(void *data, ngx_log_t *log)
         PQclear(res);
 
         tl->next = ngx_max(last - (NGX_SEGURA_TAIL_FIRST - 1), 0);
+
+        /* the owner is told, and its recording flushes sooner */
+
+        params[1] = tl->name;
+
+        res = ngx_segura_db_query(tl->smcf->db, &conn,
+                  "select pg_notify('segura_session_watch',"
+                  " json_build_object('id', $1::text, 'by', $2::text,"
+                  " 'left', false)::text)", 2, params,
+                  tl->err, sizeof(tl->err));
+
+        if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+            tl->joined = 1;
+        }
+
+        PQclear(res);
     }
 
     (void) ngx_snprintf((u_char *) seq, sizeof(seq), "%L%Z", tl->next);
@@ -538,7 +611,7 @@ ngx_segura_tail_fetched(ngx_event_t *ev)
     tl->fetching = 0;
 
     if (tl->stopped) {
-        ngx_segura_tail_destroy(tl);
+        ngx_segura_tail_finish(tl);
         return;
     }
 

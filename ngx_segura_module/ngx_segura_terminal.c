@@ -72,7 +72,8 @@ static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
-static void ngx_segura_terminal_live_watched(ngx_segura_live_t *l);
+static void ngx_segura_terminal_live_watched(ngx_segura_live_t *l,
+    const char *by, ngx_uint_t left);
 static void ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
     ngx_segura_live_action_e action, const char *by, const char *text);
 static void ngx_segura_terminal_tell(ngx_segura_terminal_t *t, u_char *text,
@@ -998,19 +999,42 @@ ngx_segura_terminal_live_end(ngx_segura_live_t *l, ngx_uint_t by_admin)
 }
 
 
-/* a watcher elsewhere follows the recording: chunks go sooner */
+/*
+ * a watcher elsewhere follows the recording: chunks go sooner, and the
+ * owner is told as of a watcher here
+ */
 
 static void
-ngx_segura_terminal_live_watched(ngx_segura_live_t *l)
+ngx_segura_terminal_live_watched(ngx_segura_live_t *l, const char *by,
+    ngx_uint_t left)
 {
     ngx_segura_terminal_t  *t;
 
     t = (ngx_segura_terminal_t *) ((u_char *) l
                                    - offsetof(ngx_segura_terminal_t, live));
 
-    if (t->recorder != NULL) {
-        ngx_segura_recorder_watched(t->recorder);
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
+        return;
     }
+
+    if (left) {
+        if (t->nremote) {
+            t->nremote--;
+        }
+
+    } else {
+        t->nremote++;
+
+        if (t->recorder != NULL) {
+            ngx_segura_recorder_watched(t->recorder);
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: \"%s\" %s watching from elsewhere",
+                  t->id, by, left ? "stopped" : "started");
+
+    ngx_segura_terminal_tell_watched(t, by, left);
 }
 
 
@@ -1355,7 +1379,7 @@ ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t, const char *by,
     last = text + sizeof(text);
     p = ngx_snprintf(text, sizeof(text),
                      "{\"type\":\"watched\",\"by\":\"%s\",\"watchers\":%ui,"
-                     "\"left\":%s}", by, t->nwatchers,
+                     "\"left\":%s}", by, t->nwatchers + t->nremote,
                      left ? "true" : "false");
 
     if (p == last) {

@@ -116,6 +116,7 @@ struct ngx_segura_terminal_s {
     ngx_segura_viewer_t           *viewer;     /* the owner's */
     ngx_queue_t                    watchers;   /* ngx_segura_viewer_t */
     ngx_uint_t                     nwatchers;
+    ngx_uint_t                     nremote;    /* watchers elsewhere */
     u_char                        *recent;     /* a ring, when live */
     size_t                         recent_pos;
     size_t                         recent_len;

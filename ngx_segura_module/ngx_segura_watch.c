@@ -86,6 +86,8 @@ static ngx_int_t ngx_segura_watch_post(ngx_segura_watch_t *w,
     ngx_thread_task_t *task);
 static void ngx_segura_watch_moderate(ngx_segura_watch_t *w,
     const char *payload);
+static void ngx_segura_watch_watched(ngx_segura_watch_t *w,
+    const char *payload);
 static void ngx_segura_watch_start(ngx_segura_watch_t *w);
 static void ngx_segura_watch_connect(void *data, ngx_log_t *log);
 static void ngx_segura_watch_connect_done(ngx_event_t *ev);
@@ -421,7 +423,7 @@ ngx_segura_watch_read(ngx_event_t *rev)
             ngx_segura_tail_notify(n->extra);
 
         } else if (ngx_strcmp(n->relname, "segura_session_watch") == 0) {
-            ngx_segura_live_watched(n->extra);
+            ngx_segura_watch_watched(w, n->extra);
 
         } else if (ngx_strcmp(n->relname, "segura_session_moderate") == 0) {
             ngx_segura_watch_moderate(w, n->extra);
@@ -437,6 +439,37 @@ ngx_segura_watch_read(ngx_event_t *rev)
         w->generation++;
         ngx_segura_watch_recheck();
     }
+}
+
+
+/* {"id":..., "by":..., "left":bool}: a watcher elsewhere (sql/023) */
+
+static void
+ngx_segura_watch_watched(ngx_segura_watch_t *w, const char *payload)
+{
+    json_t        *json;
+    const char    *id, *by;
+    json_error_t   error;
+
+    json = json_loads(payload, 0, &error);
+
+    id = json_string_value(json_object_get(json, "id"));
+    by = json_string_value(json_object_get(json, "by"));
+
+    if (id == NULL || by == NULL
+        || !json_is_boolean(json_object_get(json, "left")))
+    {
+        json_decref(json);
+        ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                      "segura watch: a malformed segura_session_watch "
+                      "notification");
+        return;
+    }
+
+    ngx_segura_live_watched(id, by,
+                            json_is_true(json_object_get(json, "left")));
+
+    json_decref(json);
 }
 
 

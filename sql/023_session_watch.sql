@@ -9,10 +9,12 @@
 -- twice inserts nothing the second time and sends nothing).  Workers that
 -- follow no such session ignore it.
 --
--- segura_session_watch is sent by the watcher's worker (with the session
--- id) when it starts following: the owning worker then flushes that
--- session's recording sooner, so that the watcher's screen is at most a
--- fraction of a second behind (docs/protocol.md, "Watching a session").
+-- segura_session_watch is sent by the watcher's worker when it starts
+-- following and when it stops, with {"id": <session id>, "by": <watcher>,
+-- "left": <bool>}: the owning worker tells the session's owner, and from
+-- the first one flushes that session's recording sooner, so that the
+-- watcher's screen is at most a fraction of a second behind
+-- (docs/protocol.md, "Watching a session").
 
 create function segura_notify_session_chunk() returns trigger
 language plpgsql

@@ -249,11 +249,15 @@ is($e && $e->{session}, $hid, 'the watching event names it');
 ok($e && $e->{user} && $e->{cols} == 80, 'with whose it is and its size');
 ok($rw->wait_for(sub { $rw->output =~ /before-remote-25/ }, 10),
    'node B: the recent output comes from the recording');
+ok($hs->wait_for(sub { grep { $_->{type} eq 'watched' && $_->{by} eq 'watcher'
+                               && $_->{watchers} == 1 && !$_->{left} } $hs->events }, 10),
+   'node A: the owner is told of the watcher on node B');
 
 # a second watcher, on node A
 my $lw = SeguraTest::WS->connect($t->port, "/session?watch=$hid", Cookie => $admin2_cookie);
 is($lw->{status}, 101, 'node A: a second watcher');
-ok($hs->wait_event('watched', 10), 'node A: the owner is told');
+ok($hs->wait_for(sub { grep { $_->{type} eq 'watched' && $_->{watchers} == 2 } $hs->events }, 10),
+   'node A: the owner is told of both watchers');
 
 my @lat;
 for my $i (1 .. 5) {
@@ -282,6 +286,9 @@ $rw2->send_binary("id\n");
 $e = $rw2->wait_event('error', 10);
 is($e && $e->{code}, 'read_only', 'node B: a watcher that types: read_only');
 is($rw2->wait_close(10), 4020, 'close 4020');
+ok($hs->wait_for(sub { grep { $_->{type} eq 'watched' && $_->{left} && $_->{by} eq 'watcher2'
+                               && $_->{watchers} == 2 } $hs->events }, 10),
+   'node A: the owner hears that the watcher on node B left');
 
 # the session ends on A: B hears it
 $hs->send_binary("exit 0\n");
