@@ -23,8 +23,9 @@ typedef void (*ngx_segura_tail_end_pt)(void *data, const char *reason);
 /*
  * Event loop only.  create makes a tail of session id's recording for
  * the watcher user name, that feeds viewer v (its output and event calls)
- * and calls end once, unless stopped first; NULL when out of memory.  stop is called once by the
- * viewer that leaves; the tail's memory goes when its pool task is back.
+ * and calls end once, unless stopped first; NULL when out of memory.
+ * stop is called once by the viewer that leaves; the tail's memory goes
+ * when its pool task is back.
  * notify: the listener heard that a chunk of session id was stored.
  */
 ngx_segura_tail_t *ngx_segura_tail_create(ngx_log_t *log,
