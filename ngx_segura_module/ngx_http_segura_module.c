@@ -266,6 +266,13 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       offsetof(ngx_http_segura_loc_conf_t, recording_overflow),
       &ngx_http_segura_recording_overflows },
 
+    { ngx_string("segura_watch_notice"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, watch_notice),
+      NULL },
+
     { ngx_string("segura_allowed_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_segura_allowed_origins,
@@ -452,6 +459,7 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->recording = NGX_CONF_UNSET;
     slcf->recording_input = NGX_CONF_UNSET;
     slcf->recording_overflow = NGX_CONF_UNSET_UINT;
+    slcf->watch_notice = NGX_CONF_UNSET;
     slcf->allowed_origins = NGX_CONF_UNSET_PTR;
 
     return slcf;
@@ -494,6 +502,7 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_SEGURA_HOST_KEY_TOFU);
     ngx_conf_merge_value(conf->recording, prev->recording, 1);
     ngx_conf_merge_value(conf->recording_input, prev->recording_input, 0);
+    ngx_conf_merge_value(conf->watch_notice, prev->watch_notice, 1);
     ngx_conf_merge_uint_value(conf->recording_overflow,
                               prev->recording_overflow,
                               NGX_SEGURA_RECORDING_PAUSE);

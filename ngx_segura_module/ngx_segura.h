@@ -93,6 +93,8 @@ typedef struct {
     ngx_flag_t                 recording_input;
     ngx_uint_t                 recording_overflow;
 
+    ngx_flag_t                 watch_notice;
+
     ngx_array_t               *allowed_origins;   /* ngx_str_t */
 } ngx_http_segura_loc_conf_t;
 
@@ -149,6 +151,7 @@ typedef enum {
     NGX_SEGURA_WS_ERR_ENDED,
     NGX_SEGURA_WS_ERR_REVOKED,
     NGX_SEGURA_WS_ERR_RESUMED,
+    NGX_SEGURA_WS_ERR_READ_ONLY,
     NGX_SEGURA_WS_ERR_LAST
 } ngx_segura_ws_err_e;
 

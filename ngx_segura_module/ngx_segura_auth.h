@@ -23,6 +23,13 @@ typedef struct {
 } ngx_segura_identity_t;
 
 
+/*
+ * Who may watch and moderate live sessions (GET /session?watch=, lock,
+ * end): the one place that decides it.  Either thread.
+ */
+ngx_uint_t ngx_segura_auth_may_audit(const ngx_segura_identity_t *identity);
+
+
 /* event loop only */
 ngx_table_elt_t *ngx_http_segura_find_header(ngx_http_request_t *r,
     const char *lowcase_name);

@@ -18,6 +18,11 @@
  *   then     refused: an HTTP error with a JSON body; accepted: 101, and
  *            the relay and the terminal take over
  *
+ * GET /session?watch=<session id> is the same request for a watcher: the
+ * pool thread checks the identity (ngx_segura_auth_may_audit()) and the
+ * session's row and writes the audit row; the 101 hands the connection
+ * to a read-only relay attached to the terminal of this worker.
+ *
  * Event loop only, but for ngx_segura_handshake_check() and what it
  * calls, which run in the pool thread.
  */
@@ -50,6 +55,14 @@ typedef struct {
     ngx_http_segura_main_conf_t   *smcf;
     ngx_http_segura_loc_conf_t    *slcf;
     ngx_segura_terminal_t         *t;         /* ours until started */
+    ngx_segura_identity_t         *identity;  /* t's, or watcher's */
+    ngx_segura_identity_t          watcher;
+    char                           watch[NGX_SEGURA_LIVE_ID_LEN];
+    char                           owner[65];     /* the watched's */
+    char                           device[129];
+    unsigned                       cols;
+    unsigned                       rows;
+    char                          *client_addr;
 
     /* the request, copied for the pool thread */
     int64_t                        key_id;
@@ -75,6 +88,9 @@ typedef struct {
 
     unsigned                       has_token:1;
     unsigned                       checking:1;
+    unsigned                       watching:1;
+    unsigned                       recorded:1;
+    unsigned                       locked:1;
 } ngx_segura_handshake_t;
 
 
@@ -87,10 +103,15 @@ static const char *ngx_segura_handshake_upgrade_ok(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_segura_handshake_arg(ngx_http_request_t *r, char *name,
     int64_t min, int64_t max, int64_t dflt, int64_t *value);
+static ngx_int_t ngx_segura_handshake_watch_arg(ngx_http_request_t *r,
+    char *id);
 static ngx_int_t ngx_segura_handshake_post(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_watchdog(ngx_event_t *ev);
 static void ngx_segura_handshake_check(void *data, ngx_log_t *log);
+static void ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s,
+    PGconn **conn);
 static void ngx_segura_handshake_check_done(ngx_event_t *ev);
+static void ngx_segura_handshake_watch_done(ngx_segura_handshake_t *s);
 static ngx_int_t ngx_segura_handshake_accept(ngx_segura_handshake_t *s);
 static ngx_int_t ngx_segura_handshake_resume(ngx_segura_handshake_t *s);
 static void ngx_segura_handshake_forwarded(ngx_http_request_t *r,
@@ -123,6 +144,7 @@ ngx_int_t
 ngx_segura_handshake_handler(ngx_http_request_t *r)
 {
     int64_t                       key_id, device_id, cols, rows;
+    ngx_int_t                     rc;
     ngx_str_t                     wskey, cookie, value;
     const char                   *bad;
     ngx_pool_cleanup_t           *cln;
@@ -157,6 +179,28 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
                       "segura session: foreign origin refused");
         return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_FOREIGN_ORIGIN,
                                           NULL, NULL);
+    }
+
+    s = ngx_pcalloc(r->pool, sizeof(ngx_segura_handshake_t));
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_segura_handshake_watch_arg(r, s->watch);
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_segura_send_error(r, NGX_SEGURA_ERR_BAD_REQUEST,
+                                          "watch",
+                                          "watch=<session id>: a uuid");
+    }
+
+    if (rc == NGX_OK) {
+        s->watching = 1;
+        key_id = 0;
+        device_id = 0;
+        cols = 0;
+        rows = 0;
+        goto checked;
     }
 
     if (ngx_segura_handshake_arg(r, "key", 1, NGX_MAX_OFF_T_VALUE, -1,
@@ -224,10 +268,7 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
                                           NULL, NULL);
     }
 
-    s = ngx_pcalloc(r->pool, sizeof(ngx_segura_handshake_t));
-    if (s == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+checked:
 
     s->r = r;
     s->c = r->connection;
@@ -245,9 +286,11 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    s->t = ngx_segura_terminal_create(r->connection->log);
-    if (s->t == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!s->watching) {
+        s->t = ngx_segura_terminal_create(r->connection->log);
+        if (s->t == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     cln->handler = ngx_segura_handshake_cleanup;
@@ -255,11 +298,19 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, s, ngx_http_segura_module);
 
+    s->relay.watching = s->watching;
+
     if (ngx_segura_relay_init(&s->relay, r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (s->watching) {
+        s->identity = &s->watcher;
+        goto identity;
+    }
+
     t = s->t;
+    s->identity = &t->identity;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
@@ -289,6 +340,21 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
         }
     }
 
+identity:
+
+    if (slcf->user && s->watching) {
+        if (ngx_http_complex_value(r, slcf->user, &value) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (value.len) {
+            s->delegated = ngx_http_segura_cstr(r->pool, &value);
+            if (s->delegated == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+
     if (s->delegated == NULL) {
         if (ngx_http_segura_get_cookie(r, &cookie) == NGX_OK
             && ngx_http_segura_decode_token(&cookie, s->token) == NGX_OK)
@@ -302,17 +368,27 @@ ngx_segura_handshake_handler(ngx_http_request_t *r)
         }
     }
 
-    t->client_addr = ngx_http_segura_cstr(t->pool,
-                                          &r->connection->addr_text);
-    value = ((ngx_cycle_t *) ngx_cycle)->hostname;
-    t->node = ngx_http_segura_cstr(t->pool, &value);
-
     /* the accept value is computed after the check: keep the key */
 
     s->wskey = ngx_http_segura_cstr(r->pool, &wskey);
+    s->client_addr = ngx_http_segura_cstr(r->pool,
+                                          &r->connection->addr_text);
 
-    if (t->client_addr == NULL || t->node == NULL || s->wskey == NULL) {
+    if (s->wskey == NULL || s->client_addr == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!s->watching) {
+        t = s->t;
+
+        t->client_addr = ngx_http_segura_cstr(t->pool,
+                                              &r->connection->addr_text);
+        value = ((ngx_cycle_t *) ngx_cycle)->hostname;
+        t->node = ngx_http_segura_cstr(t->pool, &value);
+
+        if (t->client_addr == NULL || t->node == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     r->connection->log->action = "checking the grant";
@@ -429,6 +505,44 @@ ngx_segura_handshake_arg(ngx_http_request_t *r, char *name, int64_t min,
 }
 
 
+/* NGX_OK: watch=<uuid> into id, NGX_DECLINED: none, NGX_ERROR: bad */
+
+static ngx_int_t
+ngx_segura_handshake_watch_arg(ngx_http_request_t *r, char *id)
+{
+    ngx_str_t   arg;
+    ngx_uint_t  i;
+
+    if (ngx_http_arg(r, (u_char *) "watch", 5, &arg) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (arg.len != 36) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (arg.data[i] != '-') {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (!((arg.data[i] >= '0' && arg.data[i] <= '9')
+              || (arg.data[i] >= 'a' && arg.data[i] <= 'f')))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    (void) ngx_cpystrn((u_char *) id, arg.data, 37);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_segura_handshake_post(ngx_segura_handshake_t *s)
 {
@@ -523,7 +637,7 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
     rc = ngx_segura_auth_identify(s->smcf->db, &conn,
                                   s->has_token ? s->token : NULL,
                                   s->delegated, s->slcf->login_idle,
-                                  &t->identity, s->log, sizeof(s->log));
+                                  s->identity, s->log, sizeof(s->log));
 
     OPENSSL_cleanse(s->token, sizeof(s->token));
 
@@ -536,6 +650,11 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
             s->log_level = NGX_LOG_ERR;
         }
 
+        goto done;
+    }
+
+    if (s->watching) {
+        ngx_segura_handshake_check_watch(s, &conn);
         goto done;
     }
 
@@ -684,6 +803,77 @@ done:
 }
 
 
+/* a watcher, pool thread: may it, is the session live, the audit row */
+
+static void
+ngx_segura_handshake_check_watch(ngx_segura_handshake_t *s, PGconn **conn)
+{
+    char        me[NGX_INT64_LEN + 1];
+    PGresult   *res;
+    const char *params[4];
+
+    if (!ngx_segura_auth_may_audit(s->identity)) {
+        s->err = NGX_SEGURA_ERR_FORBIDDEN;
+        s->reason = "not_auditor";
+        return;
+    }
+
+    (void) ngx_snprintf((u_char *) me, sizeof(me), "%L%Z", s->identity->id);
+
+    params[0] = s->watch;
+    params[1] = me;
+    params[2] = s->identity->username;
+    params[3] = s->client_addr;
+
+    res = ngx_segura_db_query_retry(s->smcf->db, conn,
+              "with s as (select s.ended_at, s.username, s.device_name,"
+              " r.width, r.height, s.locked from ssh_sessions s"
+              " left join ssh_session_recordings r on r.session_id = s.id"
+              " where s.id = $1::uuid),"
+              " a as (insert into audit_log (actor_id, actor_name, action,"
+              " object_type, object_id, client_addr)"
+              " select $2::bigint, $3, 'session_watch', 'ssh_session',"
+              " $1::text, left($4, 64) from s where s.ended_at is null)"
+              " select ended_at is null, username, device_name, width,"
+              " height, 0, locked from s",
+              4, params, s->log, sizeof(s->log));
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        PQclear(res);
+        s->err = ngx_segura_db_broken(*conn) ? NGX_SEGURA_ERR_DB_UNAVAILABLE
+                                             : NGX_SEGURA_ERR_INTERNAL;
+        s->log_level = NGX_LOG_ERR;
+        return;
+    }
+
+    if (PQntuples(res) != 1) {
+        s->err = NGX_SEGURA_ERR_NOT_FOUND;
+        s->reason = "unknown_session";
+
+    } else if (PQgetvalue(res, 0, 0)[0] != 't') {
+        s->err = NGX_SEGURA_ERR_ENDED;
+
+    } else {
+        (void) ngx_cpystrn((u_char *) s->owner,
+                           (u_char *) PQgetvalue(res, 0, 1),
+                           sizeof(s->owner));
+        (void) ngx_cpystrn((u_char *) s->device,
+                           (u_char *) PQgetvalue(res, 0, 2),
+                           sizeof(s->device));
+
+        s->locked = (PQgetvalue(res, 0, 6)[0] == 't');
+
+        if (!PQgetisnull(res, 0, 3)) {
+            s->recorded = 1;
+            s->cols = (unsigned) atoi(PQgetvalue(res, 0, 3));
+            s->rows = (unsigned) atoi(PQgetvalue(res, 0, 4));
+        }
+    }
+
+    PQclear(res);
+}
+
+
 static void
 ngx_segura_handshake_check_done(ngx_event_t *ev)
 {
@@ -731,8 +921,13 @@ ngx_segura_handshake_check_done(ngx_event_t *ev)
     }
 
     (void) ngx_cpystrn((u_char *) s->username,
-                       (u_char *) s->t->identity.username,
+                       (u_char *) s->identity->username,
                        sizeof(s->username));
+
+    if (s->watching) {
+        ngx_segura_handshake_watch_done(s);
+        return;
+    }
 
     if (s->resume != NULL) {
         rc = ngx_segura_handshake_resume(s);
@@ -759,6 +954,53 @@ ngx_segura_handshake_check_done(ngx_event_t *ev)
 }
 
 
+/* the watched terminal is this worker's, or the watcher is refused */
+
+static void
+ngx_segura_handshake_watch_done(ngx_segura_handshake_t *s)
+{
+    ngx_int_t               rc;
+    ngx_connection_t       *c;
+    ngx_segura_terminal_t  *t;
+
+    c = s->c;
+
+    t = ngx_segura_terminal_find(s->watch);
+
+    if (t == NULL && !s->recorded) {
+
+        /* elsewhere, and nothing to follow */
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "segura session: watch %s refused: a session of "
+                      "another worker, not recorded", s->watch);
+
+        rc = ngx_http_segura_send_error_reason(s->r,
+                                               NGX_SEGURA_ERR_UNAVAILABLE,
+                                               NULL, NULL, "not_recorded");
+        ngx_http_finalize_request(s->r, rc);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    if (ngx_segura_handshake_accept(s) != NGX_OK) {
+        ngx_segura_handshake_close(s);
+        return;
+    }
+
+    if (t != NULL) {
+        ngx_segura_relay_watch(&s->relay, t, s->username);
+        return;
+    }
+
+    /* another worker's or node's: its recording is followed */
+
+    ngx_segura_relay_watch_remote(&s->relay, s->watch, s->username,
+                                  s->owner, s->device, s->cols, s->rows,
+                                  s->locked);
+}
+
+
 /*
  * ?resume=: the user, key and device were checked as for a new session
  * (a grant that went meanwhile ended the shell already); the token names
@@ -778,7 +1020,7 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
     r = s->r;
     c = s->c;
 
-    t = ngx_segura_terminal_find(s->resume, ngx_strlen(s->resume));
+    t = ngx_segura_terminal_find_resumable(s->resume, ngx_strlen(s->resume));
 
     if (t == NULL && ngx_segura_resume_owner(s->resume) != ngx_pid) {
 
@@ -788,7 +1030,7 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
 
         ask.token = s->resume;
         ask.received = s->received;
-        ask.user_id = s->t->identity.id;
+        ask.user_id = s->identity->id;
         ask.key_id = s->key_id;
         ask.device_id = s->device_id;
 
@@ -808,7 +1050,7 @@ ngx_segura_handshake_resume(ngx_segura_handshake_t *s)
     }
 
     if (t == NULL
-        || t->identity.id != s->t->identity.id
+        || t->identity.id != s->identity->id
         || t->key_id != s->key_id || t->device_id != s->device_id)
     {
         pid = ngx_atoi((u_char *) s->resume,

@@ -94,6 +94,8 @@ ngx_segura_ws_error_t  ngx_segura_ws_errors[] = {
       "Access to this device with this key was revoked" },
     { ngx_string("resumed_elsewhere"), 4015,
       "The session was resumed by another connection" },
+    { ngx_string("read_only"), 4020,
+      "A watcher can only watch: it sends acknowledgements and pings" },
     { ngx_null_string, 0, NULL }
 };
 

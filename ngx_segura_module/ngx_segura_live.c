@@ -126,3 +126,30 @@ ngx_segura_live_end(const char *id, ngx_uint_t by_admin)
         l->end(l, by_admin);
     }
 }
+
+
+void
+ngx_segura_live_watched(const char *id, const char *by, ngx_uint_t left)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l != NULL && l->watched != NULL) {
+        l->watched(l, by, left);
+    }
+}
+
+
+void
+ngx_segura_live_moderate(const char *id, ngx_segura_live_action_e action,
+    const char *by, const char *text)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l != NULL && l->moderate != NULL) {
+        l->moderate(l, action, by, text);
+    }
+}

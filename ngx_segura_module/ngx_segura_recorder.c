@@ -27,6 +27,10 @@
  * looks again every 100 ms; "drop" lets the session go on and drops
  * chunks, which leaves a marker and a gap in the recording's row.
  *
+ * A session watched from another worker or node (its watcher follows the
+ * stored chunks, ngx_segura_tail.c) flushes after 200 ms instead of 1 s,
+ * from then on (ngx_segura_recorder_watched()).
+ *
  * Event loop only: compressing and sealing 64 KiB takes well under a
  * millisecond (docs/recording.md), so it is done in place.
  */
@@ -43,6 +47,7 @@
 
 
 #define NGX_SEGURA_RECORDER_FLUSH      1000
+#define NGX_SEGURA_RECORDER_FLUSH_FAST  200   /* watched from elsewhere */
 #define NGX_SEGURA_RECORDER_FIRST      4096
 #define NGX_SEGURA_RECORDER_RECHECK    100
 #define NGX_SEGURA_RECORDER_LEVEL      3
@@ -77,6 +82,7 @@ struct ngx_segura_recorder_s {
     uint64_t                       bytes;     /* event bytes stored */
 
     ngx_event_t                    flush;
+    ngx_msec_t                     flush_after;
     ngx_event_t                    recheck;
     ngx_msec_t                     paused_since;
 
@@ -359,6 +365,36 @@ ngx_segura_recorder_marker(ngx_segura_recorder_t *rec, const char *text)
 
 
 void
+ngx_segura_recorder_marker_text(ngx_segura_recorder_t *rec,
+    const char *prefix, const char *text)
+{
+    u_char  buf[NGX_SEGURA_RECORDER_MARK_LEN], *p;
+
+    u_char  *q;
+    size_t   n;
+
+    p = ngx_snprintf(buf, sizeof(buf), "%s%s", prefix, text);
+
+    if (p == buf + sizeof(buf)) {
+
+        /* cut: not inside a UTF-8 sequence */
+
+        for (q = p - 1; q > buf && (*q & 0xc0) == 0x80; q--) {
+            /* void */
+        }
+
+        n = (*q < 0x80) ? 1 : (*q >= 0xf0) ? 4 : (*q >= 0xe0) ? 3 : 2;
+
+        if (q + n > p) {
+            p = q;
+        }
+    }
+
+    ngx_segura_recorder_event(rec, NGX_SEGURA_REC_MARKER, buf, p - buf);
+}
+
+
+void
 ngx_segura_recorder_exit(ngx_segura_recorder_t *rec, ngx_int_t status)
 {
     u_char  buf[NGX_INT_T_LEN], *p;
@@ -430,7 +466,9 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
 
         if (rec->used == 0) {
             rec->first = now;
-            ngx_add_timer(&rec->flush, NGX_SEGURA_RECORDER_FLUSH);
+            ngx_add_timer(&rec->flush, rec->flush_after
+                                       ? rec->flush_after
+                                       : NGX_SEGURA_RECORDER_FLUSH);
         }
 
         ngx_segura_recorder_put(rec->buf + rec->used, type, now,
@@ -773,5 +811,25 @@ ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason)
         ngx_log_error(NGX_LOG_ALERT, rec->log, 0,
                       "segura recording %s: the end of the recording's row "
                       "cannot be queued", rec->id);
+    }
+}
+
+
+/* watched from elsewhere: chunks go after 200 ms, until the end */
+
+void
+ngx_segura_recorder_watched(ngx_segura_recorder_t *rec)
+{
+    if (rec->ended || rec->flush_after == NGX_SEGURA_RECORDER_FLUSH_FAST) {
+        return;
+    }
+
+    rec->flush_after = NGX_SEGURA_RECORDER_FLUSH_FAST;
+
+    if (rec->flush.timer_set
+        && rec->flush.timer.key > ngx_current_msec
+                                  + NGX_SEGURA_RECORDER_FLUSH_FAST)
+    {
+        ngx_add_timer(&rec->flush, NGX_SEGURA_RECORDER_FLUSH_FAST);
     }
 }

@@ -63,7 +63,12 @@ void ngx_segura_recorder_resize(ngx_segura_recorder_t *rec, unsigned cols,
     unsigned rows);
 void ngx_segura_recorder_marker(ngx_segura_recorder_t *rec,
     const char *text);
+/* a marker of a prefix and a text, cut at the marker's bound */
+void ngx_segura_recorder_marker_text(ngx_segura_recorder_t *rec,
+    const char *prefix, const char *text);
 void ngx_segura_recorder_exit(ngx_segura_recorder_t *rec, ngx_int_t status);
+/* watched from another worker or node: flush sooner */
+void ngx_segura_recorder_watched(ngx_segura_recorder_t *rec);
 
 /* the end marker, the last chunk, the recording's row; then inert */
 void ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason);

@@ -29,6 +29,16 @@
  * stops the reading while more than NGX_SEGURA_RELAY_ACK_WINDOW of output
  * is sent and not acknowledged.
  *
+ * A watcher (GET /session?watch=) is the same relay, read-only: it never
+ * reads the terminal, the terminal feeds it what the owner read
+ * (ngx_segura_relay_output).  What does not fit in its out buffer, or in
+ * its acknowledgement window, is skipped and the watcher is told so
+ * ("skipped"): a watcher never holds the owner or the device.  Input
+ * other than acknowledgements, pings and the close is refused
+ * (read_only).  A watcher on a worker that does not own the session is
+ * fed the same way by a tail of the session's recording
+ * (ngx_segura_tail.c) instead of the terminal.
+ *
  * Event loop only.
  */
 
@@ -45,8 +55,11 @@
 
 
 #define NGX_SEGURA_RELAY_IN_SIZE     16384
-#define NGX_SEGURA_RELAY_OUT_SIZE    32768
-#define NGX_SEGURA_RELAY_RESERVE     512    /* events and control frames */
+#define NGX_SEGURA_RELAY_RESERVE     4096   /* events and control frames */
+/* the reserve grew from 512 bytes for longer events: the room for output
+ * stays as it was */
+#define NGX_SEGURA_RELAY_OUT_SIZE    (32768 - 512 + NGX_SEGURA_RELAY_RESERVE)
+#define NGX_SEGURA_RELAY_WATCH_SIZE  (65536 + NGX_SEGURA_RELAY_RESERVE)
 #define NGX_SEGURA_RELAY_CLOSE_WAIT  5000
 #define NGX_SEGURA_RELAY_PASSES      16
 
@@ -56,6 +69,15 @@ static void ngx_segura_relay_wake(ngx_segura_viewer_t *v);
 static void ngx_segura_relay_ended(ngx_segura_viewer_t *v,
     ngx_segura_terminal_t *t);
 static void ngx_segura_relay_displaced(ngx_segura_viewer_t *v);
+static void ngx_segura_relay_output(ngx_segura_viewer_t *v, u_char *data,
+    size_t len);
+static void ngx_segura_relay_viewer_event(ngx_segura_viewer_t *v,
+    u_char *data, size_t len);
+static ngx_uint_t ngx_segura_relay_tell_skipped(ngx_segura_relay_t *rl);
+static void ngx_segura_relay_read_only(ngx_segura_relay_t *rl);
+static void ngx_segura_relay_watch_init(ngx_segura_relay_t *rl,
+    const char *name);
+static void ngx_segura_relay_tail_end(void *data, const char *reason);
 static void ngx_segura_relay_handler(ngx_event_t *ev);
 static void ngx_segura_relay_conn_handler(ngx_event_t *ev);
 static void ngx_segura_relay_event_handler(ngx_segura_relay_t *rl,
@@ -86,6 +108,8 @@ static void ngx_segura_relay_finish(ngx_segura_relay_t *rl);
 ngx_int_t
 ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
 {
+    size_t  size;
+
     rl->r = r;
     rl->c = r->connection;
     rl->slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
@@ -94,10 +118,18 @@ ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
     rl->viewer.wake = ngx_segura_relay_wake;
     rl->viewer.ended = ngx_segura_relay_ended;
     rl->viewer.displaced = ngx_segura_relay_displaced;
+    rl->viewer.event = ngx_segura_relay_viewer_event;
     rl->viewer.data = rl;
 
+    if (rl->watching) {
+        rl->viewer.output = ngx_segura_relay_output;
+    }
+
+    size = rl->watching ? NGX_SEGURA_RELAY_WATCH_SIZE
+                        : NGX_SEGURA_RELAY_OUT_SIZE;
+
     rl->in.start = ngx_palloc(r->pool, NGX_SEGURA_RELAY_IN_SIZE);
-    rl->out.start = ngx_palloc(r->pool, NGX_SEGURA_RELAY_OUT_SIZE);
+    rl->out.start = ngx_palloc(r->pool, size);
     if (rl->in.start == NULL || rl->out.start == NULL) {
         return NGX_ERROR;
     }
@@ -107,7 +139,7 @@ ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
     rl->in.end = rl->in.start + NGX_SEGURA_RELAY_IN_SIZE;
     rl->out.pos = rl->out.start;
     rl->out.last = rl->out.start;
-    rl->out.end = rl->out.start + NGX_SEGURA_RELAY_OUT_SIZE;
+    rl->out.end = rl->out.start + size;
 
     ngx_segura_ws_parser_init(&rl->ws, rl->slcf->max_message);
 
@@ -256,6 +288,76 @@ ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
 }
 
 
+/* a watcher's 101 went: what it sees first, then the live output */
+
+static void
+ngx_segura_relay_watch_init(ngx_segura_relay_t *rl, const char *name)
+{
+    ngx_connection_t  *c;
+
+    c = rl->c;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->read->handler = ngx_segura_relay_handler;
+    c->write->handler = ngx_segura_relay_handler;
+
+    rl->last_client = ngx_current_msec;
+    rl->state = NGX_SEGURA_RELAY_RELAY;
+    rl->viewer.name = name;
+
+    c->log->action = "watching terminal";
+}
+
+
+void
+ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    const char *name)
+{
+    u_char  *p;
+    size_t   n, hlen;
+    json_t  *json;
+
+    ngx_segura_relay_watch_init(rl, name);
+
+    (void) ngx_cpystrn((u_char *) rl->id, (u_char *) t->id, sizeof(rl->id));
+
+    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:b}", "type",
+                     "watching", "session", rl->id,
+                     "user", t->identity.username,
+                     "device", t->device_name, "cols", (int) t->ssh.cols,
+                     "rows", (int) t->ssh.rows, "locked", (int) t->locked);
+    ngx_segura_relay_event(rl, json);
+
+    /* the recent output, one frame: about a screenful */
+
+    p = rl->out.last;
+    n = ngx_segura_terminal_recent(t, p + NGX_SEGURA_WS_HEADER_MAX,
+                                   NGX_SEGURA_TERMINAL_RECENT);
+
+    if (n) {
+        hlen = ngx_segura_ws_frame_header(p, NGX_SEGURA_WS_OP_BINARY, 1,
+                                          (uint64_t) n);
+        ngx_memmove(p + hlen, p + NGX_SEGURA_WS_HEADER_MAX, n);
+        rl->out.last = p + hlen + n;
+        rl->sent += n;
+    }
+
+    if (ngx_segura_terminal_watch(t, &rl->viewer) != NGX_OK) {
+        ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_INTERNAL, NULL);
+    }
+
+    ngx_segura_relay_arm_timer(rl);
+    ngx_segura_relay_run(rl);
+}
+
+
 /* another viewer resumed the terminal: this one closes, the shell stays */
 
 static void
@@ -273,13 +375,200 @@ ngx_segura_relay_displaced(ngx_segura_viewer_t *v)
 }
 
 
+void
+ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
+    const char *name, const char *owner, const char *device, unsigned cols,
+    unsigned rows, ngx_uint_t locked)
+{
+    json_t                       *json;
+    ngx_http_segura_main_conf_t  *smcf;
+
+    ngx_segura_relay_watch_init(rl, name);
+
+    (void) ngx_cpystrn((u_char *) rl->id, (u_char *) id, sizeof(rl->id));
+
+    json = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:b}", "type",
+                     "watching", "session", rl->id, "user", owner,
+                     "device", device, "cols", (int) cols,
+                     "rows", (int) rows, "locked", (int) locked);
+    ngx_segura_relay_event(rl, json);
+
+    smcf = ngx_http_get_module_main_conf(rl->r, ngx_http_segura_module);
+
+    rl->tail = ngx_segura_tail_create(rl->c->log, smcf, rl->id, name,
+                                      &rl->viewer, ngx_segura_relay_tail_end,
+                                      rl);
+    if (rl->tail == NULL) {
+        ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_INTERNAL, NULL);
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rl->c->log, 0,
+                  "segura session %s: watched by \"%s\" from its recording",
+                  rl->id, name);
+
+    ngx_segura_relay_arm_timer(rl);
+    ngx_segura_relay_run(rl);
+}
+
+
+/* the session a tail follows ended */
+
+static void
+ngx_segura_relay_tail_end(void *data, const char *reason)
+{
+    json_t              *json;
+    ngx_segura_tail_t   *tl;
+    ngx_segura_relay_t  *rl;
+
+    rl = data;
+
+    /* reason is the tail's: it goes last */
+
+    tl = rl->tail;
+    rl->tail = NULL;
+
+    if (rl->state == NGX_SEGURA_RELAY_RELAY) {
+        if (rl->skipped) {
+            (void) ngx_segura_relay_tell_skipped(rl);
+        }
+
+        json = json_pack("{s:s, s:s}", "type", "ended", "reason", reason);
+        ngx_segura_relay_event(rl, json);
+        ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_NORMAL, NULL, NULL);
+
+        ngx_post_event(rl->c->write, &ngx_posted_events);
+    }
+
+    ngx_segura_tail_stop(tl);
+}
+
+
+/*
+ * A watcher is fed what the owner read, in the owner's stack: copy it or
+ * skip it, and send from the event loop
+ */
+
+static void
+ngx_segura_relay_output(ngx_segura_viewer_t *v, u_char *data, size_t len)
+{
+    size_t               hlen;
+    ngx_segura_relay_t  *rl;
+
+    rl = v->data;
+
+    if (rl->state != NGX_SEGURA_RELAY_RELAY) {
+        return;
+    }
+
+    if ((rl->skipped && !ngx_segura_relay_tell_skipped(rl))
+        || (size_t) (rl->out.end - rl->out.last)
+           < NGX_SEGURA_RELAY_RESERVE + NGX_SEGURA_WS_HEADER_MAX + len
+        || (rl->acking
+            && rl->sent - rl->acked + (off_t) len
+               > NGX_SEGURA_RELAY_ACK_WINDOW))
+    {
+        /* behind: this output is lost to this watcher, and it is told */
+        rl->skipped += len;
+
+    } else {
+        hlen = ngx_segura_ws_frame_header(rl->out.last,
+                                          NGX_SEGURA_WS_OP_BINARY, 1,
+                                          (uint64_t) len);
+        rl->out.last = ngx_cpymem(rl->out.last + hlen, data, len);
+        rl->sent += len;
+    }
+
+    ngx_post_event(rl->c->write, &ngx_posted_events);
+}
+
+
+/* an event from the terminal (watched, resize), in the terminal's stack */
+
+static void
+ngx_segura_relay_viewer_event(ngx_segura_viewer_t *v, u_char *data,
+    size_t len)
+{
+    ngx_segura_relay_t *rl = v->data;
+
+    if (rl->state != NGX_SEGURA_RELAY_RELAY) {
+        return;
+    }
+
+    if (ngx_segura_relay_queue(rl, NGX_SEGURA_WS_OP_TEXT, data, len)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, rl->c->log, 0,
+                      "segura session %s: no room for an event, dropped",
+                      rl->id);
+        return;
+    }
+
+    ngx_post_event(rl->c->write, &ngx_posted_events);
+}
+
+
+/* returns 1 when the watcher was told what it missed */
+
+static ngx_uint_t
+ngx_segura_relay_tell_skipped(ngx_segura_relay_t *rl)
+{
+    u_char  *p, text[64];
+
+    if ((size_t) (rl->out.end - rl->out.last)
+        < NGX_SEGURA_RELAY_RESERVE + NGX_SEGURA_WS_HEADER_MAX + sizeof(text))
+    {
+        return 0;
+    }
+
+    p = ngx_snprintf(text, sizeof(text), "{\"type\":\"skipped\",\"bytes\":%O}",
+                     rl->skipped);
+
+    if (ngx_segura_relay_queue(rl, NGX_SEGURA_WS_OP_TEXT, text, p - text)
+        != NGX_OK)
+    {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rl->c->log, 0,
+                  "segura session %s: a watcher fell behind, %O bytes "
+                  "skipped", rl->id, rl->skipped);
+
+    rl->skipped = 0;
+
+    return 1;
+}
+
+
+static void
+ngx_segura_relay_read_only(ngx_segura_relay_t *rl)
+{
+    ngx_log_error(NGX_LOG_INFO, rl->c->log, 0,
+                  "segura session %s: a watcher sent input, closing",
+                  rl->id);
+
+    rl->in.pos = rl->in.last;
+
+    ngx_segura_relay_fail(rl, NGX_SEGURA_WS_ERR_READ_ONLY, NULL);
+}
+
+
 /* the request pool goes: the terminal loses its viewer, if it had us */
 
 void
 ngx_segura_relay_cleanup(ngx_segura_relay_t *rl)
 {
     if (rl->viewer.terminal != NULL) {
-        ngx_segura_terminal_detach(rl->viewer.terminal, "client_gone");
+        if (rl->watching) {
+            ngx_segura_terminal_unwatch(rl->viewer.terminal, &rl->viewer);
+
+        } else {
+            ngx_segura_terminal_detach(rl->viewer.terminal, "client_gone");
+        }
+    }
+
+    if (rl->tail != NULL) {
+        ngx_segura_tail_stop(rl->tail);
+        rl->tail = NULL;
     }
 
     if (rl->timer.timer_set) {
@@ -339,8 +628,9 @@ ngx_segura_relay_wake(ngx_segura_viewer_t *v)
 static void
 ngx_segura_relay_ended(ngx_segura_viewer_t *v, ngx_segura_terminal_t *t)
 {
-    json_t              *json;
-    ngx_segura_relay_t  *rl;
+    json_t                 *json;
+    ngx_segura_relay_t     *rl;
+    ngx_segura_ws_error_t  *e;
 
     rl = v->data;
 
@@ -348,9 +638,32 @@ ngx_segura_relay_ended(ngx_segura_viewer_t *v, ngx_segura_terminal_t *t)
         return;
     }
 
+    if (rl->watching) {
+        if (rl->skipped) {
+            (void) ngx_segura_relay_tell_skipped(rl);
+        }
+
+        json = json_pack("{s:s, s:s}", "type", "ended",
+                         "reason", t->end_reason ? t->end_reason : "closed");
+        ngx_segura_relay_event(rl, json);
+    }
+
     if (t->shutdown) {
         ngx_segura_relay_close(rl, NGX_SEGURA_WS_CLOSE_GOING_AWAY,
                                "server shutdown", NULL);
+
+    } else if (t->end_err == NGX_SEGURA_WS_ERR_ENDED && t->moderator[0]) {
+
+        /* who ended it, and what they said */
+
+        e = &ngx_segura_ws_errors[t->end_err];
+
+        json = json_pack("{s:s, s:s%, s:s, s:s, s:s}", "type", "error",
+                         "code", e->code.data, e->code.len,
+                         "message", e->message, "by", t->moderator,
+                         "note", t->note);
+        ngx_segura_relay_event(rl, json);
+        ngx_segura_relay_close(rl, e->close, (char *) e->code.data, NULL);
 
     } else if (t->end_err != NGX_SEGURA_WS_ERR_NONE) {
         ngx_segura_relay_fail(rl, t->end_err, NULL);
@@ -532,7 +845,7 @@ ngx_segura_relay_run(ngx_segura_relay_t *rl)
         }
 
         if (rl->state == NGX_SEGURA_RELAY_RELAY
-            && rl->viewer.terminal != NULL)
+            && rl->viewer.terminal != NULL && !rl->watching)
         {
             if (ngx_segura_relay_from_device(rl) == NGX_OK) {
                 progress = 1;
@@ -590,6 +903,16 @@ done:
         || ngx_handle_write_event(c->write, 0) != NGX_OK)
     {
         ngx_segura_relay_finish(rl);
+        return;
+    }
+
+    if (rl->watching) {
+        if (rl->skipped && rl->state == NGX_SEGURA_RELAY_RELAY
+            && ngx_segura_relay_tell_skipped(rl))
+        {
+            ngx_post_event(c->write, &ngx_posted_events);
+        }
+
         return;
     }
 
@@ -792,6 +1115,11 @@ ngx_segura_relay_frame(ngx_segura_relay_t *rl, ngx_segura_ws_event_t *ev)
             return NGX_OK;
         }
 
+        if (rl->watching && rl->state == NGX_SEGURA_RELAY_RELAY) {
+            ngx_segura_relay_read_only(rl);
+            return NGX_ERROR;
+        }
+
         if (ev->len == 0 || rl->state != NGX_SEGURA_RELAY_RELAY
             || rl->viewer.terminal == NULL)
         {
@@ -944,6 +1272,16 @@ ngx_segura_relay_control(ngx_segura_relay_t *rl)
 
         if (rl->history && rl->viewer.terminal != NULL) {
             ngx_segura_ring_drop(&rl->viewer.terminal->ring, rl->acked);
+        }
+
+        return;
+    }
+
+    if (rl->watching) {
+        json_decref(json);
+
+        if (rl->state == NGX_SEGURA_RELAY_RELAY) {
+            ngx_segura_relay_read_only(rl);
         }
 
         return;
@@ -1302,13 +1640,21 @@ ngx_segura_relay_leave(ngx_segura_relay_t *rl, const char *end_reason)
     t = rl->viewer.terminal;
 
     if (t != NULL) {
-        /* a client that went away without ending it may come back */
+        if (rl->watching) {
+            ngx_segura_terminal_unwatch(t, &rl->viewer);
 
-        if (!rl->resumable || ngx_segura_terminal_suspend(t) != NGX_OK) {
+        } else if (!rl->resumable || ngx_segura_terminal_suspend(t) != NGX_OK)
+        {
+            /* a client that went away without ending it may come back */
             ngx_segura_terminal_detach(t, end_reason);
         }
 
         rl->viewer.terminal = NULL;
+    }
+
+    if (rl->tail != NULL) {
+        ngx_segura_tail_stop(rl->tail);
+        rl->tail = NULL;
     }
 
     rl->pending_len = 0;

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_tail.h"
 #include "ngx_segura_terminal.h"
 #include "ngx_segura_ws.h"
 
@@ -37,7 +38,8 @@ typedef enum {
 
 
 /*
- * The owner's viewer: a WebSocket on an upgraded HTTP connection.  It
+ * The owner's viewer, or a watcher's: a WebSocket on an upgraded HTTP
+ * connection.  It
  * must be the first member of the module's context of the request, so
  * that the connection's handlers find it.
  */
@@ -67,6 +69,8 @@ struct ngx_segura_relay_s {
     size_t                         pong_len;
 
     off_t                          sent;     /* output payload, in frames */
+    off_t                          skipped;  /* a watcher's, not told yet */
+    ngx_segura_tail_t             *tail;     /* a watcher from elsewhere */
     off_t                          acked;    /* what the client rendered */
     off_t                          lost;     /* not held when it resumed */
 
@@ -83,6 +87,7 @@ struct ngx_segura_relay_s {
     unsigned                       history:1;  /* keeps unacked output */
     unsigned                       resumable:1;   /* it left, may return */
     unsigned                       resuming:1;    /* resumed, not live */
+    unsigned                       watching:1; /* a read-only watcher */
 };
 
 
@@ -92,6 +97,21 @@ ngx_int_t ngx_segura_relay_init(ngx_segura_relay_t *rl,
 void ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t);
 void ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     off_t received);
+
+/*
+ * a watcher (rl->watching set before ngx_segura_relay_init()); name is
+ * the watcher's user name, which outlives the relay's request
+ */
+void ngx_segura_relay_watch(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
+    const char *name);
+
+/*
+ * a watcher of a session of another worker or node: it follows the
+ * recording (ngx_segura_tail.c); the strings are copied
+ */
+void ngx_segura_relay_watch_remote(ngx_segura_relay_t *rl, const char *id,
+    const char *name, const char *owner, const char *device, unsigned cols,
+    unsigned rows, ngx_uint_t locked);
 void ngx_segura_relay_cleanup(ngx_segura_relay_t *rl);
 ngx_int_t ngx_segura_relay_init_conn(ngx_segura_relay_t *rl,
     ngx_connection_t *c, ngx_pool_t *pool, ngx_http_segura_loc_conf_t *slcf,

@@ -374,7 +374,7 @@ ngx_segura_resume_peer_take(ngx_segura_resume_peer_t *pr)
         return NGX_ERROR;
     }
 
-    t = ngx_segura_terminal_find((char *) f[2], ngx_strlen(f[2]));
+    t = ngx_segura_terminal_find_resumable((char *) f[2], ngx_strlen(f[2]));
 
     if (t == NULL || t->identity.id != user || t->key_id != key
         || t->device_id != dev || received > t->bytes_out)

@@ -79,6 +79,16 @@ static void ngx_segura_terminal_arm_idle(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_record_wake(void *data);
 static void ngx_segura_terminal_live_end(ngx_segura_live_t *l,
     ngx_uint_t by_admin);
+static void ngx_segura_terminal_live_watched(ngx_segura_live_t *l,
+    const char *by, ngx_uint_t left);
+static void ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
+    ngx_segura_live_action_e action, const char *by, const char *text);
+static void ngx_segura_terminal_tell(ngx_segura_terminal_t *t, u_char *text,
+    size_t len);
+static void ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data,
+    size_t len);
+static void ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t,
+    const char *by, ngx_uint_t left);
 static void ngx_segura_terminal_release(ngx_segura_terminal_t *t);
 static void ngx_segura_terminal_free(ngx_event_t *ev);
 
@@ -112,6 +122,7 @@ ngx_segura_terminal_create(ngx_log_t *log)
 
     t->state = NGX_SEGURA_TERMINAL_NEW;
     t->ssh.fd = (ngx_socket_t) -1;
+    ngx_queue_init(&t->watchers);
     t->exit_status = -1;
 
     return t;
@@ -416,6 +427,14 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
         return;
     }
 
+    /* kept for watchers, who see a screenful first */
+
+    t->recent = ngx_palloc(t->pool, NGX_SEGURA_TERMINAL_RECENT);
+    if (t->recent == NULL) {
+        ngx_segura_terminal_end(t, "internal", NGX_SEGURA_WS_ERR_INTERNAL);
+        return;
+    }
+
     if (t->slcf->recording) {
         t->recorder = ngx_segura_recorder_create(t->pool, &t->log, t->smcf,
                                                  t->slcf, t->id, t->started,
@@ -445,6 +464,8 @@ ngx_segura_terminal_connected(ngx_segura_connect_t *cn)
     t->live.key_id = t->key_id;
     t->live.device_id = t->device_id;
     t->live.end = ngx_segura_terminal_live_end;
+    t->live.watched = ngx_segura_terminal_live_watched;
+    t->live.moderate = ngx_segura_terminal_live_moderate;
 
     ngx_segura_live_add(&t->live);
     ngx_segura_metrics_session_opened(ngx_current_msec - t->requested);
@@ -754,7 +775,7 @@ ngx_segura_terminal_suspend(ngx_segura_terminal_t *t)
 
 
 ngx_segura_terminal_t *
-ngx_segura_terminal_find(const char *token, size_t len)
+ngx_segura_terminal_find_resumable(const char *token, size_t len)
 {
     u_char                 *dot, *id, *end;
     char                    sid[NGX_SEGURA_LIVE_ID_LEN];
@@ -955,6 +976,8 @@ ngx_segura_terminal_read(ngx_segura_terminal_t *t, u_char *buf, size_t size)
                 ngx_segura_recorder_output(t->recorder, buf, n);
             }
 
+            ngx_segura_terminal_tee(t, buf, (size_t) n);
+
             return n;
         }
 
@@ -1045,6 +1068,11 @@ ngx_segura_terminal_write(ngx_segura_terminal_t *t, u_char *data, size_t len)
         return 0;
     }
 
+    if (t->locked) {
+        /* an administrator locked the input: the keystrokes are dropped */
+        return len;
+    }
+
     w = ssh_channel_write(t->ssh.channel, data, (uint32_t) len);
 
     if (w == SSH_ERROR) {
@@ -1072,6 +1100,10 @@ void
 ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
     unsigned rows)
 {
+    u_char               *p, text[64];
+    ngx_queue_t          *q;
+    ngx_segura_viewer_t  *v;
+
     if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
         return;
     }
@@ -1088,6 +1120,23 @@ ngx_segura_terminal_resize(ngx_segura_terminal_t *t, unsigned cols,
 
     if (t->recorder != NULL) {
         ngx_segura_recorder_resize(t->recorder, cols, rows);
+    }
+
+    t->ssh.cols = cols;
+    t->ssh.rows = rows;
+
+    /* watchers size their screen as the owner's */
+
+    p = ngx_snprintf(text, sizeof(text),
+                     "{\"type\":\"resize\",\"cols\":%ui,\"rows\":%ui}",
+                     (ngx_uint_t) cols, (ngx_uint_t) rows);
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = ngx_queue_next(q))
+    {
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->event(v, text, p - text);
     }
 }
 
@@ -1254,6 +1303,138 @@ ngx_segura_terminal_live_end(ngx_segura_live_t *l, ngx_uint_t by_admin)
 
 
 /*
+ * a watcher elsewhere follows the recording: chunks go sooner, and the
+ * owner is told as of a watcher here
+ */
+
+static void
+ngx_segura_terminal_live_watched(ngx_segura_live_t *l, const char *by,
+    ngx_uint_t left)
+{
+    ngx_segura_terminal_t  *t;
+
+    t = (ngx_segura_terminal_t *) ((u_char *) l
+                                   - offsetof(ngx_segura_terminal_t, live));
+
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
+        return;
+    }
+
+    if (left) {
+        if (t->nremote) {
+            t->nremote--;
+        }
+
+    } else {
+        t->nremote++;
+
+        if (t->recorder != NULL) {
+            ngx_segura_recorder_watched(t->recorder);
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: \"%s\" %s watching from elsewhere",
+                  t->id, by, left ? "stopped" : "started");
+
+    ngx_segura_terminal_tell_watched(t, by, left);
+}
+
+
+/*
+ * An administrator, through any node: lock or unlock the owner's input,
+ * or the message of an end that follows.  Each is a marker in the
+ * recording; the owner and the watchers are told of a lock.
+ */
+
+static void
+ngx_segura_terminal_live_moderate(ngx_segura_live_t *l,
+    ngx_segura_live_action_e action, const char *by, const char *text)
+{
+    u_char                 *p;
+    u_char                  buf[128];
+    ngx_segura_terminal_t  *t;
+
+    t = (ngx_segura_terminal_t *) ((u_char *) l
+                                   - offsetof(ngx_segura_terminal_t, live));
+
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE) {
+        return;
+    }
+
+    if (action == NGX_SEGURA_LIVE_MESSAGE) {
+        (void) ngx_cpystrn((u_char *) t->moderator, (u_char *) by,
+                           sizeof(t->moderator));
+        (void) ngx_cpystrn((u_char *) t->note, (u_char *) text,
+                           sizeof(t->note));
+
+        ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                      "segura session %s: \"%s\" ends it with a message",
+                      t->id, t->moderator);
+
+        if (t->recorder != NULL) {
+            p = ngx_snprintf(buf, sizeof(buf) - 1, "ended by %s%s", by,
+                             t->note[0] ? ": " : "");
+            *p = '\0';
+            ngx_segura_recorder_marker_text(t->recorder, (char *) buf,
+                                            t->note);
+        }
+
+        return;
+    }
+
+    if (t->locked == (action == NGX_SEGURA_LIVE_LOCK)) {
+        /* already so (a re-check, or asked twice) */
+        return;
+    }
+
+    t->locked = (action == NGX_SEGURA_LIVE_LOCK);
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: input %s by \"%s\"", t->id,
+                  t->locked ? "locked" : "unlocked", by);
+
+    p = ngx_snprintf(buf, sizeof(buf) - 1, "%s by %s",
+                     t->locked ? "locked" : "unlocked", by);
+    *p = '\0';
+
+    if (t->recorder != NULL) {
+        ngx_segura_recorder_marker(t->recorder, (char *) buf);
+    }
+
+    /* user names are [A-Za-z0-9._@-] (sql/002): no JSON escape needed */
+
+    p = ngx_snprintf(buf, sizeof(buf),
+                     "{\"type\":\"locked\",\"locked\":%s,\"by\":\"%s\"}",
+                     t->locked ? "true" : "false", by);
+
+    ngx_segura_terminal_tell(t, buf, p - buf);
+}
+
+
+/* an event for the owner and every watcher */
+
+static void
+ngx_segura_terminal_tell(ngx_segura_terminal_t *t, u_char *text, size_t len)
+{
+    ngx_queue_t          *q;
+    ngx_segura_viewer_t  *v;
+
+    if (t->viewer != NULL && t->viewer->event != NULL) {
+        t->viewer->event(t->viewer, text, len);
+    }
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = ngx_queue_next(q))
+    {
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->event(v, text, len);
+    }
+}
+
+
+/*
  * The viewer leaves.  With one viewer and no resume yet, the terminal
  * ends with it; resume (the live-session issue) keeps it for a while.
  */
@@ -1274,6 +1455,7 @@ void
 ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
     ngx_segura_ws_err_e err)
 {
+    ngx_queue_t          *q;
     ngx_segura_viewer_t  *v;
 
     if (t->state == NGX_SEGURA_TERMINAL_ENDED) {
@@ -1329,6 +1511,16 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
         v->ended(v, t);
     }
 
+    while (!ngx_queue_empty(&t->watchers)) {
+        q = ngx_queue_head(&t->watchers);
+        ngx_queue_remove(q);
+        t->nwatchers--;
+
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->terminal = NULL;
+        v->ended(v, t);
+    }
+
     /* freed once whoever called us is back in the event loop */
 
     t->free.handler = ngx_segura_terminal_free;
@@ -1336,6 +1528,168 @@ ngx_segura_terminal_end(ngx_segura_terminal_t *t, const char *end_reason,
     t->free.log = &t->log;
 
     ngx_post_event(&t->free, &ngx_posted_events);
+}
+
+
+/*
+ * What the owner read goes into the recent-output ring and to each
+ * watcher, which copies it or skips it: a watcher never holds the owner
+ */
+
+static void
+ngx_segura_terminal_tee(ngx_segura_terminal_t *t, u_char *data, size_t len)
+{
+    size_t                n, k;
+    u_char               *p;
+    ngx_queue_t          *q, *next;
+    ngx_segura_viewer_t  *v;
+
+    p = data;
+    n = len;
+
+    if (n > NGX_SEGURA_TERMINAL_RECENT) {
+        p += n - NGX_SEGURA_TERMINAL_RECENT;
+        n = NGX_SEGURA_TERMINAL_RECENT;
+    }
+
+    while (n) {
+        k = ngx_min(n, NGX_SEGURA_TERMINAL_RECENT - t->recent_pos);
+        ngx_memcpy(t->recent + t->recent_pos, p, k);
+
+        t->recent_pos = (t->recent_pos + k) % NGX_SEGURA_TERMINAL_RECENT;
+        t->recent_len = ngx_min(t->recent_len + k,
+                                NGX_SEGURA_TERMINAL_RECENT);
+        p += k;
+        n -= k;
+    }
+
+    for (q = ngx_queue_head(&t->watchers);
+         q != ngx_queue_sentinel(&t->watchers);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        v = ngx_queue_data(q, ngx_segura_viewer_t, queue);
+        v->output(v, data, len);
+    }
+}
+
+
+ngx_int_t
+ngx_segura_terminal_watch(ngx_segura_terminal_t *t, ngx_segura_viewer_t *v)
+{
+    if (t->state != NGX_SEGURA_TERMINAL_LIVE || t->recent == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&t->watchers, &v->queue);
+    t->nwatchers++;
+    v->terminal = t;
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: watched by \"%s\", %ui watcher%s",
+                  t->id, v->name, t->nwatchers,
+                  t->nwatchers == 1 ? "" : "s");
+
+    ngx_segura_terminal_tell_watched(t, v->name, 0);
+
+    return NGX_OK;
+}
+
+
+size_t
+ngx_segura_terminal_recent(ngx_segura_terminal_t *t, u_char *buf,
+    size_t size)
+{
+    size_t   n, start, first;
+
+    if (t->recent == NULL) {
+        return 0;
+    }
+
+    n = ngx_min(size, t->recent_len);
+
+    /* the newest n bytes, oldest first */
+
+    start = (t->recent_pos + NGX_SEGURA_TERMINAL_RECENT - n)
+            % NGX_SEGURA_TERMINAL_RECENT;
+    first = ngx_min(n, NGX_SEGURA_TERMINAL_RECENT - start);
+
+    ngx_memcpy(buf, t->recent + start, first);
+    ngx_memcpy(buf + first, t->recent, n - first);
+
+    return n;
+}
+
+
+void
+ngx_segura_terminal_unwatch(ngx_segura_terminal_t *t, ngx_segura_viewer_t *v)
+{
+    if (v->terminal != t) {
+        return;
+    }
+
+    ngx_queue_remove(&v->queue);
+    t->nwatchers--;
+    v->terminal = NULL;
+
+    ngx_log_error(NGX_LOG_NOTICE, &t->log, 0,
+                  "segura session %s: \"%s\" stopped watching", t->id,
+                  v->name);
+
+    if (t->state == NGX_SEGURA_TERMINAL_LIVE) {
+        ngx_segura_terminal_tell_watched(t, v->name, 1);
+    }
+}
+
+
+/* the terminal of a live session of this worker, or NULL */
+
+ngx_segura_terminal_t *
+ngx_segura_terminal_find(const char *id)
+{
+    ngx_segura_live_t  *l;
+
+    l = ngx_segura_live_find(id);
+
+    if (l == NULL || l->end != ngx_segura_terminal_live_end) {
+        return NULL;
+    }
+
+    return (ngx_segura_terminal_t *) ((u_char *) l
+                                      - offsetof(ngx_segura_terminal_t,
+                                                 live));
+}
+
+
+/* segura_watch_notice: the owner knows who watches */
+
+static void
+ngx_segura_terminal_tell_watched(ngx_segura_terminal_t *t, const char *by,
+    ngx_uint_t left)
+{
+    u_char               *p, *last;
+    u_char                text[256];
+    ngx_segura_viewer_t  *v;
+
+    v = t->viewer;
+
+    if (!t->slcf->watch_notice || v == NULL || v->event == NULL) {
+        return;
+    }
+
+    /* user names are [A-Za-z0-9._@-] (sql/002): no JSON escape needed */
+
+    last = text + sizeof(text);
+    p = ngx_snprintf(text, sizeof(text),
+                     "{\"type\":\"watched\",\"by\":\"%s\",\"watchers\":%ui,"
+                     "\"left\":%s}", by, t->nwatchers + t->nremote,
+                     left ? "true" : "false");
+
+    if (p == last) {
+        return;
+    }
+
+    v->event(v, text, p - text);
 }
 
 

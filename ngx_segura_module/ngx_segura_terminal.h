@@ -29,11 +29,16 @@ typedef struct ngx_segura_viewer_s    ngx_segura_viewer_t;
 
 
 /*
- * A viewer is what a terminal knows of whoever looks at it (today the
- * owner's WebSocket, ngx_segura_relay.c).  The terminal calls
+ * A viewer is what a terminal knows of whoever looks at it: the owner's
+ * WebSocket (ngx_segura_relay.c), which reads and writes, and watchers
+ * (the same relay, read-only), which are fed.  The terminal calls
  *
- *   ready   once, when the shell is open (t->id names the session)
- *   wake    when the device has data for it or room for its input
+ *   ready   once, when the shell is open (t->id names the session); owner
+ *   wake    when the device has data for it or room for its input; owner
+ *   output  a watcher: bytes the owner read from the device, to copy now
+ *           (the watcher must not re-enter the terminal)
+ *   event   a JSON event for this viewer (watched, ...): text of len
+ *           bytes, to copy now; may be NULL
  *   ended   once, when the terminal ends for a reason of its own (exit,
  *           device gone, idle, revoked, ended, shutdown, set-up failed);
  *           t->end_err, t->exit_status and t->shutdown say how.  The
@@ -43,22 +48,36 @@ typedef struct ngx_segura_viewer_s    ngx_segura_viewer_t;
  *           one still had it (its client went away unseen): v->terminal
  *           is already NULL; the terminal goes on.
  *
- * A viewer that leaves calls ngx_segura_terminal_detach() and hears no
- * ended.
+ * The owner that leaves calls ngx_segura_terminal_detach(), a watcher
+ * ngx_segura_terminal_unwatch(); neither hears ended.
  */
 
 typedef void (*ngx_segura_viewer_pt)(ngx_segura_viewer_t *v);
 typedef void (*ngx_segura_viewer_ended_pt)(ngx_segura_viewer_t *v,
     ngx_segura_terminal_t *t);
+typedef void (*ngx_segura_viewer_data_pt)(ngx_segura_viewer_t *v,
+    u_char *data, size_t len);
 
 struct ngx_segura_viewer_s {
     ngx_segura_terminal_t         *terminal;
     ngx_segura_viewer_pt           ready;
     ngx_segura_viewer_pt           wake;
+    ngx_segura_viewer_data_pt      output;
+    ngx_segura_viewer_data_pt      event;
     ngx_segura_viewer_ended_pt     ended;
     ngx_segura_viewer_pt           displaced;
     void                          *data;
+    ngx_queue_t                    queue;     /* a watcher's, in watchers */
+    const char                    *name;      /* a watcher's user name */
 };
+
+
+/* an administrator's message at the end of a session, in bytes */
+#define NGX_SEGURA_TERMINAL_NOTE_MAX  500
+
+/* the recent output a new watcher sees first: about a screenful */
+
+#define NGX_SEGURA_TERMINAL_RECENT  16384
 
 
 typedef enum {
@@ -103,7 +122,13 @@ struct ngx_segura_terminal_s {
     ngx_segura_terminal_state_e    state;
     ngx_segura_connect_t           connect;
     ngx_connection_t              *peer;       /* wraps libssh's socket */
-    ngx_segura_viewer_t           *viewer;
+    ngx_segura_viewer_t           *viewer;     /* the owner's */
+    ngx_queue_t                    watchers;   /* ngx_segura_viewer_t */
+    ngx_uint_t                     nwatchers;
+    ngx_uint_t                     nremote;    /* watchers elsewhere */
+    u_char                        *recent;     /* a ring, when live */
+    size_t                         recent_pos;
+    size_t                         recent_len;
     ngx_segura_live_t              live;
     ngx_segura_recorder_t         *recorder;   /* NULL: not recorded */
     char                           id[NGX_SEGURA_LIVE_ID_LEN];
@@ -132,6 +157,10 @@ struct ngx_segura_terminal_s {
     const char                    *end_reason;
     ngx_segura_ws_err_e            end_err;
 
+    /* moderation (POST /api/sessions/<id>/lock, /end with a message) */
+    char                           moderator[65];
+    char                           note[NGX_SEGURA_TERMINAL_NOTE_MAX + 1];
+
     /* the pin task's */
     char                           pin_err[NGX_SEGURA_SSH_ERRLEN];
 
@@ -142,6 +171,7 @@ struct ngx_segura_terminal_s {
     unsigned                       shutdown:1;
     unsigned                       pinned_now:1;
     unsigned                       pin_failed:1;
+    unsigned                       locked:1;    /* the owner's input drops */
 };
 
 
@@ -158,14 +188,29 @@ void ngx_segura_terminal_end(ngx_segura_terminal_t *t,
 /*
  * resume: suspend keeps the shell for segura_resume_timeout once the
  * viewer left without ending it (NGX_DECLINED: resume is off, or the
- * terminal is not live; the caller detaches); find looks a token up
- * among the worker's terminals; resume attaches a viewer to a found one
+ * terminal is not live; the caller detaches); find_resumable looks a
+ * token up among the worker's terminals; resume attaches a viewer to a
+ * found one
  */
 ngx_int_t ngx_segura_terminal_suspend(ngx_segura_terminal_t *t);
-ngx_segura_terminal_t *ngx_segura_terminal_find(const char *token,
+ngx_segura_terminal_t *ngx_segura_terminal_find_resumable(const char *token,
     size_t len);
 void ngx_segura_terminal_resume(ngx_segura_terminal_t *t,
     ngx_segura_viewer_t *v);
+
+/*
+ * Watchers: watch adds v (v->name set) and returns NGX_OK, or NGX_ERROR
+ * when the terminal is not live or no memory is left; recent copies the
+ * recent output, oldest first, and returns its length; unwatch removes
+ * v.  The owner hears a "watched" event either way.
+ */
+ngx_int_t ngx_segura_terminal_watch(ngx_segura_terminal_t *t,
+    ngx_segura_viewer_t *v);
+size_t ngx_segura_terminal_recent(ngx_segura_terminal_t *t, u_char *buf,
+    size_t size);
+void ngx_segura_terminal_unwatch(ngx_segura_terminal_t *t,
+    ngx_segura_viewer_t *v);
+ngx_segura_terminal_t *ngx_segura_terminal_find(const char *id);
 
 /*
  * The relay's side: read returns the bytes read (stdout and stderr as

@@ -11,10 +11,15 @@
  * PostgreSQL is the only channel between nodes.  Every worker keeps one
  * libpq connection that LISTENs on segura_grant_changed (sql/011: any
  * change that can alter segura_grant_check()) and segura_session_end
- * (sql/013: an administrator ended a session).  The connection is opened
- * by a pool thread (connecting may block: DNS, TCP, authentication) and
- * then read on the event loop, non-blocking: PQconsumeInput() and
- * PQnotifies() never wait.
+ * (sql/013: an administrator ended a session), and for watchers on
+ * segura_session_chunk and segura_session_watch (sql/023: a chunk of a
+ * recording stored, a session watched from elsewhere) and
+ * segura_session_moderate (sql/024: lock, unlock, an end's message),
+ * which go to the tails (ngx_segura_tail.c) and the registry without a
+ * re-check.  The
+ * connection is opened by a pool thread (connecting may block: DNS, TCP,
+ * authentication) and then read on the event loop, non-blocking:
+ * PQconsumeInput() and PQnotifies() never wait.
  *
  * A notification does not say which session it concerns; the worker
  * re-checks all its live sessions in one query on a pool thread and ends
@@ -39,7 +44,10 @@
 #include "ngx_segura.h"
 #include "ngx_segura_db.h"
 #include "ngx_segura_live.h"
+#include "ngx_segura_tail.h"
 #include "ngx_segura_watch.h"
+
+#include <jansson.h>
 
 
 #define NGX_SEGURA_WATCH_RETRY_MIN   1000
@@ -76,6 +84,10 @@ typedef struct {
 
 static ngx_int_t ngx_segura_watch_post(ngx_segura_watch_t *w,
     ngx_thread_task_t *task);
+static void ngx_segura_watch_moderate(ngx_segura_watch_t *w,
+    const char *payload);
+static void ngx_segura_watch_watched(ngx_segura_watch_t *w,
+    const char *payload);
 static void ngx_segura_watch_start(ngx_segura_watch_t *w);
 static void ngx_segura_watch_connect(void *data, ngx_log_t *log);
 static void ngx_segura_watch_connect_done(ngx_event_t *ev);
@@ -278,7 +290,10 @@ ngx_segura_watch_connect(void *data, ngx_log_t *log)
     }
 
     res = PQexec(conn, "listen segura_grant_changed;"
-                       " listen segura_session_end");
+                       " listen segura_session_end;"
+                       " listen segura_session_chunk;"
+                       " listen segura_session_watch;"
+                       " listen segura_session_moderate");
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         (void) ngx_snprintf((u_char *) w->connect_err,
@@ -401,14 +416,113 @@ ngx_segura_watch_read(ngx_event_t *rev)
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0,
                        "segura watch: notified \"%s\" \"%s\"",
                        n->relname, n->extra);
+
+        /* watching from elsewhere (sql/023): no re-check */
+
+        if (ngx_strcmp(n->relname, "segura_session_chunk") == 0) {
+            ngx_segura_tail_notify(n->extra);
+
+        } else if (ngx_strcmp(n->relname, "segura_session_watch") == 0) {
+            ngx_segura_watch_watched(w, n->extra);
+
+        } else if (ngx_strcmp(n->relname, "segura_session_moderate") == 0) {
+            ngx_segura_watch_moderate(w, n->extra);
+
+        } else {
+            heard++;
+        }
+
         PQfreemem(n);
-        heard++;
     }
 
     if (heard) {
         w->generation++;
         ngx_segura_watch_recheck();
     }
+}
+
+
+/* {"id":..., "by":..., "left":bool}: a watcher elsewhere (sql/023) */
+
+static void
+ngx_segura_watch_watched(ngx_segura_watch_t *w, const char *payload)
+{
+    json_t        *json;
+    const char    *id, *by;
+    json_error_t   error;
+
+    json = json_loads(payload, 0, &error);
+
+    id = json_string_value(json_object_get(json, "id"));
+    by = json_string_value(json_object_get(json, "by"));
+
+    if (id == NULL || by == NULL
+        || !json_is_boolean(json_object_get(json, "left")))
+    {
+        json_decref(json);
+        ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                      "segura watch: a malformed segura_session_watch "
+                      "notification");
+        return;
+    }
+
+    ngx_segura_live_watched(id, by,
+                            json_is_true(json_object_get(json, "left")));
+
+    json_decref(json);
+}
+
+
+/* {"id":..., "action":"lock"|"unlock"|"message", "by":..., "message":...} */
+
+static void
+ngx_segura_watch_moderate(ngx_segura_watch_t *w, const char *payload)
+{
+    json_t                    *json;
+    const char                *id, *action, *by, *text;
+    json_error_t               error;
+    ngx_segura_live_action_e   a;
+
+    json = json_loads(payload, 0, &error);
+
+    if (json == NULL || !json_is_object(json)) {
+        goto bad;
+    }
+
+    id = json_string_value(json_object_get(json, "id"));
+    action = json_string_value(json_object_get(json, "action"));
+    by = json_string_value(json_object_get(json, "by"));
+    text = json_string_value(json_object_get(json, "message"));
+
+    if (id == NULL || action == NULL || by == NULL) {
+        goto bad;
+    }
+
+    if (ngx_strcmp(action, "lock") == 0) {
+        a = NGX_SEGURA_LIVE_LOCK;
+
+    } else if (ngx_strcmp(action, "unlock") == 0) {
+        a = NGX_SEGURA_LIVE_UNLOCK;
+
+    } else if (ngx_strcmp(action, "message") == 0) {
+        a = NGX_SEGURA_LIVE_MESSAGE;
+
+    } else {
+        goto bad;
+    }
+
+    ngx_segura_live_moderate(id, a, by, text != NULL ? text : "");
+
+    json_decref(json);
+    return;
+
+bad:
+
+    json_decref(json);
+
+    ngx_log_error(NGX_LOG_ALERT, w->log, 0,
+                  "segura watch: a malformed segura_session_moderate "
+                  "notification");
 }
 
 
@@ -572,14 +686,15 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
         goto done;
     }
 
+    /* and whether each is locked (sql/024), for a lock notified unheard */
+
     res = ngx_segura_db_query_retry(w->smcf->db, &conn,
               "select t.id::text, case when s.end_requested_at is not null"
-              " then 'ended' else segura_grant_check(t.u, t.k, t.d) end"
+              " then 'ended' else segura_grant_check(t.u, t.k, t.d) end,"
+              " coalesce(s.locked, false)"
               " from unnest($1::uuid[], $2::bigint[], $3::bigint[],"
               " $4::bigint[]) as t(id, u, k, d)"
-              " left join ssh_sessions s on s.id = t.id"
-              " where s.end_requested_at is not null"
-              " or segura_grant_check(t.u, t.k, t.d) <> 'ok'",
+              " left join ssh_sessions s on s.id = t.id",
               4, (const char *const *) lists, w->check_err,
               sizeof(w->check_err));
 
@@ -594,7 +709,14 @@ ngx_segura_watch_check(void *data, ngx_log_t *log)
         why = PQgetvalue(res, j, 1);
 
         for (i = 0; i < w->nrefs; i++) {
-            if (ngx_strcmp(w->refs[i].id, id) == 0) {
+            if (ngx_strcmp(w->refs[i].id, id) != 0) {
+                continue;
+            }
+
+            if (ngx_strcmp(why, "ok") == 0) {
+                w->verdict[i] = (PQgetvalue(res, j, 2)[0] == 't') ? 'l' : 'u';
+
+            } else {
                 w->verdict[i] = (ngx_strcmp(why, "ended") == 0) ? 'e' : 'r';
             }
         }
@@ -645,8 +767,25 @@ ngx_segura_watch_check_done(ngx_event_t *ev)
      */
 
     for (i = 0; i < w->nrefs; i++) {
-        if (w->verdict[i]) {
+        switch (w->verdict[i]) {
+
+        case 'e':
+        case 'r':
             ngx_segura_live_end(w->refs[i].id, w->verdict[i] == 'e');
+            break;
+
+        case 'l':
+        case 'u':
+            /* a change of state only: the notification may have been lost */
+            ngx_segura_live_moderate(w->refs[i].id,
+                                     w->verdict[i] == 'l'
+                                     ? NGX_SEGURA_LIVE_LOCK
+                                     : NGX_SEGURA_LIVE_UNLOCK,
+                                     "an administrator", "");
+            break;
+
+        default:
+            break;
         }
     }
 

@@ -56,6 +56,13 @@ function endButton(s) {
   return b;
 }
 
+// a live session can be watched (read only) in the terminal page
+function watchLink(s) {
+  if (!me.admin || s.ended_at) return '';
+  return h('a', { href: `terminal.html?watch=${encodeURIComponent(s.id)}`, target: '_blank', rel: 'noopener',
+                  'aria-label': `Watch the session of ${s.username} on ${s.device_name}` }, 'Watch');
+}
+
 async function reload() {
   tbody.replaceChildren();
   await load();
@@ -67,14 +74,14 @@ async function load(before) {
     const d = await get('/api/sessions?limit=50' + (before ? '&before=' + encodeURIComponent(before) : ''));
     tbody.append(...d.items.map(s => h('tr', {},
       h('td', {}, when(s.started_at)),
-      h('td', {}, s.ended_at ? when(s.ended_at) : h('span', { class: 'pill ok' }, 'Live')),
+      h('td', {}, s.ended_at ? when(s.ended_at) : h('span', { class: 'pill ok' }, s.locked ? 'Live, locked' : 'Live')),
       h('td', {}, s.username),
       h('td', {}, s.key_name ?? `#${s.key_id}`),
       h('td', {}, `${s.device_name ?? '#' + s.device_id} (${s.device_address}:${s.device_port})`),
       h('td', { class: 'mono' }, s.client_addr || ''),
       h('td', {}, `${s.bytes_in} / ${s.bytes_out}`),
       h('td', { title: s.end_reason || '' }, ending(s)),
-      h('td', { class: 'actions' }, endButton(s)))));
+      h('td', { class: 'actions' }, watchLink(s), ' ', endButton(s)))));
     next = d.next;
     more.hidden = !next;
   } catch (e) { banner(msg, 'error', errorText(e)); }

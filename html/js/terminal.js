@@ -3,7 +3,9 @@
 // events (connected, resumed, error, exit) from the server and resize and
 // ack from us. A connection that drops is resumed with backoff, and a
 // reloaded page re-attaches to the same shell (docs/protocol.md, Resume).
-import { get, idParam } from './api.js';
+// With ?watch=<session id> the page watches someone else's session, read
+// only (docs/protocol.md, "Watching a session"), with Lock and End.
+import { get, post, idParam, confirmDialog } from './api.js';
 import { reasonText } from './reasons.js';
 
 const bannerEl = document.getElementById('term-banner');
@@ -12,8 +14,22 @@ const noteEl = document.getElementById('term-note');
 const keysEl = document.getElementById('term-keys');
 const reconnectBtn = document.getElementById('term-reconnect');
 const disconnectBtn = document.getElementById('term-disconnect');
+const noticeEl = document.getElementById('term-notice');
+const lockBtn = document.getElementById('term-lock');
+const endBtn = document.getElementById('term-end');
 const keyId = idParam('key');
 const deviceId = idParam('device');
+const watchParam = new URLSearchParams(location.search).get('watch');
+const watchId = watchParam && /^[0-9a-f-]{36}$/.test(watchParam) ? watchParam : null;
+
+// a lasting notice above the terminal (watched, locked, whose session),
+// apart from the error banner
+const notices = new Map();
+function notice(key, text) {
+  if (text) notices.set(key, text); else notices.delete(key);
+  noticeEl.textContent = [...notices.values()].join(' · ');
+  noticeEl.hidden = notices.size === 0;
+}
 
 // the banner: our sentence, and in smaller print what the server said
 // when that adds something (its error code, its own message)
@@ -62,6 +78,7 @@ const ERRORS = [
   [4012, 'bad_message', 'The server did not understand a message from this page.'],
   [4013, 'session_ended', 'An administrator ended this session.'],
   [4014, 'access_revoked', 'Your access to this device with this key was revoked, so the session was closed.'],
+  [4020, 'read_only', 'This page only watches the session: it cannot type into it.'],
 ];
 const BY_CLOSE = new Map(ERRORS.map(([close, code, text]) => [close, { code, text }]));
 const BY_CODE = new Map(ERRORS.map(([close, code, text]) => [code, { close, text }]));
@@ -73,6 +90,10 @@ const CLOSE_TEXT = {
   1011: 'The server met an internal error.',
 };
 
+// why a watched session ended (end_reason, docs/protocol.md "Audit")
+const ENDED = { client_closed: 'the user closed it', client_gone: 'the user\'s browser went away',
+                idle_timeout: 'idle timeout', device_gone: 'the device connection was lost' };
+
 // letters only, lower case: "refused the key: is" and "refused the key —
 // is" say the same thing
 const gist = s => String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '');
@@ -81,18 +102,24 @@ const gist = s => String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '');
 // server's message unless ours already says it
 function errorBanner(m) {
   const known = BY_CODE.get(m.code);
-  const text = known ? known.text : (m.message || 'The session failed.');
+  let text = known ? known.text : (m.message || 'The session failed.');
+  if (m.code === 'session_ended' && m.note) text += ` Their message: “${m.note}”`;
   const extra = known && m.message && !gist(known.text).startsWith(gist(m.message)) ? m.message + ' · ' : '';
-  return { text, detail: `${extra}${m.code}${known ? ', close ' + known.close : ''}` };
+  const by = m.by ? `by ${m.by} · ` : '';
+  return { text, detail: `${by}${extra}${m.code}${known ? ', close ' + known.close : ''}` };
 }
 
-if (!keyId || !deviceId) {
+if (!watchId && (!keyId || !deviceId)) {
   show('error', 'No key or device was chosen: start a session from the SSH Keys: Remote Access report.');
   state('Not connected', 'closed');
   disconnectBtn.hidden = true;
   await new Promise(() => {}); // nothing more to do on this page
 }
-document.getElementById('term-back').href = `remote-access.html?key=${keyId}`;
+document.getElementById('term-back').href = watchId ? 'sessions.html' : `remote-access.html?key=${keyId}`;
+if (watchId) {
+  document.getElementById('term-back').replaceChildren('Back', Object.assign(document.createElement('span'),
+    { className: 'wide', textContent: ' to Session audit' }));
+}
 
 if (typeof window.Terminal !== 'function' || typeof window.FitAddon?.FitAddon !== 'function') {
   show('error', 'The terminal cannot start: its library (xterm.js) is missing on the server. ' +
@@ -114,6 +141,8 @@ const term = new window.Terminal({
   allowProposedApi: true,
   theme: { background: '#0b0f17', foreground: '#dfe6f3', cursor: '#8fb4ff',
            selectionBackground: '#3a5a96' },
+  // a watcher sees, never types
+  disableStdin: !!watchId,
 });
 const fit = new window.FitAddon.FitAddon();
 term.loadAddon(fit);
@@ -143,7 +172,7 @@ async function loadAccess() {
   }
   return access;
 }
-loadAccess().then(a => {
+if (!watchId) loadAccess().then(a => {
   if (!a.key) return;
   const device = a.device ? `${a.device.name} (${a.device.address}:${a.device.port})` : `device #${deviceId}`;
   document.getElementById('term-title').textContent = `${a.key.name} → ${device}`;
@@ -278,14 +307,17 @@ function send(data) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(data);
 }
 
-term.onData(d => send(enc.encode(d)));
-term.onBinary(d => send(Uint8Array.from(d, c => c.charCodeAt(0) & 0xff)));
-term.onResize(({ cols, rows }) => send(JSON.stringify({ type: 'resize', cols, rows })));
+if (!watchId) {
+  term.onData(d => send(enc.encode(d)));
+  term.onBinary(d => send(Uint8Array.from(d, c => c.charCodeAt(0) & 0xff)));
+  term.onResize(({ cols, rows }) => send(JSON.stringify({ type: 'resize', cols, rows })));
+}
 
 // the terminal fills what the window leaves it (a banner shown or hidden
 // changes that too): refit, and xterm.js tells the server (onResize)
 let resizeTimer = 0;
 const refit = () => {
+  if (watchId) return; // a watcher's screen is the owner's size
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(() => { try { fit.fit(); } catch { /* hidden */ } }, 60);
 };
@@ -300,7 +332,8 @@ function connect(resume = false) {
   disconnectBtn.hidden = false;
   fit.fit();
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const q = new URLSearchParams({ key: keyId, device: deviceId, cols: term.cols, rows: term.rows });
+  const q = watchId ? new URLSearchParams({ watch: watchId })
+                    : new URLSearchParams({ key: keyId, device: deviceId, cols: term.cols, rows: term.rows });
   if (resume) {
     q.set('resume', resumeToken);
     q.set('received', String(queued));
@@ -332,7 +365,35 @@ function connect(resume = false) {
     }
     let m;
     try { m = JSON.parse(ev.data); } catch { return; }
-    if (m.type === 'connected' || m.type === 'resumed') {
+    if (m.type === 'watching') {
+      // a watcher: the owner's screen, then acknowledgements as the owner
+      connected = true;
+      rendered = 0; acked = 0;
+      send(JSON.stringify({ type: 'ack', bytes: 0 }));
+      term.resize(m.cols, m.rows);
+      state('Watching', 'connected');
+      notice('whose', `Watching the session of ${m.user} on ${m.device} (read only)`);
+      document.getElementById('term-title').textContent = `${m.user} → ${m.device}`;
+      document.title = `Watching ${m.user} on ${m.device} — Segura`;
+      setLocked(!!m.locked);
+      lockBtn.hidden = false;
+      endBtn.hidden = false;
+    } else if (m.type === 'resize') {
+      term.resize(m.cols, m.rows);
+    } else if (m.type === 'skipped') {
+      note(`Fell behind: ${m.bytes} bytes skipped`);
+    } else if (m.type === 'watched') {
+      notice('watched', m.watchers > 0
+        ? `You are being watched (${m.watchers} watcher${m.watchers === 1 ? '' : 's'}; ${m.left ? m.by + ' left' : 'latest: ' + m.by})`
+        : '');
+    } else if (m.type === 'locked' && watchId) {
+      setLocked(m.locked, m.by);
+    } else if (m.type === 'locked') {
+      notice('locked', m.locked ? `Input locked by ${m.by}: what you type is not sent` : '');
+      if (!m.locked) note(`Input unlocked by ${m.by}`);
+    } else if (m.type === 'ended') {
+      exit = exit || { status: null, reason: m.reason };
+    } else if (m.type === 'connected' || m.type === 'resumed') {
       connected = true;
       if (m.type === 'connected') {
         // the output is counted from here, across resumes too; this
@@ -364,7 +425,7 @@ function connect(resume = false) {
       const b = errorBanner(m);
       show('error', b.text, b.detail);
     } else if (m.type === 'exit') {
-      exit = m;
+      exit = { ...m, reason: exit?.reason };
     }
   });
 
@@ -397,6 +458,9 @@ function connect(resume = false) {
     }
     forget();
     state('Disconnected', 'closed');
+    lockBtn.hidden = true;
+    endBtn.hidden = true;
+    notice('watched', '');
     disconnectBtn.hidden = true;
     reconnectBtn.hidden = false;
     let text, detail = '', kind = 'error';
@@ -407,6 +471,7 @@ function connect(resume = false) {
     } else if (ev.code === 1000) {
       kind = 'info';
       text = !exit ? 'Session ended'
+        : exit.reason && exit.reason !== 'exit' ? `Session ended (${ENDED[exit.reason] || exit.reason})`
         : exit.status === null ? 'Session ended (killed by a signal)'
         : `Session ended (exit ${exit.status})`;
     } else if (lastError) {
@@ -433,6 +498,9 @@ function connect(resume = false) {
 
 // the upgrade was refused: ask the API why, in words
 async function whyRefused() {
+  if (watchId) {
+    return 'The session cannot be watched: it has ended, it does not exist, or you may not watch sessions.';
+  }
   const a = await loadAccess();
   if (a.error) {
     if (a.error.status === 401) return 'You are not logged in (or your login expired). Log in again and retry.';
@@ -452,11 +520,45 @@ disconnectBtn.addEventListener('click', () => {
 });
 reconnectBtn.addEventListener('click', () => { forget(); term.reset(); connect(); term.focus(); });
 
+// a watcher moderates: lock the owner's input, end the session with a word
+let locked = false;
+function setLocked(v, by = '') {
+  locked = v;
+  lockBtn.textContent = v ? 'Unlock input' : 'Lock input';
+  notice('locked', v ? `The user's input is locked${by ? ' by ' + by : ''}` : '');
+}
+lockBtn.addEventListener('click', async () => {
+  lockBtn.disabled = true;
+  try {
+    const r = await post(`/api/sessions/${watchId}/lock`, { locked: !locked });
+    setLocked(!!r.locked);
+  } catch (e) {
+    show('error', 'The lock failed: ' + (e.message || e.code));
+  } finally { lockBtn.disabled = false; }
+});
+endBtn.addEventListener('click', async () => {
+  const input = Object.assign(document.createElement('input'),
+    { type: 'text', maxLength: 500, id: 'end-message', placeholder: 'Optional' });
+  const label = Object.assign(document.createElement('label'), { htmlFor: 'end-message', textContent: 'Message for the user: ' });
+  const body = document.createElement('div');
+  body.append('End this session? The terminal of its user closes at once.', document.createElement('br'), label, input);
+  const ok = await confirmDialog('End session', body, 'End session');
+  if (!ok) return;
+  const message = input.value.replace(/[\x00-\x1f\x7f]/g, ' ').trim();
+  endBtn.disabled = true;
+  try {
+    await post(`/api/sessions/${watchId}/end`, message ? { message } : {});
+  } catch (e) {
+    show('error', 'Ending failed: ' + (e.message || e.code));
+  } finally { endBtn.disabled = false; }
+});
+
+
 // a reload of this tab re-attaches to its shell: the saved screen first
 let reload = null;
 try { reload = JSON.parse(sessionStorage.getItem(RESUME_KEY) || 'null'); } catch { reload = null; }
 sessionStorage.removeItem(RESUME_KEY);
-if (reload && reload.token) {
+if (!watchId && reload && reload.token) {
   resumeToken = reload.token;
   queued = rendered = acked = Number(reload.received) || 0;
   if (reload.screen) term.write(reload.screen);
