@@ -20,6 +20,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_fleet.h"
+#include "ngx_segura_retention.h"
 #include "ngx_segura_handshake.h"
 #include "ngx_segura_live.h"
 #include "ngx_segura_metrics.h"
@@ -49,6 +50,8 @@ static char *ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -247,6 +250,20 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       offsetof(ngx_http_segura_loc_conf_t, recording_overflow),
       &ngx_http_segura_recording_overflows },
 
+    { ngx_string("segura_recording_self"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, recording_self),
+      NULL },
+
+    { ngx_string("segura_recording_retention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_retention,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("segura_allowed_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_segura_allowed_origins,
@@ -320,6 +337,7 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
 
     smcf->db_connections = NGX_CONF_UNSET_UINT;
     smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
+    smcf->recording_retention = NGX_CONF_UNSET_MSEC;
     smcf->login_concurrency = NGX_CONF_UNSET;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
@@ -349,6 +367,7 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
+    ngx_conf_init_msec_value(smcf->recording_retention, 0);
     /*
      * half the CPUs: argon2id is CPU-bound, and the other half is what
      * the session set-ups of a login flood get
@@ -435,6 +454,7 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->recording = NGX_CONF_UNSET;
     slcf->recording_input = NGX_CONF_UNSET;
     slcf->recording_overflow = NGX_CONF_UNSET_UINT;
+    slcf->recording_self = NGX_CONF_UNSET;
     slcf->allowed_origins = NGX_CONF_UNSET_PTR;
 
     return slcf;
@@ -476,6 +496,7 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->recording_overflow,
                               prev->recording_overflow,
                               NGX_SEGURA_RECORDING_PAUSE);
+    ngx_conf_merge_value(conf->recording_self, prev->recording_self, 0);
     ngx_conf_merge_ptr_value(conf->allowed_origins,
                              prev->allowed_origins, NULL);
 
@@ -847,6 +868,46 @@ ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_segura_metrics_add_zone(cf, smcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * segura_recording_retention off | <time>: how long a recording is kept
+ * after its session ended (ngx_segura_retention.c); at least a second
+ */
+
+static char *
+ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (smcf->recording_retention != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        smcf->recording_retention = 0;
+        return NGX_CONF_OK;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+
+    if (ms == (ngx_msec_t) NGX_ERROR || ms < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, "
+                           "it must be \"off\" or a time of at least 1s",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->recording_retention = ms;
 
     return NGX_CONF_OK;
 }
@@ -1332,6 +1393,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* old recordings go, one node of the fleet at a time */
+
+    if (ngx_segura_retention_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1371,6 +1438,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
 
     /* no task holds a handle */
 
+    ngx_segura_retention_exit_process();
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
     ngx_segura_fleet_exit_process();
