@@ -68,29 +68,21 @@ ngx_int_t
 ngx_segura_api_may_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *id)
 {
-    char         viewer[NGX_INT64_LEN + 1];
-    PGresult    *res;
-    const char  *params[4];
+    char  err[NGX_SEGURA_ERRLEN];
 
-    /* through the API's query path: its errors and 503s are the API's */
+    switch (ngx_segura_may_audit(ctx->smcf->db, conn, &ctx->me,
+                                 ctx->recording_self, id, err, sizeof(err)))
+    {
+    case NGX_OK:
+        return NGX_OK;
 
-    ngx_segura_api_id(ctx->me.id, viewer);
+    case NGX_DECLINED:
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+        return NGX_DECLINED;
 
-    params[0] = id;
-    params[1] = viewer;
-    params[2] = ctx->me.admin ? "t" : "f";
-    params[3] = ctx->recording_self ? "t" : "f";
-
-    res = ngx_segura_api_query_retry(ctx, conn,
-              "select 1 from ssh_sessions s where s.id = $1::uuid and"
-              NGX_SEGURA_MAY_AUDIT("$2", "$3", "$4", "s.user_id"),
-              4, params);
-
-    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
+    default:
+        /* 503 when the database is away, else 500; logged */
+        ngx_segura_api_fail_db(ctx, *conn, err);
         return NGX_ERROR;
     }
-
-    PQclear(res);
-
-    return NGX_OK;
 }

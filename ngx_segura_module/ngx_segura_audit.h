@@ -32,7 +32,9 @@
     " " owner ")"
 
 
-typedef struct ngx_segura_api_ctx_s  ngx_segura_audit_api_ctx_t;
+/* ngx_segura_api.h; not included here, so that callers outside the API
+ * need not include it */
+struct ngx_segura_api_ctx_s;
 
 
 /*
@@ -50,7 +52,7 @@ ngx_int_t ngx_segura_may_audit(ngx_segura_db_pool_t *db, PGconn **conn,
  * and location.  NGX_OK: yes; otherwise ctx has failed (404 not_found, or
  * the database's error) and the caller returns.
  */
-ngx_int_t ngx_segura_api_may_audit(ngx_segura_audit_api_ctx_t *ctx,
+ngx_int_t ngx_segura_api_may_audit(struct ngx_segura_api_ctx_s *ctx,
     PGconn **conn, const char *id);
 
 
