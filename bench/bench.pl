@@ -936,7 +936,8 @@ EOF
     make_path("$BENCH/results");
     # a run of some rows does not overwrite the day's whole table
     my $file = "$BENCH/results/$date"
-        . ($ROWS{all} ? '' : '-' . join('-', sort keys %ROWS)) . '.md';
+        . ($ROWS{all} ? '' : '-' . join('-', split ' ', $ENV{BENCH_ROWS}))
+        . '.md';
     open my $fh, '>', $file or die $!;
     print $fh $md;
     close $fh;
