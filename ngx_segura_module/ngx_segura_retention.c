@@ -297,6 +297,7 @@ ngx_segura_retention_task(void *data, ngx_log_t *log)
     }
 
     PQclear(res);
+    res = NULL;
 
     if (PQtransactionStatus(rt->conn) == PQTRANS_IDLE) {
         return;
