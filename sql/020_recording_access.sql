@@ -54,3 +54,13 @@ $$;
 create trigger ssh_session_chunks_keep
     before insert on ssh_session_chunks
     for each row execute function segura_chunk_keep();
+
+-- retention finds the kept recordings that ended before its cutoff by
+-- their end (r.ended_at), and those whose row was never completed (a
+-- worker lost) among the few without one: it scans neither the expired
+-- ones nor the ones still in their retention
+create index ssh_session_recordings_kept_ended_idx
+    on ssh_session_recordings (ended_at) where expired_at is null;
+create index ssh_session_recordings_kept_open_idx
+    on ssh_session_recordings (session_id)
+    where expired_at is null and ended_at is null;
