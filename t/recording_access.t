@@ -133,6 +133,9 @@ is($admin->post('/api/groups', { name => 'auditors2', members => [$auditor_id],
 sees('an auditor through a second group', $auditor, 1, '');
 is($admin->get("/api/groups/$g->{id}")->json->{permissions}{audit_sessions},
    JSON::PP::false, 'GET shows the permission');
+my @mine = @{ $auditor->get('/api/me')->json->{groups} || [] };
+is_deeply([map { $_->{permissions}{audit_sessions} ? 1 : 0 } @mine], [0, 1],
+          '/api/me shows audit_sessions in each group');
 
 # --- every access is audited -------------------------------------------------
 
