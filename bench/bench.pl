@@ -37,16 +37,24 @@ my $SCALE    = $ENV{BENCH_SCALE} // 1000;
 my $PROFILE  = $ENV{BENCH_PROFILE} // 1;
 my $JSON     = JSON::PP->new->canonical;
 my $STARTED  = time;
-# BENCH_ROWS: only these rows (words: throughput setup blackhole loginflood
-# echo idle storm scale rate profile instructions ctrlc); loginflood brings the
-# quiet setup with it (its ratio is to that), and the targets default to
-# segura alone. The table is printed, no results file is written.
-my %ROWS     = map { $_ => 1 } split /[\s,]+/, ($ENV{BENCH_ROWS} // '');
+# BENCH_ROWS: which figures to take (default all): throughput setup
+# blackhole loginflood (alias flood; brings the quiet setup with it, its
+# ratio is to that) echo memory (alias idle) storm scale rate profile
+# instructions ctrlc, and recording (the recording rows: throughput and
+# memory with recording on and off, stored bytes per output byte, idle
+# cost). With rows chosen the targets default to segura alone (segura and
+# seguranorec for recording) and the results file is named after the rows.
+my %ROWS     = map { $_ => 1 } split /[\s,]+/, ($ENV{BENCH_ROWS} || 'all');
 delete $ROWS{''};
+$ROWS{loginflood} = 1 if $ROWS{flood};
+$ROWS{memory} = 1 if $ROWS{idle};
 $ROWS{setup} = 1 if $ROWS{loginflood};
+@ROWS{qw(throughput memory)} = (1, 1) if $ROWS{recording};
+sub row { $ROWS{all} || $ROWS{ $_[0] } }
 my @TARGETS  = split ' ', ($ENV{BENCH_TARGETS}
-    || (%ROWS ? 'segura' : 'ssh sshpipe segura seguraack seguranorec wetty'));
-if (%ROWS) {
+    || ($ROWS{all} ? 'ssh sshpipe segura seguraack seguranorec wetty'
+        : $ROWS{recording} ? 'segura seguranorec' : 'segura'));
+if (!$ROWS{all}) {
     # the rows after the runs have switches of their own
     $SCALE = 0 unless $ROWS{scale};
     $PROFILE = 0 unless $ROWS{profile};
@@ -58,8 +66,6 @@ if (%ROWS) {
 my @KIDS;
 
 $| = 1;
-
-sub row { return !%ROWS || $ROWS{ $_[0] } }
 
 sub say_ { print strftime('[%H:%M:%S] ', localtime), @_, "\n" }
 
@@ -109,6 +115,7 @@ my $hole_port = SeguraTest::free_port();
 my $fb = SeguraTest::Session::fixture($t, type => 'ed25519', port => $hole_port,
                                       authorize => 0);
 my $HOLES = $ENV{BENCH_BLACKHOLES} // 50;
+my $IDLE_S = $ENV{BENCH_IDLE_SECONDS} // 60;
 
 # wetty: one to the OpenSSH server, one to the light device
 my %wetty;
@@ -178,28 +185,44 @@ for my $run (1 .. $RUNS) {
 
         my $r;
         if (row('throughput')) {
-        $r = client($target, 'throughput', deadline => 90);
-        push @{ $R{$target}{mibps} }, $r->{mibps};
-        push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
+            $r = client($target, 'throughput', deadline => 90);
+            push @{ $R{$target}{mibps} }, $r->{mibps};
+            push @{ $R{$target}{cpu100} }, $r->{cpu_per_100mib};
         }
         if ($target eq 'segura' && row('throughput')) {
             push @{ $R{$target}{stored} }, stored_ratio();
+        }
+        if ($target eq 'segura' && row('recording')) {
+            # incompressible output: 50 MiB of random base64
+            client($target, 'throughput', deadline => 90,
+                   command => 'head -c 39321600 /dev/urandom | base64 -w0');
+            push @{ $R{$target}{stored_r} }, stored_ratio();
             # what a person's session prints: listings, top, a log
             client($target, 'throughput', deadline => 90,
-                   command => 'ls -lR /usr/share/doc 2>/dev/null | head -c 3000000;'
+                   command => 'ls -lR /usr 2>/dev/null | head -c 4000000;'
                               . ' top -b -n 3 | head -c 200000;'
+                              . " git -C $TOP log --stat -n 400 2>/dev/null"
+                              . ' | head -c 1500000;'
                               . ' ps auxww; dmesg 2>/dev/null | tail -c 100000;'
                               . ' cat /usr/share/common-licenses/GPL-3');
             push @{ $R{$target}{stored_i} }, stored_ratio();
         }
-
-        if (row('setup')) {
-        $r = client($target, 'setup', n => 20);
-        push @{ $R{$target}{setup50} }, $r->{p50};
-        push @{ $R{$target}{setup95} }, $r->{p95};
+        if ($target eq 'seguranorec' && row('throughput')
+            && @{ $R{segura}{mibps} || [] } == $run)
+        {
+            # recording on against off, paired within the run: the
+            # machine's load changes less between two neighbours
+            push @{ $R{segura}{tp_ratio} },
+                $R{segura}{mibps}[-1] / $R{seguranorec}{mibps}[-1];
         }
 
-        if ($target eq 'segura' && $HOLES) {
+        if (row('setup')) {
+            $r = client($target, 'setup', n => 20);
+            push @{ $R{$target}{setup50} }, $r->{p50};
+            push @{ $R{$target}{setup95} }, $r->{p95};
+        }
+
+        if ($target eq 'segura' && $HOLES && row('blackhole')) {
             $r = blackhole_row();
             push @{ $R{$target}{hole50} }, $r->{p50};
             push @{ $R{$target}{hole_ratio} },
@@ -231,27 +254,39 @@ for my $run (1 .. $RUNS) {
         }
 
         if (row('echo')) {
-        $r = client($target, 'echo', n => 500);
-        push @{ $R{$target}{echo50} }, $r->{p50};
-        push @{ $R{$target}{echo99} }, $r->{p99};
+            $r = client($target, 'echo', n => 500);
+            push @{ $R{$target}{echo50} }, $r->{p50};
+            push @{ $R{$target}{echo99} }, $r->{p99};
         }
 
-        if (row('idle')) {
-        reload_nginx() if $target =~ /^segura/;
-        $r = client($target, 'idle', n => 50);
-        push @{ $R{$target}{mem50} }, $r->{kib_per_session};
+        if (row('memory')) {
+            reload_nginx() if $target =~ /^segura/;
+            $r = client($target, 'idle', n => 50);
+            push @{ $R{$target}{mem50} }, $r->{kib_per_session};
+            if (row('recording') && $target =~ /^segura(norec)?$/) {
+                # the same, measured 2.5 s after the last set-up instead
+                # of 1 s: every recorder's quiet second has passed
+                reload_nginx();
+                $r = client($target, 'idle', n => 50, settle_ms => 2500);
+                push @{ $R{$target}{mem50s} }, $r->{kib_per_session};
+            }
         }
 
         if (row('storm')) {
-        $r = client($target, 'storm', n => 100, probe_url => $probe{$target});
-        push @{ $R{$target}{static99} }, $r->{static_p99};
-        push @{ $R{$target}{storm_setup95} }, $r->{setup_p95};
+            $r = client($target, 'storm', n => 100,
+                        probe_url => $probe{$target});
+            push @{ $R{$target}{static99} }, $r->{static_p99};
+            push @{ $R{$target}{storm_setup95} }, $r->{setup_p95};
         }
     }
 }
 
+# idle: what a session that prints nothing stores, once
+my $IDLE = row('recording') && grep({ $_ eq 'segura' } @TARGETS)
+           ? idle_cost() : undef;
+
 # the scale column: once per target, against the light device
-if ($SCALE) {
+if ($SCALE && row('scale')) {
     for my $target (@TARGETS) {
         # the pipe baseline differs from ssh only in the client's terminal
         next if $target eq 'sshpipe' || $target eq 'seguraack'
@@ -278,7 +313,9 @@ if ($SCALE) {
 # set-up rate: sessions per second to the prompt, 100 at once to the light
 # device, with one worker and with two (median of 3 each)
 my %RATE;
-if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
+if (($ENV{BENCH_RATE} // 1) && row('rate')
+    && grep { $_ eq 'segura' } @TARGETS)
+{
     for my $n (1, 2) {
         write_nginx_conf($n);
         reload_nginx($n);
@@ -301,7 +338,7 @@ if ($ENV{BENCH_RATE} // 1 and grep { $_ eq 'segura' } @TARGETS) {
 # Ctrl-C during a flood, in the web UI's terminal in chromium: the time
 # until the prompt is back (bench/ctrlc.mjs, 3 floods in one tab)
 my $CTRLC;
-if ($ENV{BENCH_CTRLC} // 1 and grep { $_ eq 'segura' } @TARGETS) {
+if (($ENV{BENCH_CTRLC} // 1) && row('ctrlc') && grep { $_ eq 'segura' } @TARGETS) {
     say_('ctrl-c: seq 1 200000000 in chromium, Ctrl+C, 3 times');
     my $file = "$dir/client-ctrlc.json";
     open my $fh, '>', $file or die $!;
@@ -313,8 +350,9 @@ if ($ENV{BENCH_CTRLC} // 1 and grep { $_ eq 'segura' } @TARGETS) {
     say_("  ctrl-c: $CTRLC->{error}") if $CTRLC->{error};
 }
 
-my $profile = $PROFILE ? profile() : undef;
-my $instr = $ENV{BENCH_INSTRUCTIONS} // 1 ? instructions() : undef;
+my $profile = $PROFILE && row('profile') ? profile() : undef;
+my $instr = ($ENV{BENCH_INSTRUCTIONS} // 1) && row('instructions')
+            ? instructions() : undef;
 
 report();
 $t->{passed} = 1;
@@ -468,9 +506,18 @@ sub client {
 # the recording of the last session: stored bytes per output byte, once
 # its end is written (the outbox writes behind the session)
 sub stored_ratio {
+    my $row = last_recording() or return undef;
+    return $row->[0] ? $row->[2] / $row->[0] : undef;
+}
+
+# the last session's recording, once its end is written: [bytes out,
+# ended, stored chunk bytes, chunks]
+sub last_recording {
     my $dbh = $t->db->dbh;
     my $sql = 'select s.bytes_out, r.ended_at is not null,'
         . ' (select sum(length(c.data)) from ssh_session_chunks c'
+        . '  where c.session_id = s.id),'
+        . ' (select count(*) from ssh_session_chunks c'
         . '  where c.session_id = s.id)'
         . ' from ssh_sessions s join ssh_session_recordings r'
         . ' on r.session_id = s.id order by s.started_at desc limit 1';
@@ -478,8 +525,32 @@ sub stored_ratio {
     SeguraTest::wait_for(sub {
         $row = $dbh->selectrow_arrayref($sql);
         $row && $row->[1];
-    }, 60, 'the recording of the throughput run') or return undef;
-    return $row->[0] ? $row->[2] / $row->[0] : undef;
+    }, 60, 'the recording of the last run') or return undef;
+    return $row;
+}
+
+# the bytes a session stores for idling: one session held at a prompt
+# that prints nothing for $IDLE_S s; the stored bytes of its chunks that
+# begin inside the idle window (2 s after the start, up to 0.5 s before the
+# end) scaled to an hour, and the bytes outside it (the start marker,
+# prompt, end marker: a fixed cost per session)
+sub idle_cost {
+    my $c = client('segura', 'hold', hold_s => $IDLE_S,
+                   deadline => $IDLE_S + 60);
+    my $row = last_recording() or return undef;
+    my $end = int($c->{held_seconds} * 1000) - 500;
+    my ($in, $n_in, $all, $n) = $t->db->dbh->selectrow_array(q{
+        select coalesce(sum(length(data)) filter (where t_first >= 2000
+                                                  and t_first < ?), 0),
+               count(*) filter (where t_first >= 2000 and t_first < ?),
+               coalesce(sum(length(data)), 0), count(*)
+          from ssh_session_chunks where session_id = (
+              select id from ssh_sessions order by started_at desc limit 1)},
+        undef, $end, $end);
+    my $window = ($end - 2000) / 1000;
+    return { per_hour => $in / $window * 3600, window => $window,
+             in => $in, n_in => $n_in, fixed => $all - $in,
+             n => $n };
 }
 
 # instructions per MiB relayed, counted by callgrind (t/perf/instructions.pl,
@@ -689,24 +760,62 @@ sub report {
     if ($has{seguranorec} && $has{segura}) {
         no warnings 'uninitialized';
         my $st = median(@{ $R{segura}{stored} || [] });
+        my $str = median(@{ $R{segura}{stored_r} || [] });
         my $sti = median(@{ $R{segura}{stored_i} || [] });
+        my $idle = $IDLE;
+        my $tpr = median(@{ $R{segura}{tp_ratio} || [] });
+        my $pairs = join(', ', map {
+            sprintf('%s/%s', fmt($R{segura}{mibps}[$_], 1),
+                    fmt($R{seguranorec}{mibps}[$_], 1))
+        } 0 .. $#{ $R{seguranorec}{mibps} || [] });
         push @targets,
             ['throughput with recording >= 0.9x without (same run)',
              $s->{mibps} >= 0.9 * $nr->{mibps},
-             sprintf('%.2fx; %s MiB/s against %s', $s->{mibps} / $nr->{mibps},
-                     fmt($s->{mibps}, 1), fmt($nr->{mibps}, 1))],
+             sprintf('%s; %s MiB/s against %s (medians); the median of the '
+                     . 'runs\' paired ratios %s (runs, on/off: %s); CPU per '
+                     . 'MiB %s', ratio($s->{mibps}, $nr->{mibps}),
+                     fmt($s->{mibps}, 1), fmt($nr->{mibps}, 1),
+                     defined $tpr ? sprintf('%.2fx', $tpr) : 'n/a', $pairs,
+                     ratio($s->{cpu100}, $nr->{cpu100}))],
             ['stored bytes per output byte, the 50 MiB stream <= 0.25',
              defined $st && $st <= 0.25,
              defined $st ? sprintf('%.4f (base64 of zeros: very '
-                                   . 'compressible)', $st) : 'n/a'],
-            ['stored bytes per output byte, an interactive mix (ls -lR, top, '
-             . 'ps, a licence) <= 0.25',
+                                   . 'compressible)', $st) : 'n/a']
+            if row('throughput');
+        push @targets,
+            ['stored bytes per output byte, 50 MiB of random base64 '
+             . '(no goal: 6 bits of entropy per byte, >= 0.75)',
+             defined $str,
+             defined $str ? sprintf('%.3f', $str) : 'n/a'] if row('recording');
+        push @targets,
+            ['stored bytes per output byte, an interactive mix (ls -lR /usr, '
+             . 'top -b -n 3, git log --stat, ps, dmesg, a licence) <= 0.25',
              defined $sti && $sti <= 0.25,
-             defined $sti ? sprintf('%.3f', $sti) : 'n/a'],
+             defined $sti ? sprintf('%.3f', $sti) : 'n/a'] if row('recording');
+        push @targets,
+            ["idle cost: bytes stored per hour of a session at a prompt "
+             . "($IDLE_S s held, scaled)",
+             defined $idle,
+             defined $idle
+             ? sprintf('%.0f bytes/hour (%d bytes in %d chunks during '
+                       . '%.0f s idle), plus %d bytes per session for its '
+                       . 'start, prompt and end (%d chunks in all)',
+                       $idle->{per_hour}, $idle->{in}, $idle->{n_in},
+                       $idle->{window}, $idle->{fixed}, $idle->{n})
+             : 'n/a'] if row('recording');
+        push @targets,
             ['KiB per idle session with recording (50) <= 64',
              $s->{mem50} <= 64,
              sprintf('%.0f KiB; %.0f KiB without', $s->{mem50},
-                     $nr->{mem50})];
+                     $nr->{mem50})] if row('memory');
+        my ($m, $mn) = (median(@{ $R{segura}{mem50s} || [] }),
+                        median(@{ $R{seguranorec}{mem50s} || [] }));
+        push @targets,
+            ['KiB per idle session with recording (50), measured 2.5 s '
+             . 'after the last set-up <= 64',
+             defined $m && $m <= 64,
+             sprintf('%s KiB; %s KiB without', fmt($m, 0), fmt($mn, 0))]
+            if row('recording') && row('memory');
     }
     # end-to-end flow control on (a client that acknowledges) against off
     my $k = $M{seguraack};
@@ -733,7 +842,7 @@ sub report {
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });
-    if ($HOLES && grep { $_ eq 'segura' } @TARGETS) {
+    if ($HOLES && row('blackhole') && grep { $_ eq 'segura' } @TARGETS) {
         push @targets,
             ["setup p50 while $HOLES devices blackhole <= 1.2x the quiet "
              . 'setup p50 (same run)',
@@ -808,7 +917,8 @@ Machine: $nproc CPUs ($cpu), @{[ sprintf('%.1f', $memkb / 1048576) ]} GiB,
 Linux $kernel.
 Versions: $ngx (one worker), libssh $libssh, $openssh, node $node,
 wetty $wv, ssh2 $sv (light device).
-Runs: median of $RUNS; the scale column once per target. The whole run
+Runs: median of $RUNS; the scale column once per target. Rows:
+@{[ $ROWS{all} ? 'all' : join(' ', sort keys %ROWS) ]}. The whole run
 took @{[ sprintf('%.0f', $elapsed) ]} s.
 
 $table
@@ -840,6 +950,16 @@ Method (bench/client.js, the same client for every row):
   empty HOME.
 - throughput: the device prints 50 MiB (`head -c 39321600 /dev/zero |
   base64 -w0`); MiB/s from sending the command to the end marker.
+- stored bytes per output byte (recording rows): the sum of the stored
+  chunks' sizes (`length(data)`: compressed, sealed) of the run's session
+  in PostgreSQL, once its recording is complete, over the bytes the
+  session printed (`bytes_out`). Streams: the throughput run (base64 of
+  zeros), 50 MiB of random base64, and an interactive mix (`ls -lR /usr`
+  up to 4 MB, `top -b -n 3`, `git log --stat -n 400` of this repository
+  up to 1.5 MB, `ps auxww`, the end of `dmesg`, the GPL-3 text).
+- idle cost (recording rows): a session held at its prompt for
+  $IDLE_S s and one held 1 s, printing nothing; the difference of their
+  stored bytes, scaled to an hour.
 - setup: 20 sessions one after another, from the request to the prompt.
 - setup with $HOLES blackholed (segura only): the same 20 set-ups while
   $HOLES sessions hang on a device that accepts TCP and never speaks (a
@@ -871,15 +991,11 @@ EOF
         print "\nevent loop: $profile->{sched}\n";
     }
 
-    if (%ROWS) {
-        # a selection of rows is not a results file
-        say_('rows ' . join(' ', sort keys %ROWS) . ': no results file ('
-             . sprintf('%.0f', time - $STARTED) . ' s)');
-        return;
-    }
-
     make_path("$BENCH/results");
-    my $file = "$BENCH/results/$date.md";
+    # a run of some rows does not overwrite the day's whole table
+    my $file = "$BENCH/results/$date"
+        . ($ROWS{all} ? '' : '-' . join('-', split ' ', $ENV{BENCH_ROWS}))
+        . '.md';
     open my $fh, '>', $file or die $!;
     print $fh $md;
     close $fh;

@@ -32,6 +32,8 @@
 //               static request on the server's event loop
 //   loginflood  (segura) n set-ups one after the other while flood loops
 //               post logins with random names
+//   hold        one session at its prompt for hold_s seconds (the idle
+//               cost of a recording)
 //   blackhole   (segura) blackhole.n sessions to a device that accepts TCP
 //               and never speaks (a listener here), then, while they hang,
 //               the set-up of n sessions one after the other, as in setup
@@ -591,7 +593,8 @@ async function idle() {
     const t0 = now();
     const { sessions, failed, why } = await openMany(n, cfg.concurrency || 25);
     const tOpen = (now() - t0) / 1000;
-    await sleep(1000);
+    /* idle: the recorder frees a session's buffer after a quiet second */
+    await sleep(cfg.settle_ms || 1000);
     const after = watched();
     const pss1 = pssKiB(after), rss1 = rssKiB(after);
     const ok = sessions.length;
@@ -605,6 +608,17 @@ async function idle() {
              procs_before: before.length, procs_after: after.length,
              kib_per_session: ok ? (pss1 - pss0) / ok : null,
              rss_kib_per_session: ok ? (rss1 - rss0) / ok : null };
+}
+
+
+/* one session at its prompt for hold_s seconds, printing nothing */
+async function hold() {
+    const s = await openOne();
+    await shellReady(s, '');
+    const t0 = now();
+    await sleep((cfg.hold_s || 60) * 1000);
+    await withTimeout(s.close(), remaining(), 'close');
+    return { held_seconds: (now() - t0) / 1000 };
 }
 
 
@@ -727,7 +741,7 @@ async function blackhole() {
 
 (async () => {
     const modes = { throughput, setup, echo, idle, storm, blackhole,
-                    loginflood };
+                    loginflood, hold };
     if (!modes[cfg.mode]) {
         fail('unknown mode ' + cfg.mode);
     }

@@ -20,6 +20,7 @@
 #include "ngx_segura_auth.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_fleet.h"
+#include "ngx_segura_retention.h"
 #include "ngx_segura_handshake.h"
 #include "ngx_segura_live.h"
 #include "ngx_segura_metrics.h"
@@ -50,6 +51,8 @@ static char *ngx_http_segura_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -273,6 +276,20 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       offsetof(ngx_http_segura_loc_conf_t, watch_notice),
       NULL },
 
+    { ngx_string("segura_recording_self"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_segura_loc_conf_t, recording_self),
+      NULL },
+
+    { ngx_string("segura_recording_retention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_retention,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("segura_allowed_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_segura_allowed_origins,
@@ -345,6 +362,7 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
 
     smcf->db_connections = NGX_CONF_UNSET_UINT;
     smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
+    smcf->recording_retention = NGX_CONF_UNSET_MSEC;
     smcf->login_concurrency = NGX_CONF_UNSET;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
@@ -374,6 +392,8 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
+    ngx_conf_init_msec_value(smcf->recording_retention, 0);
+
     /* unset: half the CPUs among the workers, see init_process */
 
     if (smcf->login_concurrency != NGX_CONF_UNSET
@@ -460,6 +480,7 @@ ngx_http_segura_create_loc_conf(ngx_conf_t *cf)
     slcf->recording_input = NGX_CONF_UNSET;
     slcf->recording_overflow = NGX_CONF_UNSET_UINT;
     slcf->watch_notice = NGX_CONF_UNSET;
+    slcf->recording_self = NGX_CONF_UNSET;
     slcf->allowed_origins = NGX_CONF_UNSET_PTR;
 
     return slcf;
@@ -506,6 +527,7 @@ ngx_http_segura_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->recording_overflow,
                               prev->recording_overflow,
                               NGX_SEGURA_RECORDING_PAUSE);
+    ngx_conf_merge_value(conf->recording_self, prev->recording_self, 0);
     ngx_conf_merge_ptr_value(conf->allowed_origins,
                              prev->allowed_origins, NULL);
 
@@ -877,6 +899,46 @@ ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_segura_metrics_add_zone(cf, smcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * segura_recording_retention off | <time>: how long a recording is kept
+ * after its session ended (ngx_segura_retention.c); at least a second
+ */
+
+static char *
+ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (smcf->recording_retention != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        smcf->recording_retention = 0;
+        return NGX_CONF_OK;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+
+    if (ms == (ngx_msec_t) NGX_ERROR || ms < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, "
+                           "it must be \"off\" or a time of at least 1s",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->recording_retention = ms;
 
     return NGX_CONF_OK;
 }
@@ -1389,6 +1451,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* old recordings go, one node of the fleet at a time */
+
+    if (ngx_segura_retention_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1429,6 +1497,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
     /* no task holds a handle */
 
     ngx_segura_resume_exit_process();
+    ngx_segura_retention_exit_process();
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
     ngx_segura_fleet_exit_process();

@@ -53,6 +53,7 @@ typedef struct {
     ngx_thread_pool_t         *thread_pool;
 
     ngx_msec_t                 node_lost_timeout;
+    ngx_msec_t                 recording_retention;   /* 0: keep */
 
     ngx_array_t                locations;    /* ngx_http_segura_location_t */
 
@@ -92,6 +93,7 @@ typedef struct {
     ngx_flag_t                 recording;
     ngx_flag_t                 recording_input;
     ngx_uint_t                 recording_overflow;
+    ngx_flag_t                 recording_self;    /* ngx_segura_audit.h */
 
     ngx_flag_t                 watch_notice;
 

@@ -692,6 +692,7 @@ ngx_segura_api_prepare(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
     ctx->login_idle = slcf->login_idle;
     ctx->login_address_limit = slcf->login_address_limit;
     ctx->login_address_window = slcf->login_address_window;
+    ctx->recording_self = (slcf->recording_self == 1);
     ctx->err = NGX_SEGURA_ERR_OK;
 
 #if (NGX_HTTP_SSL)

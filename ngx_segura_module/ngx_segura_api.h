@@ -83,6 +83,7 @@ struct ngx_segura_api_ctx_s {
     u_char                        token[NGX_SEGURA_TOKEN_LEN];
     unsigned                      has_token:1;
     unsigned                      secure:1;
+    unsigned                      recording_self:1;  /* ngx_segura_audit.h */
 
     /* out */
     ngx_uint_t                    status;

@@ -5,7 +5,8 @@
 
 
 /*
- * /api/groups: access groups, their permissions, members and grants.
+ * /api/groups: access groups, their permissions (the three a session
+ * needs, and audit_sessions: ngx_segura_audit.h), members and grants.
  * Administrators only.  PUT replaces the whole group, PATCH what it sends
  * (a list sent replaces that list).  Pool threads only.
  */
@@ -24,7 +25,8 @@
     " 'permissions', json_build_object("                                     \
     "   'use_credentials', g.use_credentials,"                               \
     "   'access_devices', g.access_devices,"                                 \
-    "   'remote_session', g.remote_session),"                                \
+    "   'remote_session', g.remote_session,"                                 \
+    "   'audit_sessions', g.audit_sessions),"                                \
     " 'members', coalesce((select json_agg(x.user_id order by x.user_id)"    \
     "   from group_members x where x.group_id = g.id), '[]'),"               \
     " 'keys', coalesce((select json_agg(x.key_id order by x.key_id)"         \
@@ -55,7 +57,8 @@ static const ngx_segura_api_resource_t  ngx_segura_api_group = {
 };
 
 static const char *const  ngx_segura_api_group_permissions[] = {
-    "use_credentials", "access_devices", "remote_session", NULL
+    "use_credentials", "access_devices", "remote_session", "audit_sessions",
+    NULL
 };
 
 
@@ -107,7 +110,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PGresult           *res;
     ngx_int_t           rc;
     ngx_uint_t          i, patch;
-    const char         *name, *descr, *key, *flags[3], *params[8];
+    const char         *name, *descr, *key, *flags[4], *params[8];
     char                idbuf[NGX_INT64_LEN + 1];
     const char *const  *a;
 
@@ -131,6 +134,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     flags[0] = patch ? NULL : "f";
     flags[1] = patch ? NULL : "f";
     flags[2] = patch ? NULL : "f";
+    flags[3] = patch ? NULL : "f";
 
     rc = ngx_segura_api_get_string(ctx, body, "name", 1, 128, &name);
     if (rc != NGX_OK && !(patch && rc == NGX_SEGURA_API_ABSENT)) {
@@ -176,7 +180,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
             }
         }
 
-        for (i = 0; i < 3; i++) {
+        for (i = 0; i < 4; i++) {
             if (ngx_segura_api_get_bool(ctx, perm,
                                         ngx_segura_api_group_permissions[i],
                                         &flags[i])
@@ -195,6 +199,7 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[3] = flags[0];
     params[4] = flags[1];
     params[5] = flags[2];
+    params[6] = flags[3];
 
     if (ngx_segura_api_begin(ctx, conn) != NGX_OK) {
         goto done;
@@ -203,19 +208,21 @@ ngx_segura_api_group_write(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     if (id == 0) {
         res = ngx_segura_api_query(ctx, conn,
                   "insert into access_groups (name, description,"
-                  " use_credentials, access_devices, remote_session)"
+                  " use_credentials, access_devices, remote_session,"
+                  " audit_sessions)"
                   " values ($2, coalesce($3, ''), $4::bool, $5::bool,"
-                  " $6::bool) returning id, $1::bigint",
-                  6, params);
+                  " $6::bool, $7::bool) returning id, $1::bigint",
+                  7, params);
     } else {
         res = ngx_segura_api_query(ctx, conn,
                   "update access_groups set name = coalesce($2, name),"
                   " description = coalesce($3, description),"
                   " use_credentials = coalesce($4::bool, use_credentials),"
                   " access_devices = coalesce($5::bool, access_devices),"
-                  " remote_session = coalesce($6::bool, remote_session)"
+                  " remote_session = coalesce($6::bool, remote_session),"
+                  " audit_sessions = coalesce($7::bool, audit_sessions)"
                   " where id = $1::bigint returning id",
-                  6, params);
+                  7, params);
     }
 
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {

@@ -56,7 +56,8 @@
     "   'id', g.id, 'name', g.name, 'permissions', json_build_object("       \
     "   'use_credentials', g.use_credentials,"                               \
     "   'access_devices', g.access_devices,"                                 \
-    "   'remote_session', g.remote_session)) order by g.id)"                 \
+    "   'remote_session', g.remote_session,"                                 \
+    "   'audit_sessions', g.audit_sessions)) order by g.id)"                 \
     "   from group_members m join access_groups g on g.id = m.group_id"      \
     "   where m.user_id = u.id), '[]'))"                                     \
     " from users u where u.id = $1"

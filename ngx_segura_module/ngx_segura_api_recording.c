@@ -7,9 +7,11 @@
 /*
  * GET /api/sessions/<id>/recording: a session's recording (written by
  * ngx_segura_recorder.c, sql/017) as asciicast v2, or with ?format=raw
- * its output bytes alone.  Administrators only for now; every replay is
- * an audit_log row, written before anything is read.  A live session
- * answers with what is stored so far (the last second may be missing).
+ * its output bytes alone.  Who may: ngx_segura_audit.h; anyone else is
+ * told there is no such session, and the attempt is an audit_log row
+ * (session_replay_denied).  Every replay is an audit_log row, written
+ * before anything is read.  A live session answers with what is stored so
+ * far (the last second may be missing); an expired one (retention) is 404.
  *
  * The chunks are read in batches, opened with the master key whose id the
  * chunk names, decompressed and written out; the response is built in
@@ -24,6 +26,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
+#include "ngx_segura_audit.h"
 #include "ngx_segura_recorder.h"
 #include "ngx_segura_vault.h"
 
@@ -112,10 +115,17 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         return;
     }
 
-    /* administrators only, for now: nobody else learns a recording exists */
+    /* nobody who may not see it learns that the session exists */
 
-    if (!ctx->me.admin) {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL, NULL);
+    if (ngx_segura_api_may_audit(ctx, conn, id) != NGX_OK) {
+        if (ctx->err == NGX_SEGURA_ERR_NOT_FOUND) {
+            detail = json_pack("{s:s}", "format",
+                               rec.raw ? "raw" : "asciicast");
+            (void) ngx_segura_api_audit(ctx, conn, "session_replay_denied",
+                                        "ssh_session", id, detail);
+            json_decref(detail);
+        }
+
         return;
     }
 
@@ -126,11 +136,20 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
               " extract(epoch from r.started_at)::bigint,"
               " s.username || '@' || s.device_name,"
               " (select coalesce(sum(c.plain_size), 0)"
-              "  from ssh_session_chunks c where c.session_id = r.session_id)"
+              "  from ssh_session_chunks c where c.session_id = r.session_id),"
+              " r.expired_at is not null"
               " from ssh_session_recordings r"
               " join ssh_sessions s on s.id = r.session_id"
               " where r.session_id = $1::uuid", 1, params);
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {
+        return;
+    }
+
+    if (PQgetvalue(res, 0, 5)[0] == 't') {
+        PQclear(res);
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_NOT_FOUND, NULL,
+                            "The recording has expired: "
+                            "segura_recording_retention deleted it");
         return;
     }
 

@@ -5,8 +5,10 @@
 
 
 /*
- * GET /api/sessions: the SSH session audit, newest first, by pages.
- * Administrators see every session, others their own.
+ * GET /api/sessions: the SSH session audit, newest first, by pages: the
+ * sessions the caller may audit (ngx_segura_audit.h: administrators and
+ * audit_sessions members every one, others their own with
+ * segura_recording_self on, else none).
  *
  * POST /api/sessions/<id>/end: an administrator ends a live session,
  * with an optional message for its user.  The request is a row and a
@@ -31,6 +33,7 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_auth.h"
+#include "ngx_segura_audit.h"
 
 
 #define NGX_SEGURA_API_SESSIONS_DEFAULT  50
@@ -58,7 +61,7 @@ ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub)
 {
     ngx_int_t    n;
-    const char  *params[4];
+    const char  *params[5];
     char         me[NGX_INT64_LEN + 1], limit[NGX_INT64_LEN + 1];
     char         buf[NGX_INT64_LEN + 1], before[64];
 
@@ -114,16 +117,18 @@ ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[0] = me;
     params[1] = ctx->me.admin ? "t" : "f";
     params[2] = limit;
+    params[4] = ctx->recording_self ? "t" : "f";
 
     /* keyset pagination on (started_at, id), one row more than a page */
 
     (void) ngx_segura_api_query_json(ctx, conn, 200,
                "with p as (select s.* from ssh_sessions s"
-               " where ($2::bool or s.user_id = $1::bigint)"
+               " where" NGX_SEGURA_MAY_AUDIT("$1", "$2", "$5", "s.user_id")
                " and ($4::uuid is null or (s.started_at, s.id) <"
                "  (select b.started_at, b.id from ssh_sessions b"
                "   where b.id = $4::uuid"
-               "   and ($2::bool or b.user_id = $1::bigint)))"
+               "   and" NGX_SEGURA_MAY_AUDIT("$1", "$2", "$5", "b.user_id")
+               "  ))"
                " order by s.started_at desc, s.id desc"
                " limit $3::int + 1),"
                " n as (select row_number() over"
@@ -145,7 +150,7 @@ ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                " 'next', case when count(*) > $3::int then"
                " (select m.id from n m where m.i = $3::int) end)"
                " from n",
-               4, params);
+               5, params);
 }
 
 

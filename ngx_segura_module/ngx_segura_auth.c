@@ -328,7 +328,11 @@ ngx_segura_auth_identify(ngx_segura_db_pool_t *db, PGconn **conn,
         params[0] = delegated;
 
         res = ngx_segura_db_query_retry(db, conn,
-                                        "select id, username, is_admin"
+                                        "select id, username, is_admin,"
+                                        " exists (select 1 from group_members m"
+                                        "  join access_groups g on g.id = m.group_id"
+                                        "  where m.user_id = users.id"
+                                        "  and g.audit_sessions)"
                                         " from users where username = $1"
                                         " and status = 'active'",
                                         1, params, err, errlen);
@@ -383,7 +387,11 @@ ngx_segura_auth_identify(ngx_segura_db_pool_t *db, PGconn **conn,
                 "              then coalesce(w.revoked_at, now())"
                 "              else w.revoked_at end"
                 " from s where w.id = s.id returning w.id)"
-              " select uid, username, is_admin from s, t"
+              " select uid, username, is_admin,"
+              " exists (select 1 from group_members m"
+              "  join access_groups g on g.id = m.group_id"
+              "  where m.user_id = s.uid and g.audit_sessions)"
+              " from s, t"
               " where s.live and s.active",
               2, params, err, errlen);
 
@@ -410,6 +418,7 @@ found:
                        sizeof(identity->username));
 
     identity->admin = (PQgetvalue(res, 0, 2)[0] == 't');
+    identity->auditor = (PQgetvalue(res, 0, 3)[0] == 't');
 
     PQclear(res);
 
@@ -425,7 +434,11 @@ found:
 ngx_uint_t
 ngx_segura_auth_may_audit(const ngx_segura_identity_t *identity)
 {
-    /* administrators; the audit_sessions permission joins them here */
+    /*
+     * administrators and members of a group with audit_sessions: the same
+     * rule as segura_may_audit() (sql/020) for sessions that are not one's
+     * own (ngx_segura_audit.h)
+     */
 
-    return identity->admin;
+    return identity->admin || identity->auditor;
 }

@@ -20,6 +20,7 @@ typedef struct {
     int64_t                    id;
     char                       username[65];
     unsigned                   admin:1;
+    unsigned                   auditor:1;   /* a group with audit_sessions */
 } ngx_segura_identity_t;
 
 

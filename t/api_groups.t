@@ -28,7 +28,8 @@ my $res = $api->post('/api/groups', { name => 'g1' });
 is($res->code, 201, 'create');
 my $g = $res->json;
 is_deeply($g->{permissions}, { use_credentials => false, access_devices => false,
-                               remote_session => false }, 'a new group grants nothing');
+                               remote_session => false, audit_sessions => false },
+          'a new group grants nothing');
 
 $res = $api->put("/api/groups/$g->{id}", {
     name => 'g1', description => 'ops',
@@ -45,6 +46,13 @@ $res = $api->put("/api/groups/$g->{id}", { name => 'g1-renamed' });
 is_deeply($res->json->{members}, [], 'PUT replaces: members removed');
 is_deeply($res->json->{keys}, [], 'keys removed');
 is($res->json->{permissions}{use_credentials}, false, 'permissions reset');
+$res = $api->put("/api/groups/$g->{id}", { name => 'g1-renamed',
+                                          permissions => { audit_sessions => true } });
+is($res->json->{permissions}{audit_sessions}, true, 'PUT sets audit_sessions');
+is($api->get("/api/groups/$g->{id}")->json->{permissions}{audit_sessions}, true,
+   'GET shows audit_sessions');
+$res = $api->put("/api/groups/$g->{id}", { name => 'g1-renamed' });
+is($res->json->{permissions}{audit_sessions}, false, 'PUT without it resets audit_sessions');
 is(scalar @{ $api->get('/api/groups')->json->{items} }, 1, 'list');
 
 $api->put("/api/groups/$g->{id}", { name => 'g1', members => [$u] });

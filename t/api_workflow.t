@@ -11,6 +11,8 @@ my $t = SeguraTest->new(sshd => 1);
 $t->run(<<'EOF2');
     server {
         listen 127.0.0.1:%%PORT%%;
+        # users see their own sessions (t/recording_access.t)
+        segura_recording_self on;
         location /api/ { segura_api; }
     }
 EOF2

@@ -39,7 +39,8 @@ conf_ok("$db $mk segura_thread_pool segura;
          segura_ping_interval 20s; segura_max_message 64k;
          segura_max_body 128k; segura_host_key_policy strict;
          segura_recording on; segura_recording_input off;
-         segura_recording_overflow drop;
+         segura_recording_overflow drop; segura_recording_self on;
+         segura_recording_retention 30d;
          segura_login_lifetime 8h; segura_login_idle 20m;
          segura_node_lost_timeout 1m;
          segura_allowed_origins https://console.example.com http://127.0.0.1:8080;
@@ -124,6 +125,25 @@ conf_ok("$db $mk segura_node_lost_timeout 3s; $server",
         'segura_node_lost_timeout at its lower bound');
 conf_ok("$db $mk segura_node_lost_timeout 1h; $server",
         'segura_node_lost_timeout at its upper bound');
+conf_ok("$db $mk segura_recording_retention off; $server",
+        'segura_recording_retention off');
+conf_ok("$db $mk segura_recording_retention 1s; $server",
+        'segura_recording_retention at its lower bound');
+conf_fails("$db $mk segura_recording_retention 999ms; $server",
+           qr/invalid value "999ms" in "segura_recording_retention" directive, it must be "off" or a time of at least 1s/,
+           'segura_recording_retention too short');
+conf_fails("$db $mk segura_recording_retention later; $server",
+           qr/invalid value "later" in "segura_recording_retention" directive/,
+           'segura_recording_retention not a time');
+conf_fails("$db $mk segura_recording_retention 1d; segura_recording_retention 2d; $server",
+           qr/"segura_recording_retention" directive is duplicate/,
+           'segura_recording_retention twice');
+conf_fails("$db $mk server { listen 127.0.0.1:%%PORT%%; segura_recording_retention 1d; location /api/ { segura_api; } }",
+           qr/"segura_recording_retention" directive is not allowed here/,
+           'segura_recording_retention in a server');
+conf_fails("$db $mk segura_recording_self maybe; $server",
+           qr/invalid value "maybe" in "segura_recording_self" directive/,
+           'segura_recording_self not a flag');
 conf_fails("$db $mk segura_node_lost_timeout 2999ms; $server",
            qr/invalid value "2999ms" in "segura_node_lost_timeout" directive, it must be between 3s and 3600s/,
            'segura_node_lost_timeout too short');

@@ -5,7 +5,7 @@ import { crudPage, crudSkeleton } from './crud.js';
 await mountShell('groups', { adminOnly: true });
 crudSkeleton('Access groups', 'access group', ['Name', 'Permissions', 'Members', 'SSH keys', 'Devices']);
 
-const PERMS = [['use_credentials', 'Use credentials'], ['access_devices', 'Access devices'], ['remote_session', 'Remote sessions']];
+const PERMS = [['use_credentials', 'Use credentials'], ['access_devices', 'Access devices'], ['remote_session', 'Remote sessions'], ['audit_sessions', 'Audit sessions']];
 const names = async (path, label) => (await get(path)).items.map(x => [x.id, label(x)]);
 const lookup = async () => ({
   users: new Map((await get('/api/users')).items.map(u => [u.id, u.username])),

@@ -1,4 +1,5 @@
-// The SSH session audit: administrators see every session, others their own.
+// The SSH session audit: administrators and audit_sessions members see every
+// session, others their own where segura_recording_self is on (docs/recording.md).
 import { get, post, h, banner, errorText, confirmDialog } from './api.js';
 import { mountShell } from './shell.js';
 
@@ -10,7 +11,9 @@ const more = h('button', { type: 'button', hidden: true }, 'Older sessions');
 main.replaceChildren(
   h('p', { class: 'breadcrumb' }, 'Sessions › Session audit'),
   h('div', { class: 'pagehead' }, h('h1', {}, 'Session audit')),
-  h('p', { class: 'hint' }, me.admin ? 'Every SSH session, newest first.' : 'Your SSH sessions, newest first.'),
+  h('p', { class: 'hint' }, me.admin || (me.groups || []).some(g => g.permissions?.audit_sessions)
+    ? 'Every SSH session, newest first.'
+    : 'The SSH sessions you may see (your own, where the server allows it), newest first.'),
   msg,
   h('section', { class: 'panel' },
     h('table', {}, h('thead', {}, h('tr', {}, [...['Started', 'Ended', 'User', 'Key', 'Device', 'From', 'Bytes in / out', 'End']
