@@ -147,7 +147,7 @@ static ngx_int_t ngx_segura_deploy_via(ngx_segura_api_ctx_t *ctx,
     json_t *body, int64_t *via_key, char *password);
 static ngx_int_t ngx_segura_deploy_devices(ngx_segura_api_ctx_t *ctx,
     PGconn **conn, const char *const *params, const char *want,
-    PGresult *key, ngx_segura_deploy_t **out);
+    ngx_uint_t withdraw, PGresult *key, ngx_segura_deploy_t **out);
 static ngx_int_t ngx_segura_deploy_keys(ngx_segura_api_ctx_t *ctx,
     ngx_segura_deploy_t *dp, int64_t id, PGresult *key, ngx_uint_t via);
 static void ngx_segura_deploy_free(ngx_segura_deploy_t *dp);
@@ -281,7 +281,8 @@ ngx_segura_api_key_deploy(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         }
     }
 
-    rc = ngx_segura_deploy_devices(ctx, conn, params, want, res, &dp);
+    rc = ngx_segura_deploy_devices(ctx, conn, params, want, withdraw, res,
+                                   &dp);
 
     if (rc == NGX_OK && dp != NULL) {
         dp->withdraw = withdraw;
@@ -396,8 +397,8 @@ invalid:
 
 static ngx_int_t
 ngx_segura_deploy_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
-    const char *const *params, const char *want, PGresult *key,
-    ngx_segura_deploy_t **out)
+    const char *const *params, const char *want, ngx_uint_t withdraw,
+    PGresult *key, ngx_segura_deploy_t **out)
 {
     int                          i, n;
     char                        *v;
@@ -455,12 +456,15 @@ ngx_segura_deploy_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     if (n == 0) {
         PQclear(res);
 
-        /* nothing to connect to: the answer is known */
+        /* nothing to connect to: the answer is known, of the same shape */
+
+        p[1] = withdraw ? "withdraw" : "deploy";
 
         return ngx_segura_api_query_json(ctx, conn, 200,
                    "select json_build_object('key', $1::bigint,"
-                   " 'total', 0, 'done', 0, 'items', '[]'::json)",
-                   1, &params[2]);
+                   " 'action', $2::text, 'total', 0, 'done', 0,"
+                   " 'items', '[]'::json)",
+                   2, p);
     }
 
     dp = calloc(1, sizeof(ngx_segura_deploy_t)

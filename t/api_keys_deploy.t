@@ -263,6 +263,16 @@ is($res->json->{done}, 1, 'four devices: one done');
 unlike(SeguraTest::slurp($t->sshd->log), qr/Accepted \w+ for/,
        'the mismatched device got no login');
 
+# no device named: nothing is done, and the answer has the same members
+for my $action (qw(deploy withdraw)) {
+    $res = call("/api/keys/$key/$action",
+                { devices => [], via => { password => $pw } });
+    is($res->code, 200, "$action of no device: 200") or diag($res->body);
+    is_deeply($res->json, { key => $key + 0, action => $action, total => 0,
+                            done => 0, items => [] },
+              "$action of no device: the action, no item");
+}
+
 # bad requests change nothing
 my %bad = (
     'no via'        => { devices => [$dev] },

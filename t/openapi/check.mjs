@@ -369,6 +369,7 @@ const bodyLists = [
   ["KeyPut", "required", ["ngx_segura_api_key_whole"]],
   ["KeyGenerate", "props", ["ngx_segura_api_key_generate_fields"]],
   ["KeyCheck", "props", ["ngx_segura_check_fields"]],
+  ["KeyDeploy", "props", ["ngx_segura_deploy_fields"]],
   ["Login", "props", ["ngx_segura_api_login_fields"]],
 ];
 for (const [schema, how, arrays] of bodyLists) {
@@ -394,6 +395,68 @@ if (lists.ngx_segura_check_results) {
           lists.ngx_segura_check_results, "the results differ");
 } else {
   report(false, "ngx_segura_check_results[] is found", "not in the sources");
+}
+
+// a deploy's results, and the checks it stores (as a check stores them)
+for (const [schema, array] of [["DeployResult", "ngx_segura_deploy_results"],
+                               ["CheckResult", "ngx_segura_deploy_checks"]]) {
+  if (lists[array]) {
+    sameSet(`${schema}'s enum is ${array}[]`,
+            doc.components.schemas[schema]?.enum ?? [], lists[array],
+            "the results differ");
+  } else {
+    report(false, `${array}[] is found`, "not in the sources");
+  }
+}
+
+// a secret a client sends is write-only wherever a schema names it
+{
+  const secrets = ["password", "private_key", "passphrase"];
+  const found = [];
+  const walk = (v, at) => {
+    if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${at}/${i}`));
+    if (!v || typeof v !== "object") return;
+    for (const [k, x] of Object.entries(v)) {
+      if (k === "properties") {
+        for (const n of secrets) {
+          if (x[n]) found.push([`${at}/properties/${n}`, x[n].writeOnly === true]);
+        }
+      }
+      walk(x, `${at}/${k}`);
+    }
+  };
+  walk(doc, "#");
+  report(found.length > 5 && found.every(([, w]) => w),
+         `every secret member is writeOnly (${found.length})`,
+         `not writeOnly: ${found.filter(([, w]) => !w).map(([p]) => p)}`);
+}
+
+// the examples of the document's media types validate against their schemas
+{
+  let n = 0;
+  for (const [t, item] of Object.entries(doc.paths)) {
+    for (const m of METHODS) {
+      const op = item[m];
+      if (!op) continue;
+      const media = [["request", deref(op.requestBody)?.content]];
+      for (const [st, r] of Object.entries(op.responses ?? {})) {
+        media.push([st, deref(r)?.content]);
+      }
+      for (const [what, content] of media) {
+        for (const [type, mt] of Object.entries(content ?? {})) {
+          const exs = Object.entries(mt.examples ?? {});
+          if ("example" in mt) exs.push(["example", { value: mt.example }]);
+          for (const [name, ex] of exs) {
+            n++;
+            const err = validate(mt.schema, ex.value);
+            report(!err, `${m.toUpperCase()} ${t}: the ${what} example "${name}" (${type}) validates`,
+                   err);
+          }
+        }
+      }
+    }
+  }
+  report(n >= 4, `the document's examples are read (${n})`, `${n} examples`);
 }
 
 // --- (c) the error codes -------------------------------------------------
@@ -622,6 +685,46 @@ await sample("a recording (asciicast)", admin, "GET",
 await sample("a recording (raw)", admin, "GET",
              `/api/sessions/${ids.session}/recording?format=raw`);
 await sample("metrics", admin, "GET", "/api/metrics");
+for (const action of ["deploy", "withdraw"]) {
+  const r = await sample(`a ${action} of no device`, admin, "POST",
+                         `/api/keys/${ids.key}/${action}`,
+                         { devices: [], via: { password: "openapi-no-device" } });
+  let a;
+  try { a = JSON.parse(r.text); } catch { /* reported above */ }
+  report(a?.action === action && a?.total === 0 && a?.items?.length === 0,
+         `a ${action} of no device answers action "${action}" and no item`,
+         r.text.slice(0, 300));
+  await sample(`422 of a ${action} without via`, admin, "POST",
+               `/api/keys/${ids.key}/${action}`, { devices: [ids.device] });
+  await sample(`404 of a ${action} of no key`, admin, "POST",
+               `/api/keys/${MISSING_ID}/${action}`, { via: { key: ids.key } });
+  await sample(`403 of a ${action} by a user`, user, "POST",
+               `/api/keys/${ids.key}/${action}`, { via: { key: ids.key } });
+}
+{
+  // on the test's sshd, logged in with the key itself: the program edits
+  // ~/.ssh/authorized_keys under the sshd's own HOME; the key stays
+  // authorized by the sshd's own file, so the withdraw's check disagrees
+  const items = async (what, action, via) => {
+    const r = await sample(what, admin, "POST", `/api/keys/${ids.key}/${action}`,
+                           { devices: [ids.device], via });
+    try { return [JSON.parse(r.text).items?.[0], r.text]; } catch { return [undefined, r.text]; }
+  };
+  let [it, text] = await items("a deploy on the device", "deploy", { key: ids.key });
+  report(it?.result === "deployed" && it?.check === "deployed"
+         && typeof it?.checked_at === "string",
+         "the deploy is deployed, and its check is stored", text.slice(0, 300));
+  [it, text] = await items("a withdraw from the device", "withdraw", { key: ids.key });
+  report(it?.result === "verify_failed" && it?.check === "deployed",
+         "the withdraw is verify_failed: the key is still authorized", text.slice(0, 300));
+  // the sshd takes no password: auth_failed, no check, and the password
+  // is not in the answer
+  const pw = "openapi-one-time-pw";
+  [it, text] = await items("a deploy with a refused password", "deploy", { password: pw });
+  report(it?.result === "auth_failed" && it?.check === null && it?.checked_at === null,
+         "a refused password is auth_failed, without a check", text.slice(0, 300));
+  report(!text.includes(pw), "the one-time password is not in the answer", "it is");
+}
 {
   const c = new Client("login sample");
   await sample("a login", c, "POST", "/api/login",
