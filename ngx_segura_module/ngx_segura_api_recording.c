@@ -677,6 +677,11 @@ ngx_segura_recording_send(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
     st->out.buf = b;
     st->out.next = NULL;
 
+    /* t/recording.t counts these: a slow client holds one batch */
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "segura api: recording batch of %uz bytes",
+                   st->cast.out.len);
+
     rc = ngx_http_output_filter(r, &st->out);
 
     if (rc == NGX_ERROR || st->done) {

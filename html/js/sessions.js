@@ -56,6 +56,14 @@ function endButton(s) {
   return b;
 }
 
+// a recorded session opens in the Replay view (administrators only for
+// now, as GET /api/sessions/{id}/recording)
+function replayLink(s) {
+  if (!me.admin || !s.recorded) return '';
+  return h('a', { class: 'button', href: `replay.html?session=${encodeURIComponent(s.id)}`,
+                  'aria-label': `Replay the session of ${s.username} on ${s.device_name}` }, 'Replay');
+}
+
 async function reload() {
   tbody.replaceChildren();
   await load();
@@ -74,7 +82,7 @@ async function load(before) {
       h('td', { class: 'mono' }, s.client_addr || ''),
       h('td', {}, `${s.bytes_in} / ${s.bytes_out}`),
       h('td', { title: s.end_reason || '' }, ending(s)),
-      h('td', { class: 'actions' }, endButton(s)))));
+      h('td', { class: 'actions' }, replayLink(s), endButton(s)))));
     next = d.next;
     more.hidden = !next;
   } catch (e) { banner(msg, 'error', errorText(e)); }
