@@ -132,12 +132,12 @@ async function mount(offset, play) {
     .filter(([ms]) => inWindow(ms))
     .map(([ms, label]) => [(ms - win.from) / 1000, label]);
   player = AsciinemaPlayer.create({ data: win.data }, screen, {
-    autoPlay: false, preload: true, controls: false, fit: 'width', speed, markers,
+    autoPlay: false, preload: true, controls: false, fit: 'both', speed, markers,
     terminalFontSize: '13px',
   });
   player.addEventListener('play', () => setPlaying(true));
   player.addEventListener('playing', () => setPlaying(true));
-  player.addEventListener('pause', () => setPlaying(false));
+  player.addEventListener('pause', () => { setPlaying(false); showPosition(); });
   player.addEventListener('ended', onEnded);
   await player.seek(Math.max(0, offset) / 1000);
   main.dataset.state = 'ready';
