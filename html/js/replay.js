@@ -206,8 +206,10 @@ if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id))
       chapters.append(h('li', {}, h('button', { type: 'button', onclick: go },
         h('span', { class: 'at' }, fmt(ms)), label)));
       const pct = index.duration ? (100 * ms / index.duration) : 0;
-      ticks.append(h('button', { type: 'button', class: 'tick', title: `${fmt(ms)} ${label}`,
-        'aria-label': `Chapter at ${fmt(ms)}: ${label}`, style: `left:${pct}%`, onclick: go }));
+      const tick = h('button', { type: 'button', class: 'tick', title: `${fmt(ms)} ${label}`,
+        'aria-label': `Chapter at ${fmt(ms)}: ${label}`, onclick: go });
+      tick.style.left = `${pct}%`;           // no style attribute (docs/ui.md)
+      ticks.append(tick);
     }
     if (!index.markers.length) chapters.append(h('li', { class: 'muted' }, 'No markers.'));
     const start = isFinite(at) && at > 0 ? Math.min(at * 1000, index.duration) : 0;
