@@ -397,8 +397,8 @@ ngx_segura_recording_index(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[0] = id;
 
     res = ngx_segura_api_query_retry(ctx, conn,
-              "select 1 from ssh_session_recordings where session_id = $1::uuid",
-              1, params);
+              "select 1 from ssh_session_recordings"
+              " where session_id = $1::uuid", 1, params);
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         return;
     }

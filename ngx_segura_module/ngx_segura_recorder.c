@@ -18,8 +18,9 @@
  * chunk decodes alone), sealed with the vault's AES-256-GCM under the
  * current master key with "ssh_sessions/<id>/chunk/<seq>" as associated
  * data, and queued in the outbox as an insert that does nothing when the
- * chunk is there (sql/017_recordings.sql).  docs/recording.md has the
- * format.
+ * chunk is there (sql/017_recordings.sql), with the terminal size at its
+ * first event and its markers in clear for seeking (sql/019).
+ * docs/recording.md has the format.
  *
  * When the outbox holds more than NGX_SEGURA_RECORDER_BOUND bytes (the
  * database cannot keep up), "segura_recording_overflow pause" stops the

@@ -261,6 +261,32 @@ $res = $admin->get("/api/sessions/$id/recording?from=" . ($index->{duration} + 1
 my @end = split /\n/, $res->body;
 is(scalar @end, 2, 'window after the end: the header and the redraw');
 
+# asciinema's own parser reads a window too
+SKIP: {
+    skip 'asciinema (Debian package) is not installed', 2
+        unless -e '/usr/lib/python3/dist-packages/asciinema/asciicast/v2.py';
+    my $file = $t->dir . '/window.cast';
+    open my $fh, '>:raw', $file or die $!;
+    print $fh $admin->get("/api/sessions/$id/recording?from=$from&to=$to")->body;
+    close $fh;
+    my $py = q{import sys
+from asciinema import asciicast
+with asciicast.open_from_url(sys.argv[1]) as a:
+    for _, _t, text in a.stdout_events():
+        sys.stdout.buffer.write(text.encode("utf-8"))
+};
+    my ($rc, $stdout, $stderr) = SeguraTest::Pg::run('/usr/bin/python3', '-c', $py, $file);
+    is($rc, 0, "asciinema's parser accepts a window") or diag($stderr);
+    is(sha256_hex($stdout), sha256_hex($restore . $inside),
+       "asciinema's parser gets the redraw and the window's output");
+}
+
+# HEAD: the headers alone
+my $head_res = $admin->request("HEAD", "/api/sessions/$id/recording");
+is($head_res->code, 200, 'HEAD: 200');
+like($head_res->headers->content_type // '', qr{^application/x-asciicast}, 'HEAD: the type');
+is(length $head_res->body, 0, 'HEAD: no body');
+
 # bounds: every parameter is checked, 422 with the field
 for my $bad (['from=abc', 'from'], ['from=-1', 'from'], ['from=2147483648', 'from'],
              ['from=00000000001', 'from'], ['to=', 'to'], ['from=5&to=5', 'to'],
@@ -276,7 +302,7 @@ is($u->get("/api/sessions/$id/recording?format=index")->code, 401, 'index: no lo
 my @details = map { $JSON->decode($_->[0]) } @{ $dbh->selectall_arrayref(
     q{select detail::text from audit_log where action = 'session_replay'
       and object_id = ? order by id}, undef, $id) };
-is(scalar @details, 4 + 4, 'every index and window request is an audit_log row');
+is(scalar @details, 4 + 6, 'every index and window request is an audit_log row');
 is_deeply($details[4], { format => 'index' }, 'audited: the index');
 is_deeply($details[5], { format => 'asciicast', from => $from, to => $to },
           'audited: the window, with from and to');
@@ -288,7 +314,7 @@ SKIP: {
     my $cookie = $admin->cookie;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
                                      Proto => 'tcp');
-    ok($sock, 'slow: connected') or skip 'no connection', 8;
+    ok($sock, 'slow: connected') or skip 'no connection', 9;
     setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 32768);
     my $log0 = length SeguraTest::slurp($t->error_log);
     my $rss0 = $t->worker_rss_kb($worker);
@@ -307,6 +333,10 @@ SKIP: {
         $rss_max = $rss if $rss > $rss_max;
         select(undef, undef, undef, 0.05);
     }
+    is($dbh->selectrow_array(q{select count(*) from pg_stat_activity
+        where datname = current_database() and pid <> pg_backend_pid()
+        and state <> 'idle'}), 0,
+       'slow: no database connection is busy for it meanwhile');
     my @batches = substr(SeguraTest::slurp($t->error_log), $log0)
                   =~ /segura api: recording batch of (\d+) bytes/g;
     my $sent = 0;
