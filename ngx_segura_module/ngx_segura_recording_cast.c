@@ -458,6 +458,8 @@ ngx_segura_cast_text(ngx_segura_cast_t *cast, ngx_uint_t stream,
         time = cast->last;
 
         if (cast->window) {
+            /* within the window, whatever event ended it */
+            time = ngx_min(time, cast->to - 1);
             time = (time >= cast->from) ? time - cast->from : 0;
         }
 

@@ -397,6 +397,32 @@ like($admin->get("/api/sessions/$id2/recording?format=raw")->body,
      qr/u8:caf\xc3\xa9 \xe2\x9c\x93 \xff:end/, 'utf-8: raw has the bytes as they were');
 
 
+# --- a window's redraw starts at the last full clear -------------------------
+
+$ws = ws_at('/session');
+$c = $ws->wait_event('connected', 20);
+ok($c, 'clear: connected');
+my $id4 = $c->{session};
+# BEFORE-CLEAR, a clear screen, AFTER-CLEAR, then a second later LATER-ONE
+# (octal escapes: the echoed command line holds none of the words)
+my $oct = sub { join '', map { sprintf '\\%03o', ord } split //, shift };
+$ws->send_binary("printf '" . $oct->('BEFORE-CLEAR') . "\\n\\033[H\\033[2J" . $oct->('AFTER-CLEAR')
+                 . "\\n'; sleep 1.2; printf '" . $oct->('LATER-ONE') . "\\n'; exit\n");
+is($ws->wait_close(20), 1000, 'clear: the shell exits');
+recorded($id4, 'clear');
+my (undef, @ev4) = cast($id4, 'clear');
+my ($later) = grep { $_->[1] eq 'o' && $_->[2] =~ /LATER-ONE/ } @ev4;
+ok($later, 'clear: the later output is recorded');
+my $at = int($later->[0] * 1000 + 0.5);
+my (undef, $redraw, @rest) = map { $JSON->decode($_) }
+    split /\n/, $admin->get("/api/sessions/$id4/recording?from=$at")->body;
+like($redraw->[2], qr/^\e\[H\e\[2J/, 'clear: the redraw starts at the clear (with its cursor home)');
+like($redraw->[2], qr/AFTER-CLEAR/, 'clear: and has what came after it');
+unlike($redraw->[2], qr/BEFORE-CLEAR/, 'clear: not what the clear wiped');
+like(join('', map { $_->[2] } grep { $_->[1] eq 'o' } @rest), qr/LATER-ONE/,
+     'clear: the window then has the later output');
+
+
 # --- not recorded -----------------------------------------------------------
 
 $ws = ws_at('/session-off');

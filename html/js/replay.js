@@ -10,8 +10,8 @@
 import { get, h, banner, errorText, param, ApiError } from './api.js';
 import { mountShell } from './shell.js';
 
-const WINDOW_BYTES = 4 * 1024 * 1024;
-const BACK_CHUNKS = 2;
+const WINDOW_BYTES = 1024 * 1024;
+const BACK_CHUNKS = 1;
 const SPEEDS = [0.5, 1, 2, 4, 8];
 
 await mountShell('sessions');
@@ -100,6 +100,7 @@ function inWindow(t) {
 }
 
 async function load(t, play) {
+  const started = performance.now();
   const w = windowAt(t);
   main.dataset.state = 'loading';
   status.textContent = `Loading ${fmt(w.from)} to ${w.to === null ? 'the end' : fmt(w.to)}…`;
@@ -112,6 +113,7 @@ async function load(t, play) {
     throw new ApiError(res.status, body);
   }
   w.data = await res.text();
+  const fetched = performance.now();
   loads++;
   main.dataset.windows = String(loads);
   main.dataset.from = String(w.from);
@@ -122,6 +124,9 @@ async function load(t, play) {
     if (head.title) title.textContent = `Replay: ${head.title}`;
   } catch { /* the player says what is wrong */ }
   await mount(t - w.from, play);
+  // how long the last window took: fetching it, and the player's seek
+  main.dataset.fetchMs = String(Math.round(fetched - started));
+  main.dataset.mountMs = String(Math.round(performance.now() - fetched));
 }
 
 // a player on the current window, at offset ms into it

@@ -204,10 +204,13 @@ step(`a ${MIB} MiB recording: seeking to the middle takes under 1 s and loads on
   const pos = Number(await page.locator('#main').getAttribute('data-position'));
   assert.ok(Math.abs(pos - idx.duration / 2) <= idx.duration * 0.02, `position ${pos} of ${idx.duration}`);
   await screenshot(page, '84-replay-big-middle');
+  const split = await page.evaluate(() => [document.getElementById('main').dataset.fetchMs,
+                                           document.getElementById('main').dataset.mountMs]);
   const windows = fetched.filter(f => /from=/.test(f.url));
   const total = fetched.reduce((n, f) => n + f.bytes, 0);
   console.log(`# replay: ${MIB} MiB recording (${idx.chunks.length} chunks, ${(idx.duration / 1000).toFixed(1)} s) `
     + `printed and recorded in ${(recordedIn / 1000).toFixed(1)} s; seek to the middle ${took.toFixed(0)} ms; `
+    + `(fetching the window ${split[0]} ms, the player's seek ${split[1]} ms); `
     + `the page fetched ${fetched.length} responses, ${(total / 1048576).toFixed(1)} MiB in all`);
   assert.ok(took < 1000, `seeking to the middle took ${took.toFixed(0)} ms`);
   assert.equal(windows.length, 2, JSON.stringify(fetched));
