@@ -213,7 +213,20 @@ step(`a ${MIB} MiB recording: seeking to the middle takes under 1 s and loads on
     + `(fetching the window ${split[0]} ms, the player's seek ${split[1]} ms); `
     + `the page fetched ${fetched.length} responses, ${(total / 1048576).toFixed(1)} MiB in all`);
   assert.ok(took < 1000, `seeking to the middle took ${took.toFixed(0)} ms`);
-  assert.equal(windows.length, 2, JSON.stringify(fetched));
+  assert.equal(windows.length, 2, JSON.stringify(fetched.map(f => f.url)));
   assert.ok(total < 24 * 1048576, `the page fetched ${total} bytes, not the ${idx.bytes} of the recording`);
+  // playing on past the window's end loads the next window and goes on
+  const firstTo = Number(await page.locator('#main').getAttribute('data-to'));
+  await page.locator('#replay-play').click();
+  await page.waitForFunction(to => {
+    const m = document.getElementById('main').dataset;
+    return Number(m.windows) >= 3 && m.playing === '1' && Number(m.from) >= to;
+  }, firstTo, { timeout: 20000 });
+  await page.locator('#replay-play').click();
+  await page.waitForFunction(() => document.getElementById('main').dataset.playing === '0');
+  const after = (await playerLines()).filter(l => /^L\d{10}x/.test(l)).map(l => Number(l.slice(1, 11)));
+  assert.ok(after.length && after[after.length - 1] > rows[rows.length - 1],
+    `the next window went on (line ${after[after.length - 1]} after ${rows[rows.length - 1]})`);
+  await screenshot(page, '85-replay-big-next-window');
   assert.deepEqual(b.problems.filter(p => !/status of 401/.test(p)), [], 'no page error, no CSP violation');
 });
