@@ -131,6 +131,7 @@ async function load(t, play) {
 
 // a player on the current window, at offset ms into it
 async function mount(offset, play) {
+  atWindowEnd = false;
   if (player) player.dispose();
   screen.replaceChildren();
   const markers = index.markers
@@ -152,9 +153,12 @@ async function mount(offset, play) {
   else setPlaying(false);
 }
 
+// the player is at the end of its window: the next window if it was
+// playing (a seek between the window's last event and its end also ends it)
+let atWindowEnd = false;
 async function onEnded() {
   if (win && win.to !== null) {
-    // playing on past the window: the next one
+    if (!playing) { atWindowEnd = true; return; }
     try { await load(win.to, true); } catch (e) { fail(e); }
     return;
   }
@@ -168,6 +172,7 @@ async function seekTo(t) {
   main.dataset.ended = '';
   try {
     if (inWindow(t)) {
+      atWindowEnd = false;
       await player.seek((t - win.from) / 1000);
       showPosition(t);
     } else {
@@ -187,6 +192,10 @@ playBtn.addEventListener('click', async () => {
   if (!player) return;
   if (playing) { await player.pause(); return; }
   if (main.dataset.ended === '1') { main.dataset.ended = ''; await seekTo(0); }
+  if (atWindowEnd && win.to !== null) {
+    try { await load(win.to, true); } catch (e) { fail(e); }
+    return;
+  }
   await player.play();
 });
 seek.addEventListener('input', () => { time.textContent = `${fmt(Number(seek.value))} / ${fmt(index.duration)}`; });
