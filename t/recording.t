@@ -251,6 +251,14 @@ is(scalar(grep { $_ < 0 || $_ * 1000 >= $to - $from + 0.5 } @wt), 0,
 is(scalar(grep { $wt[$_] < $wt[$_ - 1] } 1 .. $#wt), 0, 'window: times never go back');
 diag(sprintf 'window of %d bytes from the middle served in %.3f s', length $res->body, $took);
 
+# to alone: from the start, no redraw, the events before to as they are
+my $to0 = $rows->[1][2];
+$res = $admin->get("/api/sessions/$id/recording?to=$to0");
+my (undef, @hl) = split /\n/, $res->body;
+my @head = map { $JSON->decode($_) } @hl;
+is_deeply([map { [int($_->[0] * 1000 + 0.5), $_->[1], Encode::encode_utf8($_->[2])] } @head],
+          [grep { $_->[0] < $to0 } @all], 'window without from: the events before to, unchanged');
+
 # from alone: to the end, with the end marker
 $res = $admin->get("/api/sessions/$id/recording?from=$from");
 my (undef, @tl) = split /\n/, $res->body;
@@ -302,7 +310,7 @@ is($u->get("/api/sessions/$id/recording?format=index")->code, 401, 'index: no lo
 my @details = map { $JSON->decode($_->[0]) } @{ $dbh->selectall_arrayref(
     q{select detail::text from audit_log where action = 'session_replay'
       and object_id = ? order by id}, undef, $id) };
-is(scalar @details, 4 + 6, 'every index and window request is an audit_log row');
+is(scalar @details, 4 + 7, 'every index and window request is an audit_log row');
 is_deeply($details[4], { format => 'index' }, 'audited: the index');
 is_deeply($details[5], { format => 'asciicast', from => $from, to => $to },
           'audited: the window, with from and to');
@@ -421,6 +429,27 @@ like($redraw->[2], qr/AFTER-CLEAR/, 'clear: and has what came after it');
 unlike($redraw->[2], qr/BEFORE-CLEAR/, 'clear: not what the clear wiped');
 like(join('', map { $_->[2] } grep { $_->[1] eq 'o' } @rest), qr/LATER-ONE/,
      'clear: the window then has the later output');
+
+
+# --- a live session: what is stored so far ---------------------------------
+
+$ws = ws_at('/session');
+$c = $ws->wait_event('connected', 20);
+ok($c, 'live: connected');
+my $id5 = $c->{session};
+$ws->send_binary("printf '" . $oct->('LIVE-NOW') . "\\n'\n");
+ok(SeguraTest::wait_for(sub {
+    $dbh->selectrow_array(q{select count(*) from ssh_session_chunks
+                            where session_id = ?}, undef, $id5)
+}, 20), 'live: a chunk is stored while the session goes on');
+my $live = eval { $admin->get("/api/sessions/$id5/recording?format=index")->json } || {};
+ok($live->{live} && @{ $live->{chunks} || [] } >= 1, 'live: the index says live, with its chunks');
+# the output is stored within about a second of being printed
+ok(SeguraTest::wait_for(sub {
+    $admin->get("/api/sessions/$id5/recording")->body =~ /LIVE-NOW/
+}, 20), 'live: the recording so far is served, with what was printed');
+$ws->send_binary("exit\n");
+is($ws->wait_close(20), 1000, 'live: the shell exits');
 
 
 # --- not recorded -----------------------------------------------------------
