@@ -47,7 +47,8 @@ typedef struct {
     unsigned                       cols;
     unsigned                       rows;
     int64_t                        timestamp;
-    char                           title[192];
+    char                           title[640];  /* user (64) @ device
+                                                   (128 characters) */
 
     uint32_t                       from;
     uint32_t                       to;

@@ -452,6 +452,14 @@ $ws->send_binary("exit\n");
 is($ws->wait_close(20), 1000, 'live: the shell exits');
 
 
+# a title of the longest names (64 + 128 characters, 2 bytes each) whole
+my $long = "\x{e9}" x 128;
+$dbh->do('update ssh_sessions set device_name = ? where id = ?', undef,
+         $long, $id2);   # DBD::Pg encodes it
+my ($h2l) = cast($id2, 'long title');
+is($h2l->{title}, "$h2->{title}" =~ s/\@.*//r . "\@$long", 'a long UTF-8 title, whole');
+
+
 # --- not recorded -----------------------------------------------------------
 
 $ws = ws_at('/session-off');
