@@ -198,6 +198,15 @@ playBtn.addEventListener('click', async () => {
   }
   await player.play();
 });
+// Space plays and pauses, the arrows go 5 s back and on, unless a control
+// or the player (which has its own keys) has the focus
+document.addEventListener('keydown', e => {
+  if (!player || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.target instanceof Element && e.target.closest('input, select, textarea, button, a, #replay-player')) return;
+  if (e.key === ' ') { e.preventDefault(); playBtn.click(); }
+  else if (e.key === 'ArrowLeft') { e.preventDefault(); seekTo(position() - 5000); }
+  else if (e.key === 'ArrowRight') { e.preventDefault(); seekTo(position() + 5000); }
+});
 seek.addEventListener('input', () => { time.textContent = `${fmt(Number(seek.value))} / ${fmt(index.duration)}`; });
 seek.addEventListener('change', () => seekTo(Number(seek.value)));
 speedSel.addEventListener('change', async () => {

@@ -161,6 +161,14 @@ step('replay.html?session=<id>&t=<seconds> opens at that time', async () => {
   await waitScreen(/REPLAY-THREE|REPLAY-TWO/);
   assert.match(await page.locator('#replay-time').textContent(), /^0:02 \//);
   await screenshot(page, '83-replay-at-t');
+  // the keys: the left arrow goes 5 s back (to the start), Space plays and pauses
+  await page.locator('h1').click();
+  await page.keyboard.press('ArrowLeft');
+  await page.waitForFunction(() => Number(document.getElementById('main').dataset.position) === 0);
+  await page.keyboard.press(' ');
+  await page.waitForFunction(() => document.getElementById('main').dataset.playing === '1');
+  await page.keyboard.press(' ');
+  await page.waitForFunction(() => document.getElementById('main').dataset.playing === '0');
 });
 
 step(`a ${MIB} MiB recording: seeking to the middle takes under 1 s and loads one window`, async () => {
