@@ -85,10 +85,11 @@ build/segura-vault: tools/segura-vault.c ngx_segura_module/ngx_segura_vault.c \
 build/.dir:
 	@mkdir -p build && touch $@
 
-# the web UI is static files; only xterm.js comes from npm, at the exact
-# versions of html/package-lock.json. npm installs it in build/ui/, outside
-# what nginx serves, and only its browser files (and licences) are copied
-# to html/vendor/xterm/
+# the web UI is static files; only xterm.js and asciinema-player (the
+# Replay view) come from npm, at the exact versions of
+# html/package-lock.json. npm installs them in build/ui/, outside what
+# nginx serves, and only their browser files (and licences) are copied to
+# html/vendor/xterm/ and html/vendor/asciinema-player/
 UI_STAMP     := html/vendor/xterm/.installed
 UI_NPM       := build/ui
 
@@ -113,6 +114,10 @@ $(UI_STAMP): html/package.json html/package-lock.json
 	    fi; \
 	done
 	cp $(UI_NPM)/node_modules/@xterm/xterm/css/xterm.css html/vendor/xterm/
+	rm -rf html/vendor/asciinema-player && mkdir -p html/vendor/asciinema-player
+	cp $(UI_NPM)/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
+	   $(UI_NPM)/node_modules/asciinema-player/dist/bundle/asciinema-player.css \
+	   $(UI_NPM)/node_modules/asciinema-player/LICENSE html/vendor/asciinema-player/
 	touch $@
 
 # Debian's tree has no top-level Makefile: configure with the flags the

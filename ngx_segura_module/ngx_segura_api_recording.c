@@ -6,18 +6,25 @@
 
 /*
  * GET /api/sessions/<id>/recording: a session's recording (written by
- * ngx_segura_recorder.c, sql/017) as asciicast v2, or with ?format=raw
- * its output bytes alone.  Who may: ngx_segura_audit.h; anyone else is
- * told there is no such session, and the attempt is an audit_log row
- * (session_replay_denied).  Every replay is an audit_log row, written
+ * ngx_segura_recorder.c, sql/017 and 019) as asciicast v2, with
+ * ?format=raw its output bytes alone, with ?format=index the JSON index
+ * of the whole recording (duration, markers, chunks), and with ?from= and
+ * ?to= (ms) a window of it as asciicast whose first event redraws the
+ * screen at from (docs/recording.md).  Who may: ngx_segura_audit.h,
+ * through ngx_segura_api_recording_allowed(); anyone else is told there is
+ * no such session, and the attempt is an audit_log row
+ * (session_replay_denied).  Every request is an audit_log row, written
  * before anything is read.  A live session answers with what is stored so
  * far (the last second may be missing); an expired one (retention) is 404.
  *
- * The chunks are read in batches, opened with the master key whose id the
- * chunk names, decompressed and written out; the response is built in
- * memory, so it is capped: a recording whose response would pass
- * NGX_SEGURA_RECORDING_MAX_RESPONSE is answered 413 too_large
- * (docs/recording.md).  Pool threads only.
+ * Streamed, without a cap: a pool pass reads a batch of chunks, opens,
+ * decompresses and writes them out (ngx_segura_recording_cast.c) into the
+ * stream's one buffer, and returns its connection; the event loop sends
+ * that buffer, and only once the client has taken all of it posts the
+ * next pass.  A slow client holds one batch in the worker and no database
+ * connection.  The pool passes run ngx_segura_api_recording() (the first)
+ * and ngx_segura_recording_step(); ngx_segura_recording_send() and the
+ * write handler run on the event loop.
  */
 
 
@@ -27,70 +34,102 @@
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
 #include "ngx_segura_audit.h"
+#include "ngx_segura_metrics.h"
 #include "ngx_segura_recorder.h"
+#include "ngx_segura_recording_cast.h"
 #include "ngx_segura_vault.h"
 
 #include <openssl/crypto.h>
 #include <zstd.h>
 
 
-#define NGX_SEGURA_RECORDING_MAX_RESPONSE  (64 * 1024 * 1024)
-#define NGX_SEGURA_RECORDING_BATCH         32
-#define NGX_SEGURA_RECORDING_PLAIN_MAX     (NGX_SEGURA_RECORDER_CHUNK + 1024)
+/* chunks per pool pass: at most 1 MiB of events */
+#define NGX_SEGURA_RECORDING_BATCH         16
+#define NGX_SEGURA_RECORDING_MS_MAX        2147483647
 
 
 typedef struct {
-    u_char                        *data;      /* malloc()ed */
-    size_t                         len;
-    size_t                         cap;
-    unsigned                       overflow:1;
-} ngx_segura_recording_out_t;
+    ngx_segura_api_ctx_t          *ctx;
+    ngx_segura_cast_t              cast;
+    char                           id[37];
+    uint32_t                       next;      /* the next chunk's seq */
+    u_char                        *plain;     /* PLAIN_MAX each */
+    u_char                        *events;
+    ngx_buf_t                      buf;
+    ngx_chain_t                    out;
+    unsigned                       done:1;    /* the last batch is out */
+    unsigned                       failed:1;
+    unsigned                       headers:1;
+} ngx_segura_recording_stream_t;
 
 
-typedef struct {
-    ngx_segura_recording_out_t     out;
-    ngx_uint_t                     raw;
-    u_char                        *scratch;   /* carry + an event */
-    u_char                         carry[2][4];   /* o, i: a cut UTF-8 */
-    size_t                         ncarry[2];
-    uint32_t                       last;
-} ngx_segura_recording_t;
-
-
+static ngx_int_t ngx_segura_api_recording_allowed(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *id);
+static ngx_int_t ngx_segura_recording_ms(ngx_segura_api_ctx_t *ctx,
+    const char *name, uint32_t *ms);
+static void ngx_segura_recording_index(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *id);
+static ngx_int_t ngx_segura_recording_audit(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *id, const char *format, ngx_int_t from,
+    ngx_int_t to);
+static ngx_int_t ngx_segura_recording_batch(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, ngx_segura_recording_stream_t *st);
 static ngx_int_t ngx_segura_recording_chunk(ngx_segura_api_ctx_t *ctx,
-    ngx_segura_recording_t *rc, const char *id, uint32_t seq,
-    u_char *blob, size_t blob_len, u_char *plain, u_char *events);
-static ngx_int_t ngx_segura_recording_events(ngx_segura_recording_t *rc,
-    u_char *p, size_t len);
-static ngx_int_t ngx_segura_recording_event(ngx_segura_recording_t *rc,
-    u_char type, uint32_t time, u_char *data, size_t len);
-static ngx_int_t ngx_segura_recording_text(ngx_segura_recording_t *rc,
-    ngx_uint_t stream, u_char *data, size_t len, ngx_uint_t final);
-static u_char *ngx_segura_recording_reserve(ngx_segura_recording_out_t *out,
-    size_t n);
+    ngx_segura_recording_stream_t *st, uint32_t seq, u_char *blob,
+    size_t blob_len);
+static void ngx_segura_recording_step(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn);
+static void ngx_segura_recording_send(ngx_http_request_t *r,
+    ngx_segura_api_ctx_t *ctx);
+static ngx_int_t ngx_segura_recording_headers(ngx_http_request_t *r,
+    ngx_segura_recording_stream_t *st);
+static void ngx_segura_recording_write(ngx_http_request_t *r);
+static void ngx_segura_recording_pump(ngx_http_request_t *r,
+    ngx_segura_recording_stream_t *st);
+static void ngx_segura_recording_end(ngx_http_request_t *r, ngx_int_t rc);
+static void ngx_segura_recording_free(void *data);
+
+
+/*
+ * Who may replay, download or index session id's recording
+ * (ngx_segura_audit.h).  NGX_DECLINED: ctx has failed with 404 (or the
+ * database's error), so that nobody else learns a recording exists; pool
+ * threads.
+ */
+
+static ngx_int_t
+ngx_segura_api_recording_allowed(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *id)
+{
+    /* the rule of ngx_segura_audit.h; on NGX_DECLINED ctx has failed */
+
+    return ngx_segura_api_may_audit(ctx, conn, id) == NGX_OK
+           ? NGX_OK : NGX_DECLINED;
+}
 
 
 void
 ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *id)
 {
-    char                    seq[NGX_INT64_LEN + 1], fmt[16];
-    char                   *line;
-    u_char                 *blob, *plain, *events, *p;
-    size_t                  blob_len, n;
-    uint32_t                next;
-    json_t                 *header, *detail;
-    PGresult               *res;
-    ngx_int_t               rc, i, rows;
-    const char             *params[2];
-    ngx_segura_recording_t  rec;
+    char                            fmt[16], seq[NGX_INT_T_LEN + 1],
+                                    from[NGX_INT_T_LEN + 1],
+                                    rest[NGX_INT_T_LEN + 1];
+    uint32_t                        ms_from, ms_to;
+    PGresult                       *res;
+    ngx_int_t                       rc, has_from, has_to;
+    ngx_uint_t                      raw, index;
+    json_t                         *detail;
+    const char                     *params[3];
+    ngx_segura_recording_stream_t  *st;
 
     if (!(ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
         return;
     }
 
-    ngx_memzero(&rec, sizeof(ngx_segura_recording_t));
+    raw = 0;
+    index = 0;
 
     switch (ngx_segura_api_arg(ctx, "format", fmt, sizeof(fmt))) {
 
@@ -99,7 +138,12 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     case NGX_OK:
         if (ngx_strcmp(fmt, "raw") == 0) {
-            rec.raw = 1;
+            raw = 1;
+            break;
+        }
+
+        if (ngx_strcmp(fmt, "index") == 0) {
+            index = 1;
             break;
         }
 
@@ -111,16 +155,43 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     default:
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "format",
-                            "Must be asciicast or raw");
+                            "Must be asciicast, raw or index");
         return;
+    }
+
+    ms_from = 0;
+    ms_to = NGX_SEGURA_RECORDING_MS_MAX;
+
+    has_from = ngx_segura_recording_ms(ctx, "from", &ms_from);
+    if (has_from == NGX_ERROR) {
+        return;
+    }
+
+    has_to = ngx_segura_recording_ms(ctx, "to", &ms_to);
+    if (has_to == NGX_ERROR) {
+        return;
+    }
+
+    if (has_from == NGX_OK || has_to == NGX_OK) {
+        if (raw || index) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "format",
+                                "A window (from, to) is asciicast only");
+            return;
+        }
+
+        if (ms_to <= ms_from) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "to",
+                                "Must be later than from");
+            return;
+        }
     }
 
     /* nobody who may not see it learns that the session exists */
 
-    if (ngx_segura_api_may_audit(ctx, conn, id) != NGX_OK) {
+    if (ngx_segura_api_recording_allowed(ctx, conn, id) != NGX_OK) {
         if (ctx->err == NGX_SEGURA_ERR_NOT_FOUND) {
             detail = json_pack("{s:s}", "format",
-                               rec.raw ? "raw" : "asciicast");
+                               raw ? "raw" : index ? "index" : "asciicast");
             (void) ngx_segura_api_audit(ctx, conn, "session_replay_denied",
                                         "ssh_session", id, detail);
             json_decref(detail);
@@ -129,18 +200,38 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         return;
     }
 
+    if (index) {
+        ngx_segura_recording_index(ctx, conn, id);
+        return;
+    }
+
+    /*
+     * the header; for a window, the chunk to start reading at: the last
+     * ones before from that hold NGX_SEGURA_CAST_RESTORE bytes of events
+     */
+
+    (void) ngx_snprintf((u_char *) from, sizeof(from), "%uD%Z", ms_from);
+    (void) ngx_snprintf((u_char *) rest, sizeof(rest), "%d%Z",
+                        NGX_SEGURA_CAST_RESTORE);
+
     params[0] = id;
+    params[1] = from;
+    params[2] = rest;
 
     res = ngx_segura_api_query_retry(ctx, conn,
               "select r.width, r.height,"
               " extract(epoch from r.started_at)::bigint,"
               " s.username || '@' || s.device_name,"
-              " (select coalesce(sum(c.plain_size), 0)"
-              "  from ssh_session_chunks c where c.session_id = r.session_id),"
+              " coalesce((select max(x.seq) from"
+              "   (select c.seq, sum(c.plain_size) over (order by c.seq desc)"
+              "    as acc from ssh_session_chunks c"
+              "    where c.session_id = r.session_id"
+              "    and c.t_first < $2::int) x"
+              "   where x.acc >= $3::int), 0),"
               " r.expired_at is not null"
               " from ssh_session_recordings r"
               " join ssh_sessions s on s.id = r.session_id"
-              " where r.session_id = $1::uuid", 1, params);
+              " where r.session_id = $1::uuid", 3, params);
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         return;
     }
@@ -153,183 +244,300 @@ ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         return;
     }
 
-    if (ngx_atoof((u_char *) PQgetvalue(res, 0, 4),
-                  ngx_strlen(PQgetvalue(res, 0, 4)))
-        > NGX_SEGURA_RECORDING_MAX_RESPONSE)
-    {
+    st = calloc(1, sizeof(ngx_segura_recording_stream_t));
+    if (st == NULL) {
         PQclear(res);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_TOO_LARGE, NULL,
-                            "The recording is larger than the 64 MiB a "
-                            "replay may answer with");
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
         return;
     }
 
-    header = json_pack("{s:i, s:i, s:i, s:I, s:s}",
-                       "version", 2,
-                       "width", atoi(PQgetvalue(res, 0, 0)),
-                       "height", atoi(PQgetvalue(res, 0, 1)),
-                       "timestamp",
-                       (json_int_t) strtoll(PQgetvalue(res, 0, 2), NULL, 10),
-                       "title", PQgetvalue(res, 0, 3));
+    st->ctx = ctx;
+    ngx_memcpy(st->id, id, 36);
+    st->cast.raw = raw;
+    st->cast.cols = (unsigned) atoi(PQgetvalue(res, 0, 0));
+    st->cast.rows = (unsigned) atoi(PQgetvalue(res, 0, 1));
+    st->cast.timestamp = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    (void) ngx_cpystrn((u_char *) st->cast.title,
+                       (u_char *) PQgetvalue(res, 0, 3),
+                       sizeof(st->cast.title));
+
+    if (has_from == NGX_OK || has_to == NGX_OK) {
+        st->cast.window = 1;
+        st->cast.from = ms_from;
+        st->cast.to = ms_to;
+        st->next = (uint32_t) strtoul(PQgetvalue(res, 0, 4), NULL, 10);
+    }
+
     PQclear(res);
 
-    /* the replay is audited before a byte of it is read */
+    if (st->next > 0) {
 
-    detail = json_pack("{s:s}", "format", rec.raw ? "raw" : "asciicast");
+        /* the size when that chunk began (null: written before 019) */
+
+        (void) ngx_snprintf((u_char *) seq, sizeof(seq), "%uD%Z", st->next);
+        params[1] = seq;
+
+        res = ngx_segura_api_query_retry(ctx, conn,
+                  "select cols, rows from ssh_session_chunks"
+                  " where session_id = $1::uuid and seq = $2::int"
+                  " and cols is not null and rows is not null",
+                  2, params);
+        if (res == NULL) {
+            goto failed;
+        }
+
+        if (PQntuples(res) == 1) {
+            st->cast.cols = (unsigned) atoi(PQgetvalue(res, 0, 0));
+            st->cast.rows = (unsigned) atoi(PQgetvalue(res, 0, 1));
+        }
+
+        PQclear(res);
+    }
+
+    /* audited before a byte of it is read */
+
+    rc = ngx_segura_recording_audit(ctx, conn, id,
+                                    raw ? "raw" : "asciicast",
+                                    st->cast.window ? (ngx_int_t) ms_from
+                                                    : -1,
+                                    st->cast.window && has_to == NGX_OK
+                                    ? (ngx_int_t) ms_to : -1);
+    if (rc != NGX_OK) {
+        goto failed;
+    }
+
+    st->plain = malloc(NGX_SEGURA_CAST_PLAIN_MAX);
+    st->events = malloc(NGX_SEGURA_CAST_PLAIN_MAX);
+
+    if (st->plain == NULL || st->events == NULL
+        || ngx_segura_cast_init(&st->cast) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (!st->cast.window && ngx_segura_cast_start(&st->cast) != NGX_OK) {
+        goto failed;
+    }
+
+    /* the first batch: a failure here is still a JSON answer */
+
+    if (ctx->method != NGX_HTTP_HEAD
+        && ngx_segura_recording_batch(ctx, conn, st) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    ctx->status = 200;
+    ctx->content_type = raw ? "application/octet-stream"
+                            : "application/x-asciicast";
+    ctx->data = st;
+    ctx->next = ngx_segura_recording_send;
+
+    return;
+
+failed:
+
+    ngx_segura_recording_free(st);
+
+    if (ctx->err == NGX_SEGURA_ERR_OK) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+    }
+}
+
+
+/* ?name=<ms>: NGX_OK, NGX_DECLINED when absent, NGX_ERROR (failed: 422) */
+
+static ngx_int_t
+ngx_segura_recording_ms(ngx_segura_api_ctx_t *ctx, const char *name,
+    uint32_t *ms)
+{
+    char       buf[16];
+    size_t     len;
+    ngx_int_t  rc, n;
+
+    rc = ngx_segura_api_arg(ctx, name, buf, sizeof(buf));
+
+    if (rc == NGX_DECLINED) {
+        return NGX_DECLINED;
+    }
+
+    len = (rc == NGX_OK) ? ngx_strlen(buf) : 0;
+    n = (len > 0 && len <= 10) ? ngx_atoi((u_char *) buf, len) : NGX_ERROR;
+
+    if (n == NGX_ERROR || n > NGX_SEGURA_RECORDING_MS_MAX) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD,
+                            ngx_strcmp(name, "from") == 0 ? "from" : "to",
+                            "Must be milliseconds since the start, "
+                            "0 to 2147483647");
+        return NGX_ERROR;
+    }
+
+    *ms = (uint32_t) n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_segura_recording_audit(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *id, const char *format, ngx_int_t from, ngx_int_t to)
+{
+    json_t     *detail;
+    ngx_int_t   rc;
+
+    detail = json_pack("{s:s}", "format", format);
+    if (detail == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (from >= 0) {
+        json_object_set_new(detail, "from", json_integer(from));
+    }
+
+    if (to >= 0) {
+        json_object_set_new(detail, "to", json_integer(to));
+    }
 
     rc = ngx_segura_api_audit(ctx, conn, "session_replay", "ssh_session",
                               id, detail);
     json_decref(detail);
 
-    if (rc != NGX_OK || header == NULL) {
-        json_decref(header);
-        if (ctx->err == NGX_SEGURA_ERR_OK) {
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        }
+    return rc;
+}
+
+
+/*
+ * The index: what the Replay view needs to show the whole session and to
+ * choose the windows it loads, from the rows' clear columns only (no
+ * chunk is opened).  Times in ms since the start.
+ */
+
+static void
+ngx_segura_recording_index(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *id)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = id;
+
+    res = ngx_segura_api_query_retry(ctx, conn,
+              "select 1 from ssh_session_recordings"
+              " where session_id = $1::uuid", 1, params);
+    if (ngx_segura_api_one(ctx, res) != NGX_OK) {
         return;
     }
 
-    line = json_dumps(header, JSON_COMPACT);
-    json_decref(header);
+    PQclear(res);
 
-    plain = malloc(NGX_SEGURA_RECORDING_PLAIN_MAX);
-    events = malloc(NGX_SEGURA_RECORDING_PLAIN_MAX);
-    rec.scratch = malloc(NGX_SEGURA_RECORDING_PLAIN_MAX + 8);
-
-    if (line == NULL || plain == NULL || events == NULL
-        || rec.scratch == NULL)
+    if (ngx_segura_recording_audit(ctx, conn, id, "index", -1, -1)
+        != NGX_OK)
     {
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        goto done;
+        return;
     }
 
-    if (!rec.raw) {
-        n = ngx_strlen(line);
-        p = ngx_segura_recording_reserve(&rec.out, n + 1);
-        if (p == NULL) {
-            goto failed;
-        }
+    (void) ngx_segura_api_query_json(ctx, conn, 200,
+        "select json_build_object("
+        " 'session', r.session_id,"
+        " 'width', r.width, 'height', r.height,"
+        " 'started_at', r.started_at, 'ended_at', r.ended_at,"
+        " 'live', r.ended_at is null,"
+        " 'incomplete', r.incomplete,"
+        " 'gaps', coalesce(r.gaps, '[]'::jsonb),"
+        " 'input', r.input,"
+        " 'duration', coalesce((select max(c.t_last) from ssh_session_chunks c"
+        "   where c.session_id = r.session_id), 0),"
+        " 'bytes', coalesce((select sum(c.plain_size)"
+        "   from ssh_session_chunks c where c.session_id = r.session_id), 0),"
+        " 'markers', coalesce((select json_agg(m.e order by c.seq, m.n)"
+        "   from ssh_session_chunks c,"
+        "   jsonb_array_elements(c.markers) with ordinality m(e, n)"
+        "   where c.session_id = r.session_id"
+        "   and jsonb_typeof(c.markers) = 'array'), '[]'::json),"
+        " 'chunks', coalesce((select json_agg(json_build_array(c.seq,"
+        "   c.t_first, c.t_last, c.plain_size) order by c.seq)"
+        "   from ssh_session_chunks c where c.session_id = r.session_id),"
+        "   '[]'::json))"
+        " from ssh_session_recordings r where r.session_id = $1::uuid",
+        1, params);
+}
 
-        p = ngx_cpymem(p, line, n);
-        *p++ = '\n';
-        rec.out.len += n + 1;
+
+/* pool threads: the next batch of chunks into st->cast.out */
+
+static ngx_int_t
+ngx_segura_recording_batch(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    ngx_segura_recording_stream_t *st)
+{
+    char         seq[NGX_INT_T_LEN + 1], limit[NGX_INT_T_LEN + 1];
+    u_char      *blob;
+    size_t       blob_len;
+    uint32_t     n;
+    PGresult    *res;
+    ngx_int_t    i, rows, rc;
+    const char  *params[3];
+
+    (void) ngx_snprintf((u_char *) seq, sizeof(seq), "%uD%Z", st->next);
+    (void) ngx_snprintf((u_char *) limit, sizeof(limit), "%d%Z",
+                        NGX_SEGURA_RECORDING_BATCH);
+
+    params[0] = st->id;
+    params[1] = seq;
+    params[2] = limit;
+
+    res = ngx_segura_api_query_retry(ctx, conn,
+              "select seq, data from ssh_session_chunks"
+              " where session_id = $1::uuid and seq >= $2::int"
+              " order by seq limit $3::int", 3, params);
+    if (res == NULL) {
+        return NGX_ERROR;
     }
 
-    next = 0;
+    rows = PQntuples(res);
 
-    for ( ;; ) {
-        ngx_snprintf((u_char *) seq, sizeof(seq), "%uD%Z", next);
-        params[1] = seq;
+    for (i = 0; i < rows && !st->cast.over; i++) {
+        n = (uint32_t) strtoul(PQgetvalue(res, i, 0), NULL, 10);
 
-        res = ngx_segura_api_query_retry(ctx, conn,
-                  "select seq, data from ssh_session_chunks"
-                  " where session_id = $1::uuid and seq >= $2::int"
-                  " order by seq limit 32", 2, params);
-        if (res == NULL) {
-            goto done;
+        blob = PQunescapeBytea((u_char *) PQgetvalue(res, i, 1), &blob_len);
+        if (blob == NULL) {
+            PQclear(res);
+            return NGX_ERROR;
         }
 
-        rows = PQntuples(res);
+        rc = ngx_segura_recording_chunk(ctx, st, n, blob, blob_len);
+        PQfreemem(blob);
 
-        for (i = 0; i < rows; i++) {
-            next = (uint32_t) strtoul(PQgetvalue(res, i, 0), NULL, 10);
-
-            blob = PQunescapeBytea((u_char *) PQgetvalue(res, i, 1),
-                                   &blob_len);
-            if (blob == NULL) {
-                PQclear(res);
-                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-                goto done;
-            }
-
-            rc = ngx_segura_recording_chunk(ctx, &rec, id, next, blob,
-                                            blob_len, plain, events);
-            PQfreemem(blob);
-
-            if (rc != NGX_OK) {
-                PQclear(res);
-                goto failed;
-            }
-
-            next++;
+        if (rc != NGX_OK) {
+            PQclear(res);
+            return NGX_ERROR;
         }
 
-        PQclear(res);
-
-        if (rows < NGX_SEGURA_RECORDING_BATCH) {
-            break;
-        }
+        st->next = n + 1;
     }
 
-    if (ngx_segura_recording_text(&rec, 0, NULL, 0, 1) != NGX_OK
-        || ngx_segura_recording_text(&rec, 1, NULL, 0, 1) != NGX_OK)
-    {
-        goto failed;
-    }
+    PQclear(res);
 
-    /* the body may hold NULs (raw): its length is given */
+    if (rows < NGX_SEGURA_RECORDING_BATCH || st->cast.over) {
+        st->done = 1;
 
-    if (rec.out.data == NULL) {
-        rec.out.data = malloc(1);
-        if (rec.out.data == NULL) {
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-            goto done;
-        }
-    }
-
-    free(ctx->json);
-    ctx->json = (char *) rec.out.data;
-    ctx->json_len = rec.out.len;
-    ctx->content_type = rec.raw ? "application/octet-stream"
-                                : "application/x-asciicast";
-    ctx->status = 200;
-    rec.out.data = NULL;
-
-    goto done;
-
-failed:
-
-    if (ctx->err == NGX_SEGURA_ERR_OK) {
-        if (rec.out.overflow) {
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_TOO_LARGE, NULL,
-                                "The recording is larger than the 64 MiB a "
-                                "replay may answer with");
-        } else {
-            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        if (ngx_segura_cast_finish(&st->cast) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
-done:
-
-    free(line);
-
-    if (plain != NULL) {
-        OPENSSL_cleanse(plain, NGX_SEGURA_RECORDING_PLAIN_MAX);
-        free(plain);
-    }
-
-    if (events != NULL) {
-        OPENSSL_cleanse(events, NGX_SEGURA_RECORDING_PLAIN_MAX);
-        free(events);
-    }
-
-    if (rec.scratch != NULL) {
-        OPENSSL_cleanse(rec.scratch, NGX_SEGURA_RECORDING_PLAIN_MAX + 8);
-        free(rec.scratch);
-    }
-
-    free(rec.out.data);
+    return NGX_OK;
 }
 
 
 static ngx_int_t
 ngx_segura_recording_chunk(ngx_segura_api_ctx_t *ctx,
-    ngx_segura_recording_t *rc, const char *id, uint32_t seq, u_char *blob,
-    size_t blob_len, u_char *plain, u_char *events)
+    ngx_segura_recording_stream_t *st, uint32_t seq, u_char *blob,
+    size_t blob_len)
 {
     int                       key_id;
     char                      aad[NGX_SEGURA_RECORDER_AAD_LEN];
     size_t                    aad_len, plain_len, n;
+    ngx_int_t                 rc;
     unsigned long long        size;
     ngx_segura_vault_err_e    err;
     ngx_segura_master_key_t  *key;
@@ -340,364 +548,332 @@ ngx_segura_recording_chunk(ngx_segura_api_ctx_t *ctx,
                                                   (ngx_uint_t) key_id);
 
     if (key == NULL
-        || ngx_segura_vault_opened_size(blob_len)
-           > NGX_SEGURA_RECORDING_PLAIN_MAX)
+        || ngx_segura_vault_opened_size(blob_len) > NGX_SEGURA_CAST_PLAIN_MAX)
     {
         ctx->log_level = NGX_LOG_ERR;
         (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
                             "recording %s chunk %uD: no master key %d, or "
-                            "too long%Z", id, seq, key_id);
+                            "too long%Z", st->id, seq, key_id);
         return NGX_ERROR;
     }
 
-    aad_len = ngx_segura_recorder_aad(aad, sizeof(aad), id, seq);
-    plain_len = NGX_SEGURA_RECORDING_PLAIN_MAX;
+    aad_len = ngx_segura_recorder_aad(aad, sizeof(aad), st->id, seq);
+    plain_len = NGX_SEGURA_CAST_PLAIN_MAX;
 
     if (ngx_segura_vault_open(key->key, (unsigned) key->id, aad, aad_len,
-                              blob, blob_len, plain, &plain_len, &err)
+                              blob, blob_len, st->plain, &plain_len, &err)
         != 0)
     {
         ctx->log_level = NGX_LOG_ERR;
         (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
                             "recording %s chunk %uD cannot be opened: %s%Z",
-                            id, seq, ngx_segura_vault_strerror(err));
+                            st->id, seq, ngx_segura_vault_strerror(err));
         return NGX_ERROR;
     }
 
-    size = ZSTD_getFrameContentSize(plain, plain_len);
+    size = ZSTD_getFrameContentSize(st->plain, plain_len);
 
     if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN
-        || size > NGX_SEGURA_RECORDING_PLAIN_MAX)
+        || size > NGX_SEGURA_CAST_PLAIN_MAX)
     {
         goto bad;
     }
 
-    n = ZSTD_decompress(events, NGX_SEGURA_RECORDING_PLAIN_MAX, plain,
+    n = ZSTD_decompress(st->events, NGX_SEGURA_CAST_PLAIN_MAX, st->plain,
                         plain_len);
+
+    OPENSSL_cleanse(st->plain, plain_len);
 
     if (ZSTD_isError(n) || n != size) {
         goto bad;
     }
 
-    if (ngx_segura_recording_events(rc, events, n) == NGX_OK) {
-        return NGX_OK;
-    }
+    rc = ngx_segura_cast_events(&st->cast, st->events, n);
 
-    if (rc->out.overflow) {
-        return NGX_ERROR;
+    OPENSSL_cleanse(st->events, n);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
     }
 
 bad:
 
     ctx->log_level = NGX_LOG_ERR;
     (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
-                        "recording %s chunk %uD is malformed%Z", id, seq);
+                        "recording %s chunk %uD is malformed, or no memory%Z",
+                        st->id, seq);
     return NGX_ERROR;
 }
 
 
-static ngx_int_t
-ngx_segura_recording_events(ngx_segura_recording_t *rc, u_char *p,
-    size_t len)
+/* a pool pass after the first */
+
+static void
+ngx_segura_recording_step(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 {
-    u_char    type;
-    uint32_t  time, n;
+    ngx_segura_recording_stream_t *st = ctx->data;
 
-    while (len > 0) {
-        if (len < NGX_SEGURA_RECORDER_EVENT_HDR) {
-            return NGX_ERROR;
+    ctx->next = ngx_segura_recording_send;
+    st->cast.out.len = 0;
+
+    if (ngx_segura_recording_batch(ctx, conn, st) != NGX_OK) {
+        st->failed = 1;
+    }
+}
+
+
+/* event loop: a pool pass is done, its batch is in st->cast.out */
+
+static void
+ngx_segura_recording_send(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
+{
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_connection_t               *c;
+    ngx_pool_cleanup_t             *cln;
+    ngx_segura_recording_stream_t  *st;
+
+    c = r->connection;
+    st = ctx->data;
+
+    /* the pass is over: nothing runs in the pool for the request now */
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    if (!st->headers) {
+        /* from now on, st goes with the request, on every path */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_segura_recording_free(st);
+            ctx->data = NULL;
+            ngx_segura_recording_end(r, NGX_ERROR);
+            return;
         }
 
-        type = p[0];
-        time = p[1] | (p[2] << 8) | (p[3] << 16) | ((uint32_t) p[4] << 24);
-        n = p[5] | (p[6] << 8) | (p[7] << 16) | ((uint32_t) p[8] << 24);
+        cln->handler = ngx_segura_recording_free;
+        cln->data = st;
 
-        p += NGX_SEGURA_RECORDER_EVENT_HDR;
-        len -= NGX_SEGURA_RECORDER_EVENT_HDR;
-
-        if (n > len) {
-            return NGX_ERROR;
-        }
-
-        /* times never go back, whatever a chunk says */
-
-        if (time < rc->last) {
-            time = rc->last;
-        }
-
-        rc->last = time;
-
-        if (ngx_segura_recording_event(rc, type, time, p, n) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        p += n;
-        len -= n;
+        /* the write handler finds the stream here; the body is read */
+        ngx_http_set_ctx(r, st, ngx_http_segura_module);
     }
 
-    return NGX_OK;
+    if (c->error || st->failed) {
+        /* after the status line, a failure can only cut the response */
+        ngx_segura_recording_end(r, NGX_ERROR);
+        return;
+    }
+
+    if (!st->headers) {
+        st->headers = 1;
+
+        ngx_segura_metrics_api_answered(ctx->path, ctx->err, 1);
+
+        rc = ngx_segura_recording_headers(r, st);
+
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            ngx_segura_recording_end(r, rc);
+            return;
+        }
+    }
+
+    b = &st->buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    b->start = st->cast.out.data;
+    b->pos = b->start;
+    b->last = b->start + st->cast.out.len;
+    b->end = b->last;
+    b->memory = (st->cast.out.len > 0) ? 1 : 0;
+    b->flush = 1;
+
+    if (st->done) {
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+    }
+
+    if (!b->memory && !st->done) {
+        /* nothing in this batch: the next */
+        ngx_segura_recording_pump(r, st);
+        return;
+    }
+
+    st->out.buf = b;
+    st->out.next = NULL;
+
+    /* t/recording.t counts these: a slow client holds one batch */
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "segura api: recording batch of %uz bytes",
+                   st->cast.out.len);
+
+    rc = ngx_http_output_filter(r, &st->out);
+
+    if (rc == NGX_ERROR || st->done) {
+        /* nginx sends what is still buffered, then finishes */
+        ngx_segura_recording_end(r, rc);
+        return;
+    }
+
+    ngx_segura_recording_pump(r, st);
 }
 
 
 static ngx_int_t
-ngx_segura_recording_event(ngx_segura_recording_t *rc, u_char type,
-    uint32_t time, u_char *data, size_t len)
+ngx_segura_recording_headers(ngx_http_request_t *r,
+    ngx_segura_recording_stream_t *st)
 {
-    u_char       *p;
-    ngx_uint_t    stream;
-    const char   *code, *prefix;
+    const char  *type;
 
-    if (rc->raw) {
-        if (type != NGX_SEGURA_REC_OUTPUT || len == 0) {
-            return NGX_OK;
-        }
-
-        p = ngx_segura_recording_reserve(&rc->out, len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, data, len);
-        rc->out.len += len;
-        return NGX_OK;
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
     }
 
-    stream = 0;
-    prefix = "";
+    type = st->ctx->content_type;
 
-    switch (type) {
-    case NGX_SEGURA_REC_OUTPUT:
-        code = "o";
-        break;
-    case NGX_SEGURA_REC_INPUT:
-        code = "i";
-        stream = 1;
-        break;
-    case NGX_SEGURA_REC_RESIZE:
-        code = "r";
-        break;
-    case NGX_SEGURA_REC_MARKER:
-        code = "m";
-        break;
-    case NGX_SEGURA_REC_EXIT:
-        code = "m";
-        prefix = "exit ";
-        break;
-    default:
-        /* a type of a later version: skipped */
-        return NGX_OK;
-    }
+    r->headers_out.status = 200;
+    r->headers_out.content_length_n = -1;      /* chunked, or close */
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
 
-    p = ngx_segura_recording_reserve(&rc->out, 64);
-    if (p == NULL) {
+    if (ngx_http_segura_add_header(r, "Cache-Control", "no-store") != NGX_OK
+        || ngx_http_segura_add_header(r, "X-Content-Type-Options", "nosniff")
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(p, "[%uD.%03uD, \"%s\", \"%s", time / 1000, time % 1000,
-                    code, prefix);
-    rc->out.len = p - rc->out.data;
-
-    if (type == NGX_SEGURA_REC_OUTPUT || type == NGX_SEGURA_REC_INPUT) {
-        if (ngx_segura_recording_text(rc, stream, data, len, 0) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-    } else {
-        /* resizes, markers, exits are ours: no cut sequence */
-
-        if (ngx_segura_recording_text(rc, 2, data, len, 1) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
-    p = ngx_segura_recording_reserve(&rc->out, 3);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(p, "\"]\n", 3);
-    rc->out.len += 3;
-
-    return NGX_OK;
+    return ngx_http_send_header(r);
 }
 
 
-/*
- * Bytes as a JSON string's contents: UTF-8 as it is, escaped where JSON
- * needs it, a byte that is not UTF-8 as U+FFFD; a sequence cut at the end
- * of an event waits for the next event of its stream (stream 2: none).
- */
+/* the client took some: once it has taken the whole batch, the next */
 
-static ngx_int_t
-ngx_segura_recording_text(ngx_segura_recording_t *rc, ngx_uint_t stream,
-    u_char *data, size_t len, ngx_uint_t final)
+static void
+ngx_segura_recording_write(ngx_http_request_t *r)
 {
-    u_char        *p, *s, *end, c;
-    size_t         k, need, i;
-    static u_char  hex[] = "0123456789abcdef";
+    ngx_int_t                       rc;
+    ngx_event_t                    *wev;
+    ngx_segura_recording_stream_t  *st;
 
-    s = rc->scratch;
-    k = 0;
+    wev = r->connection->write;
+    st = ngx_http_get_module_ctx(r, ngx_http_segura_module);
 
-    if (stream < 2) {
-        ngx_memcpy(s, rc->carry[stream], rc->ncarry[stream]);
-        k = rc->ncarry[stream];
-        rc->ncarry[stream] = 0;
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "segura api: the client took too long to read a "
+                      "recording");
+        r->connection->timedout = 1;
+        ngx_segura_recording_end(r, NGX_ERROR);
+        return;
     }
 
-    if (len && s + k != data) {
-        ngx_memmove(s + k, data, len);
+    rc = ngx_http_output_filter(r, NULL);
+
+    if (rc == NGX_ERROR) {
+        ngx_segura_recording_end(r, NGX_ERROR);
+        return;
     }
 
-    len += k;
-    end = s + len;
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    if (final && stream < 2) {
-        /* a cut sequence at the very end: an event of its own */
-
-        p = ngx_segura_recording_reserve(&rc->out, 64 + 6 * len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_sprintf(p, "[%uD.%03uD, \"%s\", \"", rc->last / 1000,
-                        rc->last % 1000, stream ? "i" : "o");
-        rc->out.len = p - rc->out.data;
-
-        if (ngx_segura_recording_text(rc, 2, s, len, 1) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_segura_recording_reserve(&rc->out, 3);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, "\"]\n", 3);
-        rc->out.len += 3;
-        return NGX_OK;
-    }
-
-    p = ngx_segura_recording_reserve(&rc->out, 6 * len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    while (s < end) {
-        c = *s;
-
-        if (c < 0x80) {
-            switch (c) {
-            case '"':  *p++ = '\\'; *p++ = '"'; break;
-            case '\\': *p++ = '\\'; *p++ = '\\'; break;
-            case '\n': *p++ = '\\'; *p++ = 'n'; break;
-            case '\r': *p++ = '\\'; *p++ = 'r'; break;
-            case '\t': *p++ = '\\'; *p++ = 't'; break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    p = ngx_cpymem(p, "\\u00", 4);
-                    *p++ = hex[c >> 4];
-                    *p++ = hex[c & 0xf];
-
-                } else {
-                    *p++ = c;
-                }
-            }
-
-            s++;
-            continue;
-        }
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 2;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 3;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 4;
-
-        } else {
-            goto invalid;
-        }
-
-        for (i = 1; i < need && s + i < end; i++) {
-            if ((s[i] & 0xc0) != 0x80
-                || (i == 1 && ((c == 0xe0 && s[1] < 0xa0)
-                               || (c == 0xed && s[1] > 0x9f)
-                               || (c == 0xf0 && s[1] < 0x90)
-                               || (c == 0xf4 && s[1] > 0x8f))))
-            {
-                goto invalid;
-            }
-        }
-
-        if (i < need) {
-            /* cut at the end: the rest comes with the next event */
-            if (stream < 2 && !final) {
-                ngx_memcpy(rc->carry[stream], s, end - s);
-                rc->ncarry[stream] = end - s;
-                break;
-            }
-
-            goto invalid;
-        }
-
-        p = ngx_cpymem(p, s, need);
-        s += need;
-        continue;
-
-    invalid:
-
-        /* U+FFFD, as UTF-8 */
-        *p++ = 0xef;
-        *p++ = 0xbf;
-        *p++ = 0xbd;
-        s++;
-    }
-
-    rc->out.len = p - rc->out.data;
-
-    return NGX_OK;
+    ngx_segura_recording_pump(r, st);
 }
 
 
-static u_char *
-ngx_segura_recording_reserve(ngx_segura_recording_out_t *out, size_t n)
+static void
+ngx_segura_recording_pump(ngx_http_request_t *r,
+    ngx_segura_recording_stream_t *st)
 {
-    u_char  *p;
-    size_t   cap;
+    ngx_event_t               *wev;
+    ngx_connection_t          *c;
+    ngx_segura_api_ctx_t      *ctx;
+    ngx_http_core_loc_conf_t  *clcf;
 
-    if (out->len + n <= out->cap) {
-        return out->data + out->len;
+    c = r->connection;
+    wev = c->write;
+
+    if (r->buffered || c->buffered || r->postponed) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        r->write_event_handler = ngx_segura_recording_write;
+
+        if (!wev->delayed) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_segura_recording_end(r, NGX_ERROR);
+        }
+
+        return;
     }
 
-    if (out->len + n > NGX_SEGURA_RECORDING_MAX_RESPONSE) {
-        out->overflow = 1;
-        return NULL;
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
     }
 
-    cap = out->cap ? out->cap : 65536;
+    r->write_event_handler = ngx_http_request_empty_handler;
 
-    while (cap < out->len + n) {
-        cap *= 2;
+    /* all of the batch is gone: the next pass may overwrite it */
+
+    ctx = st->ctx;
+    ctx->step = ngx_segura_recording_step;
+
+    r->main->blocked++;
+    r->aio = 1;
+
+    ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, 1);
+
+    if (ngx_thread_task_post(ctx->smcf->thread_pool, ctx->task) != NGX_OK) {
+        ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
+        r->main->blocked--;
+        r->aio = 0;
+        ctx->step = NULL;
+        ngx_segura_recording_end(r, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_segura_recording_end(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (rc == NGX_ERROR && !c->error) {
+        /* a response cut short must not look whole: no keepalive */
+        r->keepalive = 0;
     }
 
-    if (cap > NGX_SEGURA_RECORDING_MAX_RESPONSE) {
-        cap = NGX_SEGURA_RECORDING_MAX_RESPONSE;
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* with the request (or by the first pass on failure): any thread */
+
+static void
+ngx_segura_recording_free(void *data)
+{
+    ngx_segura_recording_stream_t *st = data;
+
+    if (st == NULL) {
+        return;
     }
 
-    p = realloc(out->data, cap);
-    if (p == NULL) {
-        return NULL;
+    ngx_segura_cast_free(&st->cast);
+
+    if (st->plain != NULL) {
+        OPENSSL_cleanse(st->plain, NGX_SEGURA_CAST_PLAIN_MAX);
+        free(st->plain);
     }
 
-    out->data = p;
-    out->cap = cap;
+    if (st->events != NULL) {
+        OPENSSL_cleanse(st->events, NGX_SEGURA_CAST_PLAIN_MAX);
+        free(st->events);
+    }
 
-    return p + out->len;
+    free(st);
 }

@@ -18,8 +18,9 @@
  * chunk decodes alone), sealed with the vault's AES-256-GCM under the
  * current master key with "ssh_sessions/<id>/chunk/<seq>" as associated
  * data, and queued in the outbox as an insert that does nothing when the
- * chunk is there (sql/017_recordings.sql).  docs/recording.md has the
- * format.
+ * chunk is there (sql/017_recordings.sql), with the terminal size at its
+ * first event and its markers in clear for seeking (sql/019).
+ * docs/recording.md has the format.
  *
  * When the outbox holds more than NGX_SEGURA_RECORDER_BOUND bytes (the
  * database cannot keep up), "segura_recording_overflow pause" stops the
@@ -53,6 +54,7 @@
 #define NGX_SEGURA_RECORDER_LEVEL      3
 #define NGX_SEGURA_RECORDER_GAPS       16
 #define NGX_SEGURA_RECORDER_MARK_LEN   160
+#define NGX_SEGURA_RECORDER_META       4096
 
 /* a chunk's plaintext: a gap's marker, then the buffer */
 #define NGX_SEGURA_RECORDER_PLAIN_MAX                                        \
@@ -80,6 +82,8 @@ struct ngx_segura_recorder_s {
     uint32_t                       last;
     uint32_t                       seq;       /* of the next chunk */
     uint64_t                       bytes;     /* event bytes stored */
+    unsigned                       cols;      /* the size after the */
+    unsigned                       rows;      /* chunks stored so far */
 
     ngx_event_t                    flush;
     ngx_msec_t                     flush_after;
@@ -114,6 +118,10 @@ static ngx_int_t ngx_segura_recorder_store(ngx_segura_recorder_t *rec,
 static void ngx_segura_recorder_flush_handler(ngx_event_t *ev);
 static void ngx_segura_recorder_recheck_handler(ngx_event_t *ev);
 static ngx_int_t ngx_segura_recorder_scratch(ngx_log_t *log);
+static size_t ngx_segura_recorder_meta(ngx_segura_recorder_t *rec,
+    u_char *plain, size_t len, u_char *buf, size_t size);
+static u_char *ngx_segura_recorder_json(u_char *p, u_char *last,
+    u_char *s, size_t len);
 
 
 /* the worker's: compressing and sealing happen one chunk at a time */
@@ -152,6 +160,8 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
     rec->input = slcf->recording_input ? 1 : 0;
     rec->wake = wake;
     rec->data = data;
+    rec->cols = cols;
+    rec->rows = rows;
 
     rec->flush.handler = ngx_segura_recorder_flush_handler;
     rec->flush.data = rec;
@@ -652,12 +662,20 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     size_t len)
 {
     char                     seq[NGX_INT_T_LEN + 1], first[NGX_INT_T_LEN + 1],
-                             last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1];
+                             last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1],
+                             cols[NGX_INT_T_LEN + 1], rows[NGX_INT_T_LEN + 1];
     char                     aad[NGX_SEGURA_RECORDER_AAD_LEN];
-    size_t                   zlen, slen, aad_len, binary[6];
-    const char              *params[6];
+    u_char                   meta[NGX_SEGURA_RECORDER_META];
+    size_t                   zlen, slen, aad_len, mlen, binary[9];
+    const char              *params[9];
     ngx_segura_vault_err_e   err;
     ngx_segura_master_key_t *key;
+
+    /* the size at the chunk's start, its markers: in clear, for seeking */
+
+    (void) ngx_snprintf((u_char *) cols, sizeof(cols), "%ud%Z", rec->cols);
+    (void) ngx_snprintf((u_char *) rows, sizeof(rows), "%ud%Z", rec->rows);
+    mlen = ngx_segura_recorder_meta(rec, plain, len, meta, sizeof(meta));
 
     zlen = ZSTD_compressCCtx(ngx_segura_recorder_cctx,
                              ngx_segura_recorder_zbuf,
@@ -707,16 +725,20 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     params[4] = size;
     params[5] = (char *) ngx_segura_recorder_sbuf;
 
+    params[6] = cols;
+    params[7] = rows;
+    params[8] = mlen ? (char *) meta : NULL;
+
     ngx_memzero(binary, sizeof(binary));
     binary[5] = slen;
 
     if (ngx_segura_outbox_add_binary(rec->log,
             "insert into ssh_session_chunks (session_id, seq, t_first,"
-            " t_last, plain_size, data)"
+            " t_last, plain_size, data, cols, rows, markers)"
             " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
-            " $6::bytea)"
+            " $6::bytea, $7::int, $8::int, $9::jsonb)"
             " on conflict (session_id, seq) do nothing",
-            6, params, binary)
+            9, params, binary)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -726,6 +748,143 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     rec->bytes += len;
 
     return NGX_OK;
+}
+
+
+/*
+ * What a chunk tells in clear besides its times (sql/019): the markers
+ * and exits it holds, as a JSON array of [ms, "text"], at most
+ * NGX_SEGURA_RECORDER_META bytes of them (those past it are only in the
+ * sealed events); the resizes it holds move rec->cols and rec->rows for
+ * the next chunk.  Output and input are skipped unread.  0: no marker.
+ */
+
+static size_t
+ngx_segura_recorder_meta(ngx_segura_recorder_t *rec, u_char *plain,
+    size_t len, u_char *buf, size_t size)
+{
+    u_char    *p, *last, *q, *end, type;
+    uint32_t   time, n;
+    ngx_int_t  cols, rows;
+
+    p = buf;
+    last = buf + size - 2;      /* room for "]" and the NUL */
+    end = plain + len;
+
+    while ((size_t) (end - plain) >= NGX_SEGURA_RECORDER_EVENT_HDR) {
+        type = plain[0];
+        time = plain[1] | (plain[2] << 8) | (plain[3] << 16)
+               | ((uint32_t) plain[4] << 24);
+        n = plain[5] | (plain[6] << 8) | (plain[7] << 16)
+            | ((uint32_t) plain[8] << 24);
+
+        plain += NGX_SEGURA_RECORDER_EVENT_HDR;
+
+        if (n > (size_t) (end - plain)) {
+            break;
+        }
+
+        if (type == NGX_SEGURA_REC_RESIZE) {
+            q = ngx_strlchr(plain, plain + n, 'x');
+
+            if (q != NULL) {
+                cols = ngx_atoi(plain, q - plain);
+                rows = ngx_atoi(q + 1, plain + n - q - 1);
+
+                if (cols > 0 && cols <= 1000 && rows > 0 && rows <= 1000)
+                {
+                    rec->cols = (unsigned) cols;
+                    rec->rows = (unsigned) rows;
+                }
+            }
+
+        } else if ((type == NGX_SEGURA_REC_MARKER
+                    || type == NGX_SEGURA_REC_EXIT)
+                   && (size_t) (last - p)
+                      > 6 * n + 2 * NGX_INT_T_LEN + 16)
+        {
+            *p = (p == buf) ? '[' : ',';
+            p++;
+            p = ngx_sprintf(p, "[%uD,\"%s", time,
+                            type == NGX_SEGURA_REC_EXIT ? "exit " : "");
+            p = ngx_segura_recorder_json(p, last, plain, n);
+            *p++ = '"';
+            *p++ = ']';
+        }
+
+        plain += n;
+    }
+
+    if (p == buf) {
+        return 0;
+    }
+
+    *p++ = ']';
+    *p = '\0';
+
+    return p - buf;
+}
+
+
+/* text as a JSON string's contents; a byte that is not UTF-8 as "?" */
+
+static u_char *
+ngx_segura_recorder_json(u_char *p, u_char *last, u_char *s, size_t len)
+{
+    u_char        c, *end;
+    size_t        need, i;
+    static u_char hex[] = "0123456789abcdef";
+
+    end = s + len;
+
+    while (s < end && last - p > 6) {
+        c = *s;
+
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                *p++ = '\\';
+                *p++ = c;
+
+            } else if (c < 0x20 || c == 0x7f) {
+                p = ngx_cpymem(p, "\\u00", 4);
+                *p++ = hex[c >> 4];
+                *p++ = hex[c & 0xf];
+
+            } else {
+                *p++ = c;
+            }
+
+            s++;
+            continue;
+        }
+
+        need = (c >= 0xc2 && c <= 0xdf) ? 2
+               : (c >= 0xe0 && c <= 0xef) ? 3
+               : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
+
+        for (i = 1; i < need; i++) {
+            if (s + i >= end || (s[i] & 0xc0) != 0x80
+                || (i == 1 && ((c == 0xe0 && s[1] < 0xa0)
+                               || (c == 0xed && s[1] > 0x9f)
+                               || (c == 0xf0 && s[1] < 0x90)
+                               || (c == 0xf4 && s[1] > 0x8f))))
+            {
+                need = 0;
+                break;
+            }
+        }
+
+        if (need == 0) {
+            *p++ = '?';
+            s++;
+            continue;
+        }
+
+        p = ngx_cpymem(p, s, need);
+        s += need;
+    }
+
+    return p;
 }
 
 

@@ -157,5 +157,10 @@ ok($gap, 'drop: a marker says where the gap is') or diag(explain [grep { $_->[1]
 $raw = $admin->get("/api/sessions/$id/recording?format=raw");
 ok(length $raw->body < length $received, 'drop: less than the client got was recorded');
 like($raw->body, qr/after-gap/, 'drop: what came after the gap is recorded');
+# the index (for the Replay view's chapters) has the gap's marker and the row's gaps
+my $index = $admin->get("/api/sessions/$id/recording?format=index")->json;
+ok((grep { $_->[1] =~ /^recording gap: / } @{ $index->{markers} || [] }),
+   'drop: the index has the gap marker') or diag(explain $index->{markers});
+ok($index->{incomplete} && @{ $index->{gaps} || [] } >= 1, 'drop: the index says incomplete, with the gaps');
 
 SeguraTest::done();

@@ -106,6 +106,11 @@ Copyright: 2017-2026 The xterm.js authors
 License: MIT
  See usr/share/segura/html/vendor/xterm/LICENSE-*.
 
+Files: usr/share/segura/html/vendor/asciinema-player/*
+Copyright: 2011-2026 Marcin Kulik and the asciinema-player authors
+License: Apache-2.0
+ See usr/share/segura/html/vendor/asciinema-player/LICENSE.
+
 License: BSD-2-clause
  Redistribution and use in source and binary forms, with or without
  modification, are permitted provided that the following conditions are met:

@@ -66,6 +66,14 @@ function watchLink(s) {
                   'aria-label': `Watch the session of ${s.username} on ${s.device_name}` }, 'Watch');
 }
 
+// a recorded session opens in the Replay view (the list holds only
+// sessions the user may see, as GET /api/sessions/{id}/recording)
+function replayLink(s) {
+  if (!s.recorded) return '';
+  return h('a', { class: 'button', href: `replay.html?session=${encodeURIComponent(s.id)}`,
+                  'aria-label': `Replay the session of ${s.username} on ${s.device_name}` }, 'Replay');
+}
+
 async function reload() {
   tbody.replaceChildren();
   await load();
@@ -84,7 +92,7 @@ async function load(before) {
       h('td', { class: 'mono' }, s.client_addr || ''),
       h('td', {}, `${s.bytes_in} / ${s.bytes_out}`),
       h('td', { title: s.end_reason || '' }, ending(s)),
-      h('td', { class: 'actions' }, watchLink(s), ' ', endButton(s)))));
+      h('td', { class: 'actions' }, replayLink(s), ' ', watchLink(s), ' ', endButton(s)))));
     next = d.next;
     more.hidden = !next;
   } catch (e) { banner(msg, 'error', errorText(e)); }
