@@ -27,6 +27,10 @@
  * looks again every 100 ms; "drop" lets the session go on and drops
  * chunks, which leaves a marker and a gap in the recording's row.
  *
+ * The output is also read by the search's word scanner as it comes
+ * (ngx_segura_index.c): each chunk is stored with the keyed hashes of the
+ * words that ended in it, in the same insert (sql/018).
+ *
  * Event loop only: compressing and sealing 64 KiB takes well under a
  * millisecond (docs/recording.md), so it is done in place.
  */
@@ -35,6 +39,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_segura.h"
+#include "ngx_segura_index.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_recorder.h"
 #include "ngx_segura_vault.h"
@@ -87,6 +92,8 @@ struct ngx_segura_recorder_s {
     ngx_segura_recorder_wake_pt    wake;
     void                          *data;
 
+    ngx_segura_index_t             index;
+
     unsigned                       input:1;
     unsigned                       paused:1;
     unsigned                       in_gap:1;
@@ -125,8 +132,9 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
     ngx_segura_recorder_wake_pt wake, void *data)
 {
     char                    w[NGX_INT_T_LEN + 1], h[NGX_INT_T_LEN + 1];
-    const char             *params[5];
-    ngx_segura_recorder_t  *rec;
+    const char               *params[5];
+    ngx_segura_recorder_t    *rec;
+    ngx_segura_master_key_t  *key;
 
     if (smcf->keys.nelts == 0 || ngx_segura_recorder_scratch(log) != NGX_OK)
     {
@@ -135,6 +143,17 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
 
     rec = ngx_pcalloc(pool, sizeof(ngx_segura_recorder_t));
     if (rec == NULL) {
+        return NULL;
+    }
+
+    key = ngx_http_segura_current_key(smcf);
+
+    if (ngx_segura_index_init(&rec->index, key->key, NGX_SEGURA_VAULT_KEY_LEN,
+                              (unsigned) key->id)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "segura recording: the index key cannot be derived");
         return NULL;
     }
 
@@ -440,6 +459,11 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         if (n) {
             ngx_memcpy(rec->buf + rec->used, data, n);
             rec->used += n;
+
+            /* a word goes with the chunk in which it ends */
+            if (type == NGX_SEGURA_REC_OUTPUT) {
+                ngx_segura_index_feed(&rec->index, data, n, now);
+            }
         }
 
         rec->last = now;
@@ -545,6 +569,7 @@ ngx_segura_recorder_flush(ngx_segura_recorder_t *rec, ngx_uint_t release,
         rec->gap.to = rec->last;
         rec->incomplete = 1;
         rec->used = 0;
+        ngx_segura_index_clear(&rec->index);
         goto done;
     }
 
@@ -603,6 +628,10 @@ done:
         rec->size = 0;
         rec->used = 0;
     }
+
+    if (release) {
+        ngx_segura_index_release(&rec->index);
+    }
 }
 
 
@@ -612,9 +641,12 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
 {
     char                     seq[NGX_INT_T_LEN + 1], first[NGX_INT_T_LEN + 1],
                              last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1];
-    char                     aad[NGX_SEGURA_RECORDER_AAD_LEN];
-    size_t                   zlen, slen, aad_len, binary[6];
-    const char              *params[6];
+    char                     aad[NGX_SEGURA_RECORDER_AAD_LEN],
+                             index_key[NGX_INT_T_LEN + 1];
+    char                    *words, *times;
+    size_t                   zlen, slen, aad_len, binary[9];
+    ngx_int_t                rc;
+    const char              *params[9];
     ngx_segura_vault_err_e   err;
     ngx_segura_master_key_t *key;
 
@@ -666,18 +698,34 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     params[4] = size;
     params[5] = (char *) ngx_segura_recorder_sbuf;
 
+    /* the chunk's words, in its own row: they never disagree */
+
+    if (ngx_segura_index_take(&rec->index, &words, &times) != 0) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_snprintf((u_char *) index_key, sizeof(index_key), "%ud%Z",
+                        rec->index.key_id);
+
+    params[6] = index_key;
+    params[7] = words;
+    params[8] = times;
+
     ngx_memzero(binary, sizeof(binary));
     binary[5] = slen;
 
-    if (ngx_segura_outbox_add_binary(rec->log,
-            "insert into ssh_session_chunks (session_id, seq, t_first,"
-            " t_last, plain_size, data)"
-            " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
-            " $6::bytea)"
-            " on conflict (session_id, seq) do nothing",
-            6, params, binary)
-        != NGX_OK)
-    {
+    rc = ngx_segura_outbox_add_binary(rec->log,
+             "insert into ssh_session_chunks (session_id, seq, t_first,"
+             " t_last, plain_size, data, index_key, words, word_t)"
+             " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
+             " $6::bytea, $7::smallint, $8::bigint[], $9::int[])"
+             " on conflict (session_id, seq) do nothing",
+             9, params, binary);
+
+    free(words);
+    free(times);
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -709,9 +757,14 @@ ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason)
                      reason ? reason : "closed");
     mark[sizeof(mark) - 1] = '\0';
 
+    /* the last word of the output goes with the last chunk */
+    ngx_segura_index_end(&rec->index);
+
     ngx_segura_recorder_marker(rec, (char *) mark);
 
     ngx_segura_recorder_flush(rec, 1, 1);
+
+    ngx_segura_index_free(&rec->index);
 
     rec->ended = 1;
 

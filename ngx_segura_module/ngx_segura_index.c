@@ -1,0 +1,373 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * The blind index of one recording (the contract: ngx_segura_index.h):
+ * the word scanner (ngx_segura_words.c) feeds a small open-addressing set
+ * of keyed hashes, one set per chunk, that the recorder takes as two
+ * array literals for the chunk's own insert (sql/018), so that a chunk
+ * and its index are one row and never disagree.  The set starts at 64
+ * slots when the first word comes, doubles at half load up to
+ * 2 * NGX_SEGURA_INDEX_WORDS slots (24 KiB) and is freed with the
+ * recorder's buffer after a quiet second.
+ *
+ * Event loop (the recorder) for an index; the hash functions are pure and
+ * may be called from any thread (a search hashes its words in the pool).
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_segura_index.h"
+#include "ngx_segura_vault.h"
+
+
+#define NGX_SEGURA_INDEX_FIRST  64
+
+
+static void ngx_segura_index_word(void *data, const unsigned char *w,
+    size_t len, uint32_t t);
+static int ngx_segura_index_grow(ngx_segura_index_t *idx);
+static void ngx_segura_index_wipe(void *p, size_t n);
+
+
+#define ROTL(x, b)  (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
+
+#define SIPROUND                                                             \
+    do {                                                                     \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);             \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                               \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                               \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);             \
+    } while (0)
+
+
+static uint64_t
+ngx_segura_index_le64(const unsigned char *p)
+{
+    return (uint64_t) p[0] | ((uint64_t) p[1] << 8)
+           | ((uint64_t) p[2] << 16) | ((uint64_t) p[3] << 24)
+           | ((uint64_t) p[4] << 32) | ((uint64_t) p[5] << 40)
+           | ((uint64_t) p[6] << 48) | ((uint64_t) p[7] << 56);
+}
+
+
+uint64_t
+ngx_segura_index_siphash(const unsigned char k[16], const unsigned char *in,
+    size_t len)
+{
+    size_t    i, left;
+    uint64_t  k0, k1, v0, v1, v2, v3, m, b;
+
+    k0 = ngx_segura_index_le64(k);
+    k1 = ngx_segura_index_le64(k + 8);
+
+    v0 = k0 ^ 0x736f6d6570736575ULL;
+    v1 = k1 ^ 0x646f72616e646f6dULL;
+    v2 = k0 ^ 0x6c7967656e657261ULL;
+    v3 = k1 ^ 0x7465646279746573ULL;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        m = ngx_segura_index_le64(in + i);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+
+    /* the last 0 to 7 bytes, and the length in the top byte */
+
+    b = (uint64_t) len << 56;
+    left = len - i;
+
+    while (left > 0) {
+        left--;
+        b |= (uint64_t) in[i + left] << (8 * left);
+    }
+
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+
+int
+ngx_segura_index_derive(const unsigned char *master, size_t master_len,
+    unsigned char key[NGX_SEGURA_INDEX_KEY_LEN])
+{
+    unsigned char  mac[NGX_SEGURA_VAULT_SHA256_LEN];
+
+    if (ngx_segura_vault_hmac_sha256(master, master_len,
+                                     NGX_SEGURA_INDEX_LABEL,
+                                     sizeof(NGX_SEGURA_INDEX_LABEL) - 1, mac)
+        != 0)
+    {
+        ngx_segura_index_wipe(mac, sizeof(mac));
+        return -1;
+    }
+
+    memcpy(key, mac, NGX_SEGURA_INDEX_KEY_LEN);
+    ngx_segura_index_wipe(mac, sizeof(mac));
+
+    return 0;
+}
+
+
+int64_t
+ngx_segura_index_hash(const unsigned char key[NGX_SEGURA_INDEX_KEY_LEN],
+    const unsigned char *w, size_t len)
+{
+    uint64_t  h;
+
+    h = ngx_segura_index_siphash(key, w, len);
+
+    /* 0 marks an empty slot of the set */
+
+    if (h == 0) {
+        h = 1;
+    }
+
+    return (int64_t) h;
+}
+
+
+int
+ngx_segura_index_init(ngx_segura_index_t *idx, const unsigned char *master,
+    size_t master_len, unsigned key_id)
+{
+    memset(idx, 0, sizeof(ngx_segura_index_t));
+
+    if (ngx_segura_index_derive(master, master_len, idx->key) != 0) {
+        return -1;
+    }
+
+    idx->key_id = key_id;
+
+    ngx_segura_words_init(&idx->ws, ngx_segura_index_word, NULL, idx);
+
+    return 0;
+}
+
+
+void
+ngx_segura_index_feed(ngx_segura_index_t *idx, const unsigned char *p,
+    size_t len, uint32_t t)
+{
+    ngx_segura_words_feed(&idx->ws, p, len, t);
+}
+
+
+void
+ngx_segura_index_end(ngx_segura_index_t *idx)
+{
+    ngx_segura_words_end(&idx->ws);
+}
+
+
+static void
+ngx_segura_index_word(void *data, const unsigned char *w, size_t len,
+    uint32_t t)
+{
+    size_t               i, mask;
+    uint64_t             h;
+    ngx_segura_index_t  *idx = data;
+
+    h = (uint64_t) ngx_segura_index_hash(idx->key, w, len);
+
+    if (idx->slots == 0 || 2 * (idx->n + 1) > idx->slots) {
+        if (idx->n >= NGX_SEGURA_INDEX_WORDS
+            || ngx_segura_index_grow(idx) != 0)
+        {
+            /* full: a word already in the set is still found below */
+            if (idx->slots == 0) {
+                idx->lost++;
+                return;
+            }
+
+            goto full;
+        }
+    }
+
+    mask = idx->slots - 1;
+
+    for (i = (size_t) h & mask; idx->hash[i] != 0; i = (i + 1) & mask) {
+        if (idx->hash[i] == h) {
+            return;
+        }
+    }
+
+    idx->hash[i] = h;
+    idx->time[i] = t;
+    idx->n++;
+
+    return;
+
+full:
+
+    mask = idx->slots - 1;
+
+    for (i = (size_t) h & mask; idx->hash[i] != 0; i = (i + 1) & mask) {
+        if (idx->hash[i] == h) {
+            return;
+        }
+    }
+
+    idx->lost++;
+}
+
+
+static int
+ngx_segura_index_grow(ngx_segura_index_t *idx)
+{
+    size_t     slots, i, j, mask;
+    uint64_t  *hash;
+    uint32_t  *time;
+
+    slots = idx->slots ? idx->slots * 2 : NGX_SEGURA_INDEX_FIRST;
+
+    if (slots > 2 * NGX_SEGURA_INDEX_WORDS) {
+        return -1;
+    }
+
+    hash = calloc(slots, sizeof(uint64_t));
+    time = malloc(slots * sizeof(uint32_t));
+
+    if (hash == NULL || time == NULL) {
+        free(hash);
+        free(time);
+        return -1;
+    }
+
+    mask = slots - 1;
+
+    for (i = 0; i < idx->slots; i++) {
+        if (idx->hash[i] == 0) {
+            continue;
+        }
+
+        for (j = (size_t) idx->hash[i] & mask; hash[j] != 0;
+             j = (j + 1) & mask)
+        {
+            /* void */
+        }
+
+        hash[j] = idx->hash[i];
+        time[j] = idx->time[i];
+    }
+
+    free(idx->hash);
+    free(idx->time);
+
+    idx->hash = hash;
+    idx->time = time;
+    idx->slots = slots;
+
+    return 0;
+}
+
+
+int
+ngx_segura_index_take(ngx_segura_index_t *idx, char **words, char **times)
+{
+    char    *w, *t, *pw, *pt;
+    size_t   i, k;
+
+    /* "{" + n * ("-9223372036854775808" + ",") + "}" */
+
+    w = malloc(2 + idx->n * 21 + 1);
+    t = malloc(2 + idx->n * 11 + 1);
+
+    if (w == NULL || t == NULL) {
+        free(w);
+        free(t);
+        ngx_segura_index_clear(idx);
+        return -1;
+    }
+
+    pw = w;
+    pt = t;
+    *pw++ = '{';
+    *pt++ = '{';
+
+    for (i = 0, k = 0; i < idx->slots; i++) {
+        if (idx->hash[i] == 0) {
+            continue;
+        }
+
+        pw += sprintf(pw, "%s%lld", k ? "," : "",
+                      (long long) (int64_t) idx->hash[i]);
+        pt += sprintf(pt, "%s%lu", k ? "," : "",
+                      (unsigned long) idx->time[i]);
+        k++;
+    }
+
+    *pw++ = '}';
+    *pt++ = '}';
+    *pw = '\0';
+    *pt = '\0';
+
+    *words = w;
+    *times = t;
+
+    ngx_segura_index_clear(idx);
+
+    return 0;
+}
+
+
+void
+ngx_segura_index_clear(ngx_segura_index_t *idx)
+{
+    if (idx->slots) {
+        memset(idx->hash, 0, idx->slots * sizeof(uint64_t));
+    }
+
+    idx->n = 0;
+}
+
+
+void
+ngx_segura_index_release(ngx_segura_index_t *idx)
+{
+    free(idx->hash);
+    free(idx->time);
+
+    idx->hash = NULL;
+    idx->time = NULL;
+    idx->slots = 0;
+    idx->n = 0;
+}
+
+
+void
+ngx_segura_index_free(ngx_segura_index_t *idx)
+{
+    ngx_segura_index_release(idx);
+    ngx_segura_words_wipe(&idx->ws);
+    ngx_segura_index_wipe(idx->key, sizeof(idx->key));
+}
+
+
+static void
+ngx_segura_index_wipe(void *p, size_t n)
+{
+    volatile unsigned char  *q = p;
+
+    while (n--) {
+        *q++ = 0;
+    }
+}
