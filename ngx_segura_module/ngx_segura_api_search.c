@@ -1,0 +1,854 @@
+
+/*
+ * Copyright (C) ngx_segura_module authors
+ */
+
+
+/*
+ * GET /api/sessions?q=<words>: the sessions whose recorded output holds
+ * every word (whole words, as ngx_segura_words.h reads them), newest
+ * first, each with up to NGX_SEGURA_SEARCH_HITS hits {t, line, word}.
+ *
+ * The words are looked up in the blind index (sql/018): each is hashed
+ * under the index key of every configured master key, and a chunk matches
+ * a word when its words array overlaps that word's hashes (GIN).  A
+ * session matches when its chunks hold all the words.  The hits' lines
+ * are then read from the matching chunks (and the chunk before each, so
+ * that a word cut between two chunks is read whole), opened and
+ * decompressed here, scanned again with the same scanner, and cut to a
+ * bounded window around the word; nothing is kept.
+ *
+ * Who may search: ngx_segura_api_may_search(), the one predicate.  Every
+ * search is an audit_log row (session_search) with the hashes of its
+ * words under the current master key, never the words.  Pool threads
+ * only.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_segura.h"
+#include "ngx_segura_api.h"
+#include "ngx_segura_index.h"
+#include "ngx_segura_recorder.h"
+#include "ngx_segura_vault.h"
+#include "ngx_segura_words.h"
+
+#include <openssl/crypto.h>
+#include <zstd.h>
+
+
+#define NGX_SEGURA_SEARCH_Q_MAX      200    /* bytes of q, decoded */
+#define NGX_SEGURA_SEARCH_WORDS      8
+#define NGX_SEGURA_SEARCH_KEYS       16
+#define NGX_SEGURA_SEARCH_HITS       10
+#define NGX_SEGURA_SEARCH_SESSIONS   20
+#define NGX_SEGURA_SEARCH_CHUNKS     32     /* read per session */
+#define NGX_SEGURA_SEARCH_LINE       512    /* bytes of a line kept */
+#define NGX_SEGURA_SEARCH_AROUND     80     /* bytes shown each side */
+#define NGX_SEGURA_SEARCH_PLAIN_MAX  (NGX_SEGURA_RECORDER_CHUNK + 1024)
+
+
+typedef struct {
+    u_char                  text[NGX_SEGURA_WORDS_MAX + 1];
+    size_t                  len;
+} ngx_segura_search_word_t;
+
+
+typedef struct {
+    uint32_t                t;
+    size_t                  end;       /* in the line, after the word */
+    size_t                  len;
+    ngx_uint_t              word;
+} ngx_segura_search_pending_t;
+
+
+typedef struct {
+    ngx_segura_words_t      ws;
+
+    ngx_segura_search_word_t  *words;
+    ngx_uint_t              nwords;
+
+    json_t                 *hits;      /* array */
+    ngx_uint_t              nhits;
+    ngx_uint_t              on;        /* hits are taken */
+
+    u_char                  line[NGX_SEGURA_SEARCH_LINE];
+    size_t                  line_len;
+
+    ngx_segura_search_pending_t  pending[NGX_SEGURA_SEARCH_HITS];
+    ngx_uint_t              npending;
+} ngx_segura_search_scan_t;
+
+
+typedef struct {
+    ngx_segura_search_word_t  *words;
+    ngx_uint_t             *n;
+    ngx_uint_t              bad;
+} ngx_segura_search_query_t;
+
+
+static ngx_int_t ngx_segura_search_parse(const char *q,
+    ngx_segura_search_word_t *words, ngx_uint_t *n);
+static void ngx_segura_search_query_word(void *data, const u_char *w,
+    size_t len, uint32_t t);
+static ngx_int_t ngx_segura_search_session(ngx_segura_api_ctx_t *ctx,
+    PGconn **conn, const char *id, const char *hashes,
+    ngx_segura_search_scan_t *sc, u_char *plain, u_char *events);
+static ngx_int_t ngx_segura_search_chunk(ngx_segura_api_ctx_t *ctx,
+    ngx_segura_search_scan_t *sc, const char *id, uint32_t seq,
+    u_char *blob, size_t blob_len, u_char *plain, u_char *events);
+static void ngx_segura_search_word(void *data, const u_char *w, size_t len,
+    uint32_t t);
+static void ngx_segura_search_text(void *data, u_char c);
+static void ngx_segura_search_line_end(ngx_segura_search_scan_t *sc);
+static size_t ngx_segura_search_utf8(u_char *dst, const u_char *src,
+    size_t len);
+
+
+/*
+ * Who may search the recordings: administrators, for now.  The
+ * audit_sessions permission of issue 15 widens this one predicate.
+ */
+
+ngx_uint_t
+ngx_segura_api_may_search(ngx_segura_api_ctx_t *ctx)
+{
+    return ctx->me.admin;
+}
+
+
+void
+ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
+{
+    char                      q[3 * NGX_SEGURA_SEARCH_Q_MAX + 1];
+    char                      limit_buf[NGX_INT64_LEN + 1], nw[NGX_INT_T_LEN];
+    char                     *hashes, *index, *hp, *ip;
+    u_char                   *plain, *events;
+    ngx_int_t                 n, limit;
+    ngx_uint_t                i, k, nwords, nkeys;
+    PGresult                 *res;
+    json_t                   *items, *item, *detail, *audit, *out;
+    const char               *params[4];
+    int64_t                   h;
+    u_char                    key[NGX_SEGURA_INDEX_KEY_LEN];
+    ngx_segura_master_key_t  *keys, *cur;
+    ngx_segura_search_scan_t *sc;
+    ngx_segura_search_word_t  words[NGX_SEGURA_SEARCH_WORDS];
+
+    if (!(ctx->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_METHOD, NULL, NULL);
+        return;
+    }
+
+    if (!ngx_segura_api_may_search(ctx)) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_FORBIDDEN, NULL,
+                            "Only administrators may search recordings");
+        return;
+    }
+
+    if (ngx_segura_api_arg(ctx, "q", q, sizeof(q)) != NGX_OK
+        || ngx_strlen(q) > NGX_SEGURA_SEARCH_Q_MAX
+        || ngx_segura_search_parse(q, words, &nwords) != NGX_OK)
+    {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "q",
+                            "Must be 1 to 8 words of 2 to 40 letters or "
+                            "digits, at most 200 bytes in all");
+        return;
+    }
+
+    limit = NGX_SEGURA_SEARCH_SESSIONS;
+
+    if (ngx_segura_api_arg(ctx, "limit", limit_buf, sizeof(limit_buf))
+        != NGX_DECLINED)
+    {
+        limit = ngx_atoi((u_char *) limit_buf, ngx_strlen(limit_buf));
+
+        if (limit < 1 || limit > 50) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "limit",
+                                "Must be 1 to 50");
+            return;
+        }
+    }
+
+    keys = ctx->smcf->keys.elts;
+    nkeys = ctx->smcf->keys.nelts;
+
+    if (nkeys > NGX_SEGURA_SEARCH_KEYS) {
+        nkeys = NGX_SEGURA_SEARCH_KEYS;
+    }
+
+    if (nkeys == 0) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        return;
+    }
+
+    /* every word under every key: "{h,...}" and the word of each, "{i,...}" */
+
+    hashes = malloc(2 + nwords * nkeys * 21 + 1);
+    index = malloc(2 + nwords * nkeys * 11 + 1);
+    audit = json_array();
+    plain = malloc(NGX_SEGURA_SEARCH_PLAIN_MAX);
+    events = malloc(NGX_SEGURA_SEARCH_PLAIN_MAX);
+    sc = calloc(1, sizeof(ngx_segura_search_scan_t));
+    items = json_array();
+    out = NULL;
+
+    if (hashes == NULL || index == NULL || audit == NULL || plain == NULL
+        || events == NULL || sc == NULL || items == NULL)
+    {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        goto done;
+    }
+
+    cur = ngx_http_segura_current_key(ctx->smcf);
+
+    hp = hashes;
+    ip = index;
+    *hp++ = '{';
+    *ip++ = '{';
+
+    for (k = 0; k < nkeys; k++) {
+        if (ngx_segura_index_derive(keys[k].key, NGX_SEGURA_VAULT_KEY_LEN,
+                                    key)
+            != 0)
+        {
+            OPENSSL_cleanse(key, sizeof(key));
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+            goto done;
+        }
+
+        for (i = 0; i < nwords; i++) {
+            h = ngx_segura_index_hash(key, words[i].text, words[i].len);
+
+            hp = (char *) ngx_sprintf((u_char *) hp, "%s%L",
+                                      (hp - hashes > 1) ? "," : "", h);
+            ip = (char *) ngx_sprintf((u_char *) ip, "%s%ui",
+                                      (ip - index > 1) ? "," : "", i);
+
+            if (keys[k].id == cur->id) {
+                char  hs[NGX_INT64_LEN + 1];
+
+                (void) ngx_snprintf((u_char *) hs, sizeof(hs), "%L%Z", h);
+                json_array_append_new(audit, json_string(hs));
+            }
+        }
+    }
+
+    OPENSSL_cleanse(key, sizeof(key));
+
+    *hp++ = '}';
+    *ip++ = '}';
+    *hp = '\0';
+    *ip = '\0';
+
+    /* the search is audited before anything is read: hashes, not words */
+
+    detail = json_pack("{s:O,s:i}", "hashes", audit, "words", (int) nwords);
+
+    n = ngx_segura_api_audit(ctx, conn, "session_search", "ssh_session",
+                             NULL, detail);
+    json_decref(detail);
+
+    if (n != NGX_OK) {
+        if (ctx->err == NGX_SEGURA_ERR_OK) {
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        }
+        goto done;
+    }
+
+    (void) ngx_snprintf((u_char *) nw, sizeof(nw), "%ui%Z", nwords);
+    (void) ngx_snprintf((u_char *) limit_buf, sizeof(limit_buf), "%i%Z",
+                        limit);
+
+    params[0] = hashes;
+    params[1] = index;
+    params[2] = nw;
+    params[3] = limit_buf;
+
+    res = ngx_segura_api_query_retry(ctx, conn,
+              "with w (h, i) as (select * from"
+              "  unnest($1::bigint[], $2::int[])),"
+              " m as (select c.session_id from w"
+              "  join ssh_session_chunks c on c.words @> array[w.h]"
+              "  group by c.session_id"
+              "  having count(distinct w.i) = $3::int)"
+              " select s.id, json_build_object('id', s.id,"
+              " 'user_id', s.user_id, 'username', s.username,"
+              " 'device_id', s.device_id, 'device_name', s.device_name,"
+              " 'device_address', s.device_address,"
+              " 'started_at', s.started_at, 'ended_at', s.ended_at,"
+              " 'end_reason', s.end_reason)::text"
+              " from m join ssh_sessions s on s.id = m.session_id"
+              " order by s.started_at desc, s.id desc limit $4::int",
+              4, params);
+    if (res == NULL) {
+        goto done;
+    }
+
+    sc->words = words;
+    sc->nwords = nwords;
+
+    for (n = 0; n < PQntuples(res); n++) {
+        item = json_loads(PQgetvalue(res, n, 1), 0, NULL);
+        sc->hits = json_array();
+
+        if (item == NULL || sc->hits == NULL
+            || ngx_segura_search_session(ctx, conn, PQgetvalue(res, n, 0),
+                                         hashes, sc, plain, events)
+               != NGX_OK)
+        {
+            json_decref(item);
+            json_decref(sc->hits);
+            sc->hits = NULL;
+            PQclear(res);
+
+            if (ctx->err == NGX_SEGURA_ERR_OK) {
+                ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+            }
+            goto done;
+        }
+
+        json_object_set_new(item, "hits", sc->hits);
+        sc->hits = NULL;
+        json_array_append_new(items, item);
+    }
+
+    PQclear(res);
+
+    out = json_array();
+    for (i = 0; out != NULL && i < nwords; i++) {
+        json_array_append_new(out, json_stringn((char *) words[i].text,
+                                                words[i].len));
+    }
+
+    out = json_pack("{s:o,s:o*}", "items", items, "words", out);
+    items = NULL;
+
+    free(ctx->json);
+    ctx->json = (out != NULL) ? json_dumps(out, JSON_COMPACT) : NULL;
+    ctx->json_len = 0;
+
+    if (ctx->json == NULL) {
+        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
+        goto done;
+    }
+
+    ctx->status = 200;
+
+done:
+
+    json_decref(out);
+    json_decref(items);
+    json_decref(audit);
+    free(hashes);
+    free(index);
+
+    if (plain != NULL) {
+        OPENSSL_cleanse(plain, NGX_SEGURA_SEARCH_PLAIN_MAX);
+        free(plain);
+    }
+
+    if (events != NULL) {
+        OPENSSL_cleanse(events, NGX_SEGURA_SEARCH_PLAIN_MAX);
+        free(events);
+    }
+
+    if (sc != NULL) {
+        OPENSSL_cleanse(sc, sizeof(ngx_segura_search_scan_t));
+        free(sc);
+    }
+
+    OPENSSL_cleanse(words, sizeof(words));
+}
+
+
+/*
+ * q: words separated by white space, each read by the scanner as output
+ * is; a word with joiners ("/etc/passwd") is searched as its compound, not
+ * as its parts.  Duplicates are searched once.
+ */
+
+static ngx_int_t
+ngx_segura_search_parse(const char *q, ngx_segura_search_word_t *words,
+    ngx_uint_t *n)
+{
+    size_t                     len, i, j;
+    ngx_uint_t                 k, m, compound, drop;
+    const u_char              *p, *end, *s;
+    ngx_segura_words_t         ws;
+    ngx_segura_search_word_t  *w;
+    ngx_segura_search_word_t   tmp[2 * NGX_SEGURA_SEARCH_WORDS + 2];
+    ngx_uint_t                 ntmp;
+    ngx_segura_search_query_t  qu;
+
+    *n = 0;
+    p = (const u_char *) q;
+    end = p + ngx_strlen(q);
+
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n'
+                           || *p == '\r' || *p == '+'))
+        {
+            p++;
+        }
+
+        if (p == end) {
+            break;
+        }
+
+        s = p;
+
+        while (p < end && *p != ' ' && *p != '\t' && *p != '\n'
+               && *p != '\r' && *p != '+')
+        {
+            p++;
+        }
+
+        /* the words of this token */
+
+        ntmp = 0;
+        qu.words = tmp;
+        qu.n = &ntmp;
+        qu.bad = 0;
+
+        ngx_segura_words_init(&ws, ngx_segura_search_query_word, NULL, &qu);
+        ngx_segura_words_feed(&ws, s, p - s, 0);
+        ngx_segura_words_end(&ws);
+
+        if (ntmp == 0 || qu.bad) {
+            return NGX_ERROR;
+        }
+
+        for (k = 0; k < ntmp; k++) {
+            compound = 0;
+
+            for (i = 0; i < tmp[k].len; i++) {
+                if (ngx_strchr("-./:@", tmp[k].text[i]) != NULL) {
+                    compound = 1;
+                    break;
+                }
+            }
+
+            /* a part of a compound of this token is not searched alone */
+
+            drop = 0;
+
+            for (m = 0; !compound && m < ntmp; m++) {
+                w = &tmp[m];
+                len = tmp[k].len;
+
+                if (m == k || w->len <= len) {
+                    continue;
+                }
+
+                for (i = 0; i + len <= w->len; i++) {
+                    j = i + len;
+
+                    if (ngx_memcmp(w->text + i, tmp[k].text, len) == 0
+                        && (i == 0 || ngx_strchr("-./:@", w->text[i - 1]))
+                        && (j == w->len || ngx_strchr("-./:@", w->text[j])))
+                    {
+                        drop = 1;
+                        break;
+                    }
+                }
+            }
+
+            for (m = 0; !drop && m < *n; m++) {
+                if (words[m].len == tmp[k].len
+                    && ngx_memcmp(words[m].text, tmp[k].text, tmp[k].len)
+                       == 0)
+                {
+                    drop = 1;
+                }
+            }
+
+            if (drop) {
+                continue;
+            }
+
+            if (*n == NGX_SEGURA_SEARCH_WORDS) {
+                return NGX_ERROR;
+            }
+
+            words[(*n)++] = tmp[k];
+        }
+
+    }
+
+    return (*n > 0) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_segura_search_query_word(void *data, const u_char *w, size_t len,
+    uint32_t t)
+{
+    ngx_segura_search_query_t  *qu = data;
+
+    if (*qu->n == 2 * NGX_SEGURA_SEARCH_WORDS + 2) {
+        qu->bad = 1;
+        return;
+    }
+
+    ngx_memcpy(qu->words[*qu->n].text, w, len);
+    qu->words[*qu->n].len = len;
+    (*qu->n)++;
+}
+
+
+static ngx_int_t
+ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    const char *id, const char *hashes, ngx_segura_search_scan_t *sc,
+    u_char *plain, u_char *events)
+{
+    u_char      *blob;
+    size_t       blob_len;
+    uint32_t     seq, prev;
+    ngx_int_t    i, rc, rows;
+    PGresult    *res;
+    const char  *params[2];
+
+    params[0] = id;
+    params[1] = hashes;
+
+    /* the matching chunks and the one before each */
+
+    res = ngx_segura_api_query_retry(ctx, conn,
+              "select c.seq, c.data from ssh_session_chunks c"
+              " where c.session_id = $1::uuid and exists"
+              " (select 1 from ssh_session_chunks d"
+              "  where d.session_id = c.session_id"
+              "  and d.seq in (c.seq, c.seq + 1)"
+              "  and d.words && $2::bigint[])"
+              " order by c.seq limit 32", 2, params);
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    rows = PQntuples(res);
+    prev = 0;
+    sc->nhits = 0;
+    sc->npending = 0;
+    sc->line_len = 0;
+    sc->on = 0;
+
+    ngx_segura_words_init(&sc->ws, ngx_segura_search_word,
+                          ngx_segura_search_text, sc);
+
+    for (i = 0; i < rows && sc->nhits < NGX_SEGURA_SEARCH_HITS; i++) {
+        seq = (uint32_t) strtoul(PQgetvalue(res, i, 0), NULL, 10);
+
+        if (i > 0 && seq != prev + 1) {
+            /* not the next chunk: what was cut is lost */
+            sc->on = 1;
+            ngx_segura_words_end(&sc->ws);
+            ngx_segura_search_line_end(sc);
+            sc->line_len = 0;
+        }
+
+        prev = seq;
+
+        blob = PQunescapeBytea((u_char *) PQgetvalue(res, i, 1), &blob_len);
+        if (blob == NULL) {
+            PQclear(res);
+            return NGX_ERROR;
+        }
+
+        sc->on = 1;
+
+        rc = ngx_segura_search_chunk(ctx, sc, id, seq, blob, blob_len, plain,
+                                     events);
+        PQfreemem(blob);
+
+        if (rc != NGX_OK) {
+            PQclear(res);
+            return NGX_ERROR;
+        }
+    }
+
+    PQclear(res);
+
+    ngx_segura_words_end(&sc->ws);
+    ngx_segura_search_line_end(sc);
+    ngx_segura_words_wipe(&sc->ws);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_segura_search_chunk(ngx_segura_api_ctx_t *ctx,
+    ngx_segura_search_scan_t *sc, const char *id, uint32_t seq, u_char *blob,
+    size_t blob_len, u_char *plain, u_char *events)
+{
+    int                       key_id;
+    char                      aad[NGX_SEGURA_RECORDER_AAD_LEN];
+    u_char                   *p, type;
+    size_t                    aad_len, plain_len, n, len;
+    uint32_t                  time, elen;
+    unsigned long long        size;
+    ngx_segura_vault_err_e    err;
+    ngx_segura_master_key_t  *key;
+
+    key_id = ngx_segura_vault_key_id(blob, blob_len);
+    key = (key_id < 0) ? NULL
+                       : ngx_http_segura_find_key(ctx->smcf,
+                                                  (ngx_uint_t) key_id);
+
+    if (key == NULL
+        || ngx_segura_vault_opened_size(blob_len)
+           > NGX_SEGURA_SEARCH_PLAIN_MAX)
+    {
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
+                            "search: recording %s chunk %uD: no master key "
+                            "%d, or too long%Z", id, seq, key_id);
+        return NGX_ERROR;
+    }
+
+    aad_len = ngx_segura_recorder_aad(aad, sizeof(aad), id, seq);
+    plain_len = NGX_SEGURA_SEARCH_PLAIN_MAX;
+
+    if (ngx_segura_vault_open(key->key, (unsigned) key->id, aad, aad_len,
+                              blob, blob_len, plain, &plain_len, &err)
+        != 0)
+    {
+        ctx->log_level = NGX_LOG_ERR;
+        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
+                            "search: recording %s chunk %uD cannot be "
+                            "opened: %s%Z", id, seq,
+                            ngx_segura_vault_strerror(err));
+        return NGX_ERROR;
+    }
+
+    size = ZSTD_getFrameContentSize(plain, plain_len);
+
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN
+        || size > NGX_SEGURA_SEARCH_PLAIN_MAX)
+    {
+        goto bad;
+    }
+
+    n = ZSTD_decompress(events, NGX_SEGURA_SEARCH_PLAIN_MAX, plain,
+                        plain_len);
+
+    OPENSSL_cleanse(plain, plain_len);
+
+    if (ZSTD_isError(n) || n != size) {
+        goto bad;
+    }
+
+    /* type (1) | time (4, LE) | length (4, LE) | bytes; output only */
+
+    p = events;
+    len = n;
+
+    while (len > 0) {
+        if (len < NGX_SEGURA_RECORDER_EVENT_HDR) {
+            goto bad;
+        }
+
+        type = p[0];
+        time = p[1] | (p[2] << 8) | (p[3] << 16) | ((uint32_t) p[4] << 24);
+        elen = p[5] | (p[6] << 8) | (p[7] << 16) | ((uint32_t) p[8] << 24);
+
+        p += NGX_SEGURA_RECORDER_EVENT_HDR;
+        len -= NGX_SEGURA_RECORDER_EVENT_HDR;
+
+        if (elen > len) {
+            goto bad;
+        }
+
+        if (type == NGX_SEGURA_REC_OUTPUT) {
+            ngx_segura_words_feed(&sc->ws, p, elen, time);
+        }
+
+        p += elen;
+        len -= elen;
+    }
+
+    OPENSSL_cleanse(events, n);
+
+    return NGX_OK;
+
+bad:
+
+    ctx->log_level = NGX_LOG_ERR;
+    (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log),
+                        "search: recording %s chunk %uD is malformed%Z",
+                        id, seq);
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_segura_search_word(void *data, const u_char *w, size_t len, uint32_t t)
+{
+    ngx_uint_t                    i;
+    ngx_segura_search_pending_t  *pd;
+    ngx_segura_search_scan_t     *sc = data;
+
+    if (!sc->on || sc->nhits + sc->npending >= NGX_SEGURA_SEARCH_HITS) {
+        return;
+    }
+
+    for (i = 0; i < sc->nwords; i++) {
+        if (sc->words[i].len == len
+            && ngx_memcmp(sc->words[i].text, w, len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == sc->nwords) {
+        return;
+    }
+
+    /* the line is shown when it ends: the word's bytes are its last */
+
+    pd = &sc->pending[sc->npending++];
+    pd->t = t;
+    pd->end = sc->line_len;
+    pd->len = len;
+    pd->word = i;
+}
+
+
+static void
+ngx_segura_search_text(void *data, u_char c)
+{
+    ngx_segura_search_scan_t  *sc = data;
+
+    if (c == NGX_SEGURA_WORDS_EOL) {
+        ngx_segura_search_line_end(sc);
+        return;
+    }
+
+    if (sc->line_len == NGX_SEGURA_SEARCH_LINE) {
+        /* a line this long is shown in pieces */
+        ngx_segura_search_line_end(sc);
+    }
+
+    sc->line[sc->line_len++] = c;
+}
+
+
+static void
+ngx_segura_search_line_end(ngx_segura_search_scan_t *sc)
+{
+    size_t                        from, to, n;
+    ngx_uint_t                    i;
+    json_t                       *hit;
+    u_char                        buf[4 * NGX_SEGURA_SEARCH_AROUND
+                                      + 2 * NGX_SEGURA_WORDS_MAX + 8];
+    ngx_segura_search_pending_t  *pd;
+
+    for (i = 0; i < sc->npending; i++) {
+        pd = &sc->pending[i];
+
+        to = pd->end + NGX_SEGURA_SEARCH_AROUND;
+        if (to > sc->line_len) {
+            to = sc->line_len;
+        }
+
+        from = (pd->end > pd->len + NGX_SEGURA_SEARCH_AROUND)
+               ? pd->end - pd->len - NGX_SEGURA_SEARCH_AROUND : 0;
+
+        while (from < to && sc->line[from] == ' ') {
+            from++;
+        }
+
+        while (to > from && sc->line[to - 1] == ' ') {
+            to--;
+        }
+
+        n = ngx_segura_search_utf8(buf, sc->line + from, to - from);
+
+        hit = json_pack("{s:f,s:s%,s:s%}", "t", pd->t / 1000.0,
+                        "line", buf, n,
+                        "word", sc->words[pd->word].text,
+                        sc->words[pd->word].len);
+
+        OPENSSL_cleanse(buf, sizeof(buf));
+
+        if (hit != NULL && sc->hits != NULL) {
+            json_array_append_new(sc->hits, hit);
+            sc->nhits++;
+        }
+    }
+
+    sc->npending = 0;
+    OPENSSL_cleanse(sc->line, sc->line_len);
+    sc->line_len = 0;
+}
+
+
+/*
+ * The window as valid UTF-8 (JSON strings must be): a sequence cut at an
+ * edge of the window or not UTF-8 becomes '?'.  dst holds 3 * len bytes.
+ */
+
+static size_t
+ngx_segura_search_utf8(u_char *dst, const u_char *src, size_t len)
+{
+    u_char       *d;
+    size_t        i, need, k;
+    const u_char *s, *end;
+
+    d = dst;
+    s = src;
+    end = src + len;
+
+    while (s < end) {
+        if (*s < 0x80) {
+            *d++ = (*s < 0x20 || *s == 0x7f) ? ' ' : *s;
+            s++;
+            continue;
+        }
+
+        if (*s >= 0xc2 && *s <= 0xdf) {
+            need = 2;
+
+        } else if (*s >= 0xe0 && *s <= 0xef) {
+            need = 3;
+
+        } else if (*s >= 0xf0 && *s <= 0xf4) {
+            need = 4;
+
+        } else {
+            goto invalid;
+        }
+
+        if ((size_t) (end - s) < need) {
+            goto invalid;
+        }
+
+        for (i = 1; i < need; i++) {
+            if ((s[i] & 0xc0) != 0x80) {
+                goto invalid;
+            }
+        }
+
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f)
+            || (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+        {
+            goto invalid;
+        }
+
+        for (k = 0; k < need; k++) {
+            *d++ = *s++;
+        }
+
+        continue;
+
+    invalid:
+
+        *d++ = '?';
+        s++;
+    }
+
+    return d - dst;
+}
