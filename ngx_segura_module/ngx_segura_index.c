@@ -8,18 +8,23 @@
  * The blind index of one recording (the contract: ngx_segura_index.h):
  * the word scanner (ngx_segura_words.c) feeds a small open-addressing set
  * of keyed hashes, one set per chunk, that the recorder takes as two
- * array literals for the chunk's own insert (sql/018), so that a chunk
+ * arrays for the chunk's own insert (sql/018), so that a chunk
  * and its index are one row and never disagree.  The set starts at 64
- * slots when the first word comes, doubles at half load up to
- * 2 * NGX_SEGURA_INDEX_WORDS slots (24 KiB) and is freed with the
- * recorder's buffer after a quiet second.
+ * slots when the first word comes, doubles at 3/4 load up to
+ * NGX_SEGURA_INDEX_SLOTS slots (20 bytes each: 40 KiB) and is freed with
+ * the recorder's buffer after a quiet second.
+ *
+ * The set is looked up by a fast multiplicative hash of the word under a
+ * secret seed (derived with the key), and SipHash is computed only for a
+ * word new in the chunk: most words of a chunk repeat.  Two words whose
+ * fast hashes collide in one chunk would keep only the first (64 bits,
+ * a seed nobody outside sees).
  *
  * Event loop (the recorder) for an index; the hash functions are pure and
  * may be called from any thread (a search hashes its words in the pool).
  */
 
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +38,11 @@
 static void ngx_segura_index_word(void *data, const unsigned char *w,
     size_t len, uint32_t t);
 static int ngx_segura_index_grow(ngx_segura_index_t *idx);
+static uint64_t ngx_segura_index_cheap(uint64_t seed, const unsigned char *w,
+    size_t len);
+static unsigned char *ngx_segura_index_be32(unsigned char *p, uint32_t v);
+static unsigned char *ngx_segura_index_array(unsigned char *p, uint32_t oid,
+    size_t n);
 static void ngx_segura_index_wipe(void *p, size_t n);
 
 
@@ -149,11 +159,24 @@ int
 ngx_segura_index_init(ngx_segura_index_t *idx, const unsigned char *master,
     size_t master_len, unsigned key_id)
 {
+    unsigned char  mac[NGX_SEGURA_VAULT_SHA256_LEN];
+
     memset(idx, 0, sizeof(ngx_segura_index_t));
 
-    if (ngx_segura_index_derive(master, master_len, idx->key) != 0) {
+    /* the key is the MAC's first 16 bytes (as derive), the seed the next 8 */
+
+    if (ngx_segura_vault_hmac_sha256(master, master_len,
+                                     NGX_SEGURA_INDEX_LABEL,
+                                     sizeof(NGX_SEGURA_INDEX_LABEL) - 1, mac)
+        != 0)
+    {
+        ngx_segura_index_wipe(mac, sizeof(mac));
         return -1;
     }
+
+    memcpy(idx->key, mac, NGX_SEGURA_INDEX_KEY_LEN);
+    idx->seed = ngx_segura_index_le64(mac + NGX_SEGURA_INDEX_KEY_LEN);
+    ngx_segura_index_wipe(mac, sizeof(mac));
 
     idx->key_id = key_id;
 
@@ -178,55 +201,80 @@ ngx_segura_index_end(ngx_segura_index_t *idx)
 }
 
 
+static uint64_t
+ngx_segura_index_cheap(uint64_t seed, const unsigned char *w, size_t len)
+{
+    uint64_t  h, m;
+
+    h = seed ^ ((uint64_t) len * 0x9e3779b97f4a7c15ULL);
+
+    while (len >= 8) {
+        memcpy(&m, w, 8);
+        h = (h ^ m) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+        w += 8;
+        len -= 8;
+    }
+
+    m = 0;
+
+    while (len) {
+        len--;
+        m = (m << 8) | w[len];
+    }
+
+    h = (h ^ m) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+
+    return h ? h : 1;
+}
+
+
 static void
 ngx_segura_index_word(void *data, const unsigned char *w, size_t len,
     uint32_t t)
 {
     size_t               i, mask;
-    uint64_t             h;
+    uint64_t             c;
     ngx_segura_index_t  *idx = data;
 
-    h = (uint64_t) ngx_segura_index_hash(idx->key, w, len);
+    c = ngx_segura_index_cheap(idx->seed, w, len);
 
-    if (idx->slots == 0 || 2 * (idx->n + 1) > idx->slots) {
-        if (idx->n >= NGX_SEGURA_INDEX_WORDS
-            || ngx_segura_index_grow(idx) != 0)
-        {
-            /* full: a word already in the set is still found below */
-            if (idx->slots == 0) {
-                idx->lost++;
+    if (idx->slots) {
+        mask = idx->slots - 1;
+
+        for (i = (size_t) c & mask; idx->cheap[i] != 0; i = (i + 1) & mask) {
+            if (idx->cheap[i] == c) {
+                /* seen in this chunk: the first time stays */
                 return;
             }
+        }
+    }
 
-            goto full;
+    if (idx->n >= NGX_SEGURA_INDEX_WORDS) {
+        idx->lost++;
+        return;
+    }
+
+    if (4 * (idx->n + 1) > 3 * idx->slots) {
+        if (ngx_segura_index_grow(idx) != 0) {
+            idx->lost++;
+            return;
         }
     }
 
     mask = idx->slots - 1;
 
-    for (i = (size_t) h & mask; idx->hash[i] != 0; i = (i + 1) & mask) {
-        if (idx->hash[i] == h) {
-            return;
-        }
+    for (i = (size_t) c & mask; idx->cheap[i] != 0; i = (i + 1) & mask) {
+        /* void */
     }
 
-    idx->hash[i] = h;
+    idx->cheap[i] = c;
+    idx->hash[i] = (uint64_t) ngx_segura_index_hash(idx->key, w, len);
     idx->time[i] = t;
     idx->n++;
-
-    return;
-
-full:
-
-    mask = idx->slots - 1;
-
-    for (i = (size_t) h & mask; idx->hash[i] != 0; i = (i + 1) & mask) {
-        if (idx->hash[i] == h) {
-            return;
-        }
-    }
-
-    idx->lost++;
 }
 
 
@@ -234,19 +282,21 @@ static int
 ngx_segura_index_grow(ngx_segura_index_t *idx)
 {
     size_t     slots, i, j, mask;
-    uint64_t  *hash;
+    uint64_t  *cheap, *hash;
     uint32_t  *time;
 
     slots = idx->slots ? idx->slots * 2 : NGX_SEGURA_INDEX_FIRST;
 
-    if (slots > 2 * NGX_SEGURA_INDEX_WORDS) {
+    if (slots > NGX_SEGURA_INDEX_SLOTS) {
         return -1;
     }
 
-    hash = calloc(slots, sizeof(uint64_t));
+    cheap = calloc(slots, sizeof(uint64_t));
+    hash = malloc(slots * sizeof(uint64_t));
     time = malloc(slots * sizeof(uint32_t));
 
-    if (hash == NULL || time == NULL) {
+    if (cheap == NULL || hash == NULL || time == NULL) {
+        free(cheap);
         free(hash);
         free(time);
         return -1;
@@ -255,23 +305,26 @@ ngx_segura_index_grow(ngx_segura_index_t *idx)
     mask = slots - 1;
 
     for (i = 0; i < idx->slots; i++) {
-        if (idx->hash[i] == 0) {
+        if (idx->cheap[i] == 0) {
             continue;
         }
 
-        for (j = (size_t) idx->hash[i] & mask; hash[j] != 0;
+        for (j = (size_t) idx->cheap[i] & mask; cheap[j] != 0;
              j = (j + 1) & mask)
         {
             /* void */
         }
 
+        cheap[j] = idx->cheap[i];
         hash[j] = idx->hash[i];
         time[j] = idx->time[i];
     }
 
+    free(idx->cheap);
     free(idx->hash);
     free(idx->time);
 
+    idx->cheap = cheap;
     idx->hash = hash;
     idx->time = time;
     idx->slots = slots;
@@ -280,16 +333,46 @@ ngx_segura_index_grow(ngx_segura_index_t *idx)
 }
 
 
-int
-ngx_segura_index_take(ngx_segura_index_t *idx, char **words, char **times)
+static unsigned char *
+ngx_segura_index_be32(unsigned char *p, uint32_t v)
 {
-    char    *w, *t, *pw, *pt;
-    size_t   i, k;
+    p[0] = (unsigned char) (v >> 24);
+    p[1] = (unsigned char) (v >> 16);
+    p[2] = (unsigned char) (v >> 8);
+    p[3] = (unsigned char) v;
 
-    /* "{" + n * ("-9223372036854775808" + ",") + "}" */
+    return p + 4;
+}
 
-    w = malloc(2 + idx->n * 21 + 1);
-    t = malloc(2 + idx->n * 11 + 1);
+
+/* array_recv's input: ndim, has nulls, element type, (size, lower bound) */
+
+static unsigned char *
+ngx_segura_index_array(unsigned char *p, uint32_t oid, size_t n)
+{
+    p = ngx_segura_index_be32(p, n ? 1 : 0);
+    p = ngx_segura_index_be32(p, 0);
+    p = ngx_segura_index_be32(p, oid);
+
+    if (n) {
+        p = ngx_segura_index_be32(p, (uint32_t) n);
+        p = ngx_segura_index_be32(p, 1);
+    }
+
+    return p;
+}
+
+
+int
+ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **words,
+    size_t *words_len, unsigned char **times, size_t *times_len)
+{
+    size_t          i;
+    uint64_t        h;
+    unsigned char  *w, *t, *pw, *pt;
+
+    w = malloc(20 + idx->n * 12);
+    t = malloc(20 + idx->n * 8);
 
     if (w == NULL || t == NULL) {
         free(w);
@@ -298,30 +381,27 @@ ngx_segura_index_take(ngx_segura_index_t *idx, char **words, char **times)
         return -1;
     }
 
-    pw = w;
-    pt = t;
-    *pw++ = '{';
-    *pt++ = '{';
+    pw = ngx_segura_index_array(w, 20, idx->n);     /* int8 */
+    pt = ngx_segura_index_array(t, 23, idx->n);     /* int4 */
 
-    for (i = 0, k = 0; i < idx->slots; i++) {
-        if (idx->hash[i] == 0) {
+    for (i = 0; i < idx->slots; i++) {
+        if (idx->cheap[i] == 0) {
             continue;
         }
 
-        pw += sprintf(pw, "%s%lld", k ? "," : "",
-                      (long long) (int64_t) idx->hash[i]);
-        pt += sprintf(pt, "%s%lu", k ? "," : "",
-                      (unsigned long) idx->time[i]);
-        k++;
+        h = idx->hash[i];
+        pw = ngx_segura_index_be32(pw, 8);
+        pw = ngx_segura_index_be32(pw, (uint32_t) (h >> 32));
+        pw = ngx_segura_index_be32(pw, (uint32_t) h);
+
+        pt = ngx_segura_index_be32(pt, 4);
+        pt = ngx_segura_index_be32(pt, idx->time[i]);
     }
 
-    *pw++ = '}';
-    *pt++ = '}';
-    *pw = '\0';
-    *pt = '\0';
-
     *words = w;
+    *words_len = pw - w;
     *times = t;
+    *times_len = pt - t;
 
     ngx_segura_index_clear(idx);
 
@@ -333,7 +413,7 @@ void
 ngx_segura_index_clear(ngx_segura_index_t *idx)
 {
     if (idx->slots) {
-        memset(idx->hash, 0, idx->slots * sizeof(uint64_t));
+        memset(idx->cheap, 0, idx->slots * sizeof(uint64_t));
     }
 
     idx->n = 0;
@@ -343,9 +423,11 @@ ngx_segura_index_clear(ngx_segura_index_t *idx)
 void
 ngx_segura_index_release(ngx_segura_index_t *idx)
 {
+    free(idx->cheap);
     free(idx->hash);
     free(idx->time);
 
+    idx->cheap = NULL;
     idx->hash = NULL;
     idx->time = NULL;
     idx->slots = 0;

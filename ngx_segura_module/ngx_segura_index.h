@@ -32,8 +32,16 @@
 #define NGX_SEGURA_INDEX_KEY_LEN   16
 #define NGX_SEGURA_INDEX_LABEL     "segura recording index v1"
 
-/* distinct words indexed per chunk; more are not indexed */
-#define NGX_SEGURA_INDEX_WORDS     1024
+/*
+ * Distinct words per chunk: the recorder cuts a chunk once its set holds
+ * NGX_SEGURA_INDEX_CUT (ngx_segura_index_full()), feeding at most
+ * NGX_SEGURA_INDEX_SLICE bytes between two looks; a set never holds more
+ * than NGX_SEGURA_INDEX_WORDS (more are counted in lost, not indexed).
+ */
+#define NGX_SEGURA_INDEX_CUT       1024
+#define NGX_SEGURA_INDEX_SLICE     1024
+#define NGX_SEGURA_INDEX_WORDS     1536
+#define NGX_SEGURA_INDEX_SLOTS     2048
 
 
 typedef struct {
@@ -41,7 +49,13 @@ typedef struct {
     unsigned char        key[NGX_SEGURA_INDEX_KEY_LEN];
     unsigned             key_id;
 
-    /* the set: open addressing, a hash of 0 is an empty slot */
+    /*
+     * The set: open addressing on a fast hash of the word under a secret
+     * seed (cheap, 0 is an empty slot), so that a word seen before in the
+     * chunk costs no SipHash; hash is the keyed hash stored.
+     */
+    uint64_t             seed;
+    uint64_t            *cheap;
     uint64_t            *hash;
     uint32_t            *time;
     size_t               slots;     /* a power of two, or 0 */
@@ -74,12 +88,17 @@ void ngx_segura_index_feed(ngx_segura_index_t *idx, const unsigned char *p,
 void ngx_segura_index_end(ngx_segura_index_t *idx);
 
 /*
- * The set as PostgreSQL array literals, "{h,...}" and "{t,...}" in the
- * same order, malloc()ed (the caller frees both); the set is emptied.
- * 0, or -1 when out of memory (the set is emptied too).
+ * The set as two PostgreSQL arrays in binary form (array_recv: int8[] of
+ * the hashes, int4[] of the times, same order), for parameters of format
+ * 1 typed by "$n::bigint[]" and "$n::int[]"; malloc()ed, the caller frees
+ * both.  The set is emptied.  0, or -1 when out of memory (the set is
+ * emptied too).
  */
-int ngx_segura_index_take(ngx_segura_index_t *idx, char **words,
-    char **times);
+int ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **words,
+    size_t *words_len, unsigned char **times, size_t *times_len);
+
+/* whether the chunk should be cut: its set holds NGX_SEGURA_INDEX_CUT */
+#define ngx_segura_index_full(idx)  ((idx)->n >= NGX_SEGURA_INDEX_CUT)
 
 /* empties the set (a dropped chunk) */
 void ngx_segura_index_clear(ngx_segura_index_t *idx);

@@ -413,8 +413,9 @@ static void
 ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
     u_char *data, size_t len)
 {
-    size_t    n, room;
-    uint32_t  now;
+    size_t      n, room, k, slice;
+    uint32_t    now;
+    ngx_uint_t  full;
 
     if (rec->ended) {
         return;
@@ -438,6 +439,31 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
             n = room;
         }
 
+        /*
+         * The search's index sees the output as it is stored: a word goes
+         * with the chunk in which it ends, and a chunk whose index is full
+         * is cut (at a slice's end), so that no word goes unindexed.
+         */
+
+        full = 0;
+
+        if (type == NGX_SEGURA_REC_OUTPUT) {
+            k = 0;
+
+            while (k < n) {
+                slice = ngx_min(n - k, NGX_SEGURA_INDEX_SLICE);
+                ngx_segura_index_feed(&rec->index, data + k, slice, now);
+                k += slice;
+
+                if (ngx_segura_index_full(&rec->index)) {
+                    full = 1;
+                    break;
+                }
+            }
+
+            n = k;
+        }
+
         if (ngx_segura_recorder_grow(rec, rec->used
                                           + NGX_SEGURA_RECORDER_EVENT_HDR + n)
             != NGX_OK)
@@ -459,19 +485,15 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         if (n) {
             ngx_memcpy(rec->buf + rec->used, data, n);
             rec->used += n;
-
-            /* a word goes with the chunk in which it ends */
-            if (type == NGX_SEGURA_REC_OUTPUT) {
-                ngx_segura_index_feed(&rec->index, data, n, now);
-            }
         }
 
         rec->last = now;
         data += n;
         len -= n;
 
-        if (NGX_SEGURA_RECORDER_CHUNK - rec->used
-            < NGX_SEGURA_RECORDER_EVENT_HDR + 64)
+        if (full
+            || NGX_SEGURA_RECORDER_CHUNK - rec->used
+               < NGX_SEGURA_RECORDER_EVENT_HDR + 64)
         {
             ngx_segura_recorder_flush(rec, 0, 0);
         }
@@ -643,8 +665,8 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
                              last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1];
     char                     aad[NGX_SEGURA_RECORDER_AAD_LEN],
                              index_key[NGX_INT_T_LEN + 1];
-    char                    *words, *times;
-    size_t                   zlen, slen, aad_len, binary[9];
+    u_char                  *words, *times;
+    size_t                   zlen, slen, aad_len, binary[9], wlen, tlen;
     ngx_int_t                rc;
     const char              *params[9];
     ngx_segura_vault_err_e   err;
@@ -700,7 +722,9 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
 
     /* the chunk's words, in its own row: they never disagree */
 
-    if (ngx_segura_index_take(&rec->index, &words, &times) != 0) {
+    if (ngx_segura_index_take(&rec->index, &words, &wlen, &times, &tlen)
+        != 0)
+    {
         return NGX_ERROR;
     }
 
@@ -708,11 +732,13 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
                         rec->index.key_id);
 
     params[6] = index_key;
-    params[7] = words;
-    params[8] = times;
+    params[7] = (char *) words;
+    params[8] = (char *) times;
 
     ngx_memzero(binary, sizeof(binary));
     binary[5] = slen;
+    binary[7] = wlen;
+    binary[8] = tlen;
 
     rc = ngx_segura_outbox_add_binary(rec->log,
              "insert into ssh_session_chunks (session_id, seq, t_first,"

@@ -66,8 +66,40 @@ static const unsigned char  ngx_segura_words_class[256] = {
 };
 
 
-#define ngx_segura_words_lower(c)                                           \
-    (unsigned char) (((c) >= 'A' && (c) <= 'Z') ? ((c) | 0x20) : (c))
+static const unsigned char  ngx_segura_words_lower[256] = {
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+    0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+    0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27,
+    0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+    0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
+    0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f,
+    0x40, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
+    0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f,
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77,
+    0x78, 0x79, 0x7a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
+    0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
+    0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f,
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77,
+    0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f,
+    0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87,
+    0x88, 0x89, 0x8a, 0x8b, 0x8c, 0x8d, 0x8e, 0x8f,
+    0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97,
+    0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f,
+    0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+    0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+    0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+    0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+    0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+    0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+    0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7,
+    0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf,
+    0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7,
+    0xe8, 0xe9, 0xea, 0xeb, 0xec, 0xed, 0xee, 0xef,
+    0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7,
+    0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff
+};
 
 
 void
@@ -89,7 +121,7 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
 {
     size_t                n, k, room;
     unsigned              cls;
-    unsigned char         c;
+    unsigned char         c, *dst;
     const unsigned char  *end, *q;
 
     end = p + len;
@@ -125,39 +157,57 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
 
                 if (ws->part_len == 0) {
                     ws->part_t = t;
-                }
 
-                if (ws->comp_len == 0) {
-                    ws->comp_t = t;
+                    if (ws->comp_len == 0 && !ws->comp_over) {
+                        ws->comp_t = t;
+                    }
                 }
 
                 if (ws->comp_trail) {
                     ws->comp_joined = 1;
                     ws->comp_trail = 0;
+                    ws->comp_trail_stored = 0;
+                }
+
+                if (!ws->comp_over) {
+                    if (ws->comp_len + n <= NGX_SEGURA_WORDS_MAX) {
+                        dst = ws->buf + ws->comp_len;
+
+                        for (k = 0; k < n; k++) {
+                            dst[k] = ngx_segura_words_lower[p[k]];
+                        }
+
+                        ws->comp_len += n;
+                        ws->part_len += n;
+
+                        goto text;
+                    }
+
+                    /* the compound is too long: the part alone goes on */
+
+                    ws->comp_over = 1;
+
+                    if (ws->part_len) {
+                        memmove(ws->buf, ws->buf + ws->part_off,
+                                ws->part_len);
+                    }
+
+                    ws->part_off = 0;
                 }
 
                 if (ws->part_len < NGX_SEGURA_WORDS_MAX) {
                     room = NGX_SEGURA_WORDS_MAX - ws->part_len;
                     room = (n < room) ? n : room;
+                    dst = ws->buf + ws->part_len;
 
                     for (k = 0; k < room; k++) {
-                        ws->part[ws->part_len + k] =
-                                              ngx_segura_words_lower(p[k]);
-                    }
-                }
-
-                if (ws->comp_len < NGX_SEGURA_WORDS_MAX) {
-                    room = NGX_SEGURA_WORDS_MAX - ws->comp_len;
-                    room = (n < room) ? n : room;
-
-                    for (k = 0; k < room; k++) {
-                        ws->comp[ws->comp_len + k] =
-                                              ngx_segura_words_lower(p[k]);
+                        dst[k] = ngx_segura_words_lower[p[k]];
                     }
                 }
 
                 ws->part_len += n;
-                ws->comp_len += n;
+
+            text:
 
                 if (ws->text != NULL) {
                     for (k = 0; k < n; k++) {
@@ -166,6 +216,14 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
                 }
 
                 p = q;
+                continue;
+            }
+
+            if (cls == W_SEP && ws->text == NULL && ws->part_len == 0
+                && ws->comp_len == 0 && !ws->comp_over)
+            {
+                /* nothing to end: spaces between words */
+                p++;
                 continue;
             }
 
@@ -334,7 +392,7 @@ ngx_segura_words_part_end(ngx_segura_words_t *ws)
     if (ws->part_len >= NGX_SEGURA_WORDS_MIN
         && ws->part_len <= NGX_SEGURA_WORDS_MAX)
     {
-        ws->word(ws->data, ws->part, ws->part_len, ws->part_t);
+        ws->word(ws->data, ws->buf + ws->part_off, ws->part_len, ws->part_t);
     }
 
     ws->part_len = 0;
@@ -348,16 +406,23 @@ ngx_segura_words_join(ngx_segura_words_t *ws, unsigned char c)
 
     /* joiners before the first word character are not part of it */
 
+    if (ws->comp_over) {
+        return;
+    }
+
     if (ws->comp_len == 0) {
         return;
     }
 
     if (ws->comp_len < NGX_SEGURA_WORDS_MAX) {
-        ws->comp[ws->comp_len] = c;
+        ws->buf[ws->comp_len++] = c;
+        ws->comp_trail_stored++;
     }
 
-    ws->comp_len++;
+    /* a word character after this makes a compound too long */
+
     ws->comp_trail++;
+    ws->part_off = ws->comp_len;
 }
 
 
@@ -368,15 +433,18 @@ ngx_segura_words_cut(ngx_segura_words_t *ws)
 
     ngx_segura_words_part_end(ws);
 
-    len = ws->comp_len - ws->comp_trail;
+    if (ws->comp_joined && !ws->comp_over) {
+        len = ws->comp_len - ws->comp_trail_stored;
 
-    if (ws->comp_joined && len >= NGX_SEGURA_WORDS_MIN
-        && len <= NGX_SEGURA_WORDS_MAX)
-    {
-        ws->word(ws->data, ws->comp, len, ws->comp_t);
+        if (len >= NGX_SEGURA_WORDS_MIN) {
+            ws->word(ws->data, ws->buf, len, ws->comp_t);
+        }
     }
 
+    ws->part_off = 0;
     ws->comp_len = 0;
     ws->comp_trail = 0;
+    ws->comp_trail_stored = 0;
     ws->comp_joined = 0;
+    ws->comp_over = 0;
 }

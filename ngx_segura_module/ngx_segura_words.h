@@ -63,12 +63,21 @@ typedef struct {
     unsigned                   state;
     uint32_t                   part_t;
     uint32_t                   comp_t;
-    size_t                     part_len;  /* > MAX: too long, ignored */
+
+    /*
+     * One buffer: the compound so far (comp_len bytes, its last
+     * comp_trail_stored of them joiners) with the current part at
+     * part_off; once the compound is too long (comp_over), the part alone
+     * from 0.  part_len counts past NGX_SEGURA_WORDS_MAX (then ignored).
+     */
+    size_t                     part_off;
+    size_t                     part_len;
     size_t                     comp_len;
-    size_t                     comp_trail;  /* joiners at its end */
+    size_t                     comp_trail;
+    size_t                     comp_trail_stored;
     unsigned                   comp_joined;
-    unsigned char              part[NGX_SEGURA_WORDS_MAX];
-    unsigned char              comp[NGX_SEGURA_WORDS_MAX];
+    unsigned                   comp_over;
+    unsigned char              buf[NGX_SEGURA_WORDS_MAX];
 } ngx_segura_words_t;
 
 

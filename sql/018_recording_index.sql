@@ -10,6 +10,8 @@
 -- occurrence in word_t, same order.  A search hashes its words under every
 -- configured master key and looks them up through the GIN index.  Chunks
 -- written before this migration have no index (null): they are not found.
+-- The writer holds at most 1536 words per chunk (ngx_segura_index.h); the
+-- bound here is looser so that a change there never loses a chunk.
 
 alter table ssh_session_chunks
     add column index_key  smallint check (index_key between 0 and 255),
@@ -19,6 +21,6 @@ alter table ssh_session_chunks
         check ((words is null) = (word_t is null)
                and (words is null or (index_key is not null
                     and cardinality(words) = cardinality(word_t)
-                    and cardinality(words) <= 1024)));
+                    and cardinality(words) <= 2048)));
 
 create index ssh_session_chunks_words on ssh_session_chunks using gin (words);

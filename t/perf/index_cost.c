@@ -6,9 +6,10 @@
 
 /*
  * The search index's cost per output byte, as the recorder pays it: stdin
- * is fed to an index (ngx_segura_index.c) in reads of up to 4 KiB, and the
- * set is taken as array literals every 64 KiB, as a chunk is.  Prints the
- * bytes, the chunks and the words stored (the literals' bytes).  Run under
+ * is fed to an index (ngx_segura_index.c) in reads of up to 4 KiB, in
+ * slices of NGX_SEGURA_INDEX_SLICE, and the set is taken as array binary arrays
+ * every 64 KiB or when it is full, as a chunk is cut.  Prints the
+ * bytes, the chunks and the words stored (the binary arrays' bytes).  Run under
  * callgrind by t/perf/index_cost.sh for instructions per byte.
  */
 
@@ -24,7 +25,8 @@
 int
 main(void)
 {
-    char                *w, *t;
+    unsigned char       *w, *t;
+    size_t               wl, tl;
     ssize_t              n;
     size_t               total, in_chunk, chunks, hashes, literal;
     unsigned char        buf[4096], master[32];
@@ -39,38 +41,48 @@ main(void)
     total = in_chunk = chunks = hashes = literal = 0;
 
     while ((n = read(0, buf, sizeof(buf))) > 0) {
-        ngx_segura_index_feed(&idx, buf, (size_t) n, (uint32_t) chunks);
-        total += (size_t) n;
-        in_chunk += (size_t) n;
+        size_t  k, s;
 
-        if (in_chunk >= 65536) {
+        for (k = 0; k < (size_t) n; k += s) {
+            s = (size_t) n - k;
+            s = (s < NGX_SEGURA_INDEX_SLICE) ? s : NGX_SEGURA_INDEX_SLICE;
+
+            ngx_segura_index_feed(&idx, buf + k, s, (uint32_t) chunks);
+            in_chunk += s;
+
+            if (in_chunk < 65536 && !ngx_segura_index_full(&idx)) {
+                continue;
+            }
+
             hashes += idx.n;
-            if (ngx_segura_index_take(&idx, &w, &t) != 0) {
+            if (ngx_segura_index_take(&idx, &w, &wl, &t, &tl) != 0) {
                 return 1;
             }
-            literal += strlen(w) + strlen(t);
+            literal += wl + tl;
             free(w);
             free(t);
             in_chunk = 0;
             chunks++;
         }
+
+        total += (size_t) n;
     }
 
     ngx_segura_index_end(&idx);
     hashes += idx.n;
-    if (ngx_segura_index_take(&idx, &w, &t) != 0) {
+    if (ngx_segura_index_take(&idx, &w, &wl, &t, &tl) != 0) {
         return 1;
     }
-    literal += strlen(w) + strlen(t);
+    literal += wl + tl;
     free(w);
     free(t);
     chunks++;
 
     printf("{\"bytes\":%zu,\"chunks\":%zu,\"words\":%zu,"
-           "\"words_per_chunk\":%.1f,\"literal_bytes\":%zu,"
-           "\"binary_bytes_per_byte\":%.4f}\n",
+           "\"words_per_chunk\":%.1f,\"array_bytes\":%zu,"
+           "\"binary_bytes_per_byte\":%.4f,\"lost\":%zu}\n",
            total, chunks, hashes, (double) hashes / chunks, literal,
-           (double) hashes * 12 / total);
+           (double) hashes * 12 / total, idx.lost);
 
     ngx_segura_index_free(&idx);
 
