@@ -18,6 +18,10 @@
 
 #include <string.h>
 
+#if (defined __SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "ngx_segura_words.h"
 
 
@@ -39,7 +43,13 @@
 #define S_STR        4    /* OSC, DCS, SOS, PM, APC: to BEL or ST */
 #define S_STR_ESC    5    /* ESC inside a string: '\' ends it */
 
+/* upper case, lower case and digits in 12 bytes or more: base64, a token */
+#define ngx_segura_words_random(len, mix)                                   \
+    ((len) >= NGX_SEGURA_WORDS_RANDOM && (mix) == 7)
 
+
+static const unsigned char *ngx_segura_words_run(const unsigned char *q,
+    const unsigned char *end);
 static void ngx_segura_words_cut(ngx_segura_words_t *ws);
 static void ngx_segura_words_join(ngx_segura_words_t *ws, unsigned char c);
 static void ngx_segura_words_part_end(ngx_segura_words_t *ws);
@@ -55,6 +65,27 @@ static const unsigned char  ngx_segura_words_class[256] = {
     /* 0x60 */ 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     /* 0x70 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 3,
     /* 0x80 - 0xff: UTF-8 is passed through as word characters */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+};
+
+
+/* what a byte adds to a word's mix: 1 upper case, 2 lower case, 4 digit */
+static const unsigned char  ngx_segura_words_mix[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+    0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -120,7 +151,7 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
     size_t len, uint32_t t)
 {
     size_t                n, k, room;
-    unsigned              cls;
+    unsigned              cls, mix;
     unsigned char         c, *dst;
     const unsigned char  *end, *q;
 
@@ -138,21 +169,7 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
 
                 /* the hot path: a run of word characters */
 
-                q = p + 1;
-
-                while (end - q >= 4
-                       && ngx_segura_words_class[q[0]] == W_WORD
-                       && ngx_segura_words_class[q[1]] == W_WORD
-                       && ngx_segura_words_class[q[2]] == W_WORD
-                       && ngx_segura_words_class[q[3]] == W_WORD)
-                {
-                    q += 4;
-                }
-
-                while (q < end && ngx_segura_words_class[*q] == W_WORD) {
-                    q++;
-                }
-
+                q = ngx_segura_words_run(p + 1, end);
                 n = q - p;
 
                 if (ws->part_len == 0) {
@@ -172,10 +189,15 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
                 if (!ws->comp_over) {
                     if (ws->comp_len + n <= NGX_SEGURA_WORDS_MAX) {
                         dst = ws->buf + ws->comp_len;
+                        mix = 0;
 
                         for (k = 0; k < n; k++) {
                             dst[k] = ngx_segura_words_lower[p[k]];
+                            mix |= ngx_segura_words_mix[p[k]];
                         }
+
+                        ws->part_mix |= mix;
+                        ws->comp_mix |= mix;
 
                         ws->comp_len += n;
                         ws->part_len += n;
@@ -199,10 +221,14 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
                     room = NGX_SEGURA_WORDS_MAX - ws->part_len;
                     room = (n < room) ? n : room;
                     dst = ws->buf + ws->part_len;
+                    mix = 0;
 
                     for (k = 0; k < room; k++) {
                         dst[k] = ngx_segura_words_lower[p[k]];
+                        mix |= ngx_segura_words_mix[p[k]];
                     }
+
+                    ws->part_mix |= mix;
                 }
 
                 ws->part_len += n;
@@ -364,6 +390,65 @@ ngx_segura_words_feed(ngx_segura_words_t *ws, const unsigned char *p,
 }
 
 
+/*
+ * The end of a run of word characters: 16 bytes at a time with SSE2 (a
+ * long run, such as base64 without line breaks, costs under one
+ * instruction per byte), then one table look-up per byte.
+ */
+
+static const unsigned char *
+ngx_segura_words_run(const unsigned char *q, const unsigned char *end)
+{
+#if (defined __SSE2__)
+    int      m;
+    __m128i  v, t, w;
+
+    while (end - q >= 16) {
+        v = _mm_loadu_si128((const __m128i *) q);
+
+        /* >= 0x80 */
+        w = _mm_cmplt_epi8(v, _mm_setzero_si128());
+
+        /* '0'..'9': v - '0' <= 9, unsigned */
+        t = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+        w = _mm_or_si128(w, _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)),
+                                           t));
+
+        /* letters: (v | 0x20) - 'a' <= 25, unsigned */
+        t = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                         _mm_set1_epi8('a'));
+        w = _mm_or_si128(w, _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(25)),
+                                           t));
+
+        w = _mm_or_si128(w, _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
+
+        m = _mm_movemask_epi8(w);
+
+        if (m != 0xffff) {
+            return q + __builtin_ctz(~m);
+        }
+
+        q += 16;
+    }
+#endif
+
+    while (end - q >= 4
+           && ngx_segura_words_class[q[0]] == W_WORD
+           && ngx_segura_words_class[q[1]] == W_WORD
+           && ngx_segura_words_class[q[2]] == W_WORD
+           && ngx_segura_words_class[q[3]] == W_WORD)
+    {
+        q += 4;
+    }
+
+    while (q < end && ngx_segura_words_class[*q] == W_WORD) {
+        q++;
+    }
+
+    return q;
+}
+
+
 void
 ngx_segura_words_end(ngx_segura_words_t *ws)
 {
@@ -390,12 +475,14 @@ static void
 ngx_segura_words_part_end(ngx_segura_words_t *ws)
 {
     if (ws->part_len >= NGX_SEGURA_WORDS_MIN
-        && ws->part_len <= NGX_SEGURA_WORDS_MAX)
+        && ws->part_len <= NGX_SEGURA_WORDS_MAX
+        && !ngx_segura_words_random(ws->part_len, ws->part_mix))
     {
         ws->word(ws->data, ws->buf + ws->part_off, ws->part_len, ws->part_t);
     }
 
     ws->part_len = 0;
+    ws->part_mix = 0;
 }
 
 
@@ -436,7 +523,9 @@ ngx_segura_words_cut(ngx_segura_words_t *ws)
     if (ws->comp_joined && !ws->comp_over) {
         len = ws->comp_len - ws->comp_trail_stored;
 
-        if (len >= NGX_SEGURA_WORDS_MIN) {
+        if (len >= NGX_SEGURA_WORDS_MIN
+            && !ngx_segura_words_random(len, ws->comp_mix))
+        {
             ws->word(ws->data, ws->buf, len, ws->comp_t);
         }
     }
@@ -447,4 +536,5 @@ ngx_segura_words_cut(ngx_segura_words_t *ws)
     ws->comp_trail_stored = 0;
     ws->comp_joined = 0;
     ws->comp_over = 0;
+    ws->comp_mix = 0;
 }

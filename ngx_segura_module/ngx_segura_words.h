@@ -25,7 +25,10 @@
  * compound too, trimmed of joiners at its ends.  ASCII is lowercased.
  * Words shorter than NGX_SEGURA_WORDS_MIN or longer than
  * NGX_SEGURA_WORDS_MAX bytes are not emitted (a long word is ignored, not
- * cut: base64 and keys are not words).
+ * cut: base64 and keys are not words), nor are words of
+ * NGX_SEGURA_WORDS_RANDOM bytes or more that mix upper case, lower case and
+ * digits (base64, tokens: each is new, and would cost the index as much as
+ * a page of text).
  *
  * Escape sequences are stripped: CSI (ESC [ ... final), OSC (ESC ] ...
  * ended by BEL or ESC \), DCS, SOS, PM, APC (ESC P, X, ^, _ ... ESC \),
@@ -39,6 +42,7 @@
 
 #define NGX_SEGURA_WORDS_MIN    2
 #define NGX_SEGURA_WORDS_MAX    40
+#define NGX_SEGURA_WORDS_RANDOM 8
 
 /* what text callbacks get for the end of a line (CR or LF) */
 #define NGX_SEGURA_WORDS_EOL    '\n'
@@ -77,6 +81,8 @@ typedef struct {
     size_t                     comp_trail_stored;
     unsigned                   comp_joined;
     unsigned                   comp_over;
+    unsigned                   part_mix;  /* 1 upper, 2 lower, 4 digit */
+    unsigned                   comp_mix;
     unsigned char              buf[NGX_SEGURA_WORDS_MAX];
 } ngx_segura_words_t;
 

@@ -171,6 +171,11 @@ test_utf8(void **state)
     (void) state;
 
     WORDS("na\xc3\xafve Caf\xc3\x89!", "na\xc3\xafve@0 caf\xc3\x89@0");
+
+    /* random-looking: 8 bytes or more of upper, lower and digits */
+    WORDS("aB3dEf7h aB3dEf7 Python3 ConnectionRefusedError",
+          "ab3def7@0 python3@0 connectionrefusederror@0");
+    WORDS("ok/aB3dEf7hIjK9", "ok@0");   /* the compound too */
 }
 
 
