@@ -22,7 +22,7 @@ main.replaceChildren(
   h('div', { class: 'pagehead' }, h('h1', {}, 'Session audit')),
   h('p', { class: 'hint' }, me.admin ? 'Every SSH session, newest first.' : 'Your SSH sessions, newest first.'),
   msg,
-  h('section', { class: 'panel', 'aria-label': 'Search recordings', hidden: !me.admin }, searchForm, hitsBox),
+  h('section', { class: 'panel', hidden: !me.admin }, searchForm, hitsBox),
   h('section', { class: 'panel' },
     h('table', {}, h('thead', {}, h('tr', {}, [...['Started', 'Ended', 'User', 'Key', 'Device', 'From', 'Bytes in / out', 'End']
       .map(c => h('th', { scope: 'col' }, c)), h('th', { scope: 'col' }, h('span', { class: 'skip' }, 'Actions'))])), tbody),
@@ -107,13 +107,15 @@ async function search(q) {
       hitsBox.replaceChildren(h('p', { class: 'muted', id: 'rec-none' }, 'No recorded session printed all of these words.'));
       return;
     }
-    hitsBox.replaceChildren(h('ul', { class: 'hits', id: 'rec-results' }, d.items.map(s => h('li', { class: 'hit-session' },
+    const hit = (s, x) => h('li', {},
+      h('a', { class: 'hit', href: `replay.html?session=${encodeURIComponent(s.id)}&t=${x.t}`,
+               title: `Replay from ${x.t.toFixed(1)} s` },
+        h('span', { class: 'mono' }, `${x.t.toFixed(1)} s`), ' ', h('code', {}, marked(x.line, x.word))));
+    const found = s => h('li', { class: 'hit-session' },
       h('strong', {}, `${s.username} on ${s.device_name ?? '#' + s.device_id}`), ' ',
       h('span', { class: 'muted' }, `started ${when(s.started_at)}`),
-      h('ol', {}, s.hits.map(x => h('li', {},
-        h('a', { class: 'hit', href: `replay.html?session=${encodeURIComponent(s.id)}&t=${x.t}`,
-                 title: `Replay from ${x.t.toFixed(1)} s` },
-          h('span', { class: 'mono' }, `${x.t.toFixed(1)} s`), ' ', h('code', {}, marked(x.line, x.word)))))))));
+      h('ol', {}, s.hits.map(x => hit(s, x))));
+    hitsBox.replaceChildren(h('ul', { class: 'hits', id: 'rec-results' }, d.items.map(found)));
   } catch (e) {
     hitsBox.replaceChildren();
     banner(msg, 'error', e.code === 'invalid_field'
