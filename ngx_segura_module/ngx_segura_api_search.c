@@ -10,8 +10,9 @@
  * first, each with up to NGX_SEGURA_SEARCH_HITS hits {t, line, word}.
  *
  * The words are looked up in the blind index (sql/018): each is hashed
- * under the index key of every configured master key, and a chunk matches
- * a word when its words array overlaps that word's hashes (GIN).  A
+ * under the index key of every configured master key; the GIN index gives
+ * the chunks holding any of the hashes, and a chunk holds a word when its
+ * array contains one of that word's hashes.  A
  * session matches when its chunks hold all the words.  The hits' lines
  * are then read from the matching chunks (and the chunk before each, so
  * that a word cut between two chunks is read whole), opened and
@@ -148,6 +149,8 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         return;
     }
 
+    ngx_memzero(q, sizeof(q));
+
     if (ngx_segura_api_arg(ctx, "q", q, sizeof(q)) != NGX_OK
         || ngx_strlen(q) > NGX_SEGURA_SEARCH_Q_MAX
         || ngx_segura_search_parse(q, words, &nwords) != NGX_OK)
@@ -155,8 +158,10 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "q",
                             "Must be 1 to 8 words of 2 to 40 letters or "
                             "digits, at most 200 bytes in all");
-        return;
+        goto wipe;
     }
+
+    OPENSSL_cleanse(q, sizeof(q));
 
     limit = NGX_SEGURA_SEARCH_SESSIONS;
 
@@ -168,7 +173,7 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         if (limit < 1 || limit > 50) {
             ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "limit",
                                 "Must be 1 to 50");
-            return;
+            goto wipe;
         }
     }
 
@@ -181,7 +186,7 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     if (nkeys == 0) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        return;
+        goto wipe;
     }
 
     /* every word under every key: "{h,...}" and the word of each, "{i,...}" */
@@ -270,8 +275,10 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
     res = ngx_segura_api_query_retry(ctx, conn,
               "with w (h, i) as (select * from"
               "  unnest($1::bigint[], $2::int[])),"
-              " m as (select c.session_id from w"
-              "  join ssh_session_chunks c on c.words @> array[w.h]"
+              " c as (select session_id, words from ssh_session_chunks"
+              "  where words && $1::bigint[]),"
+              " m as (select c.session_id from c"
+              "  join w on c.words @> array[w.h]"
               "  group by c.session_id"
               "  having count(distinct w.i) = $3::int)"
               " select s.id, json_build_object('id', s.id,"
@@ -360,7 +367,12 @@ done:
         free(sc);
     }
 
+wipe:
+
+    /* what was searched is not left in memory */
+
     OPENSSL_cleanse(words, sizeof(words));
+    OPENSSL_cleanse(q, sizeof(q));
 }
 
 

@@ -222,4 +222,41 @@ for my $w ($w1, $w2, $w3, $w5, $many) {
 }
 ok(found($w1)->{$id1}, 'and the search finds it');
 
+
+
+# --- a master key rotation: old chunks keep the key they were indexed under ----
+
+$t->stop;
+my $newkey = $t->dir . '/conf/new.key';
+{
+    open my $fh, '>:raw', $newkey or die $!;
+    print $fh SeguraTest::random_bytes(32);
+    close $fh;
+    chmod 0600, $newkey;
+}
+$t->run(qq{
+    segura_database   "%%DATABASE%%";
+    segura_master_key $newkey id=2;
+    segura_master_key %%MASTER_KEY%%;
+    segura_thread_pool segura;
+} . SeguraTest::Session::config(''), no_defaults => 1);
+$admin = SeguraTest::Api->new($t);
+is($admin->login('auditor', 'auditor-password-1')->code, 200,
+   'rotation: the administrator logs in again');
+my $w6 = 'rotated' . rnd(8);
+my ($id4) = session('rotation', "printf '" . oct_of("$w1 $w6") . "\\n'");
+is_deeply($dbh->selectcol_arrayref(q{select distinct index_key from
+    ssh_session_chunks where session_id = ?}, undef, $id4), [2],
+    'rotation: the new chunks are indexed under the new key');
+is_deeply($dbh->selectcol_arrayref(q{select distinct index_key from
+    ssh_session_chunks where session_id = ?}, undef, $id1), [1],
+    'rotation: the old ones under the old key');
+$s = found($w1);
+ok($s->{$id1} && $s->{$id2} && $s->{$id4},
+   'rotation: a word is found under both keys');
+is(($s->{$id1}{hits}[0] || {})->{line}, "line one $w1 here",
+   'rotation: an old hit is still read');
+$s = found("$w1 $w6");
+is_deeply([keys %$s], [$id4], 'rotation: AND under the new key');
+
 SeguraTest::done();
