@@ -194,6 +194,7 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
             5, params)
         != NGX_OK)
     {
+        ngx_segura_index_free(&rec->index);
         return NULL;
     }
 
