@@ -13,8 +13,9 @@
  *
  * Events gather in one buffer of at most 64 KiB (4 KiB on the first
  * event, doubled as needed, freed when a quiet second flushes it, so an
- * idle session holds none); the buffer becomes a chunk when full or one second after its
- * first event: compressed with zstd (one frame per chunk, so that any
+ * idle session holds none); the buffer becomes a chunk when full, when
+ * the search's index of it holds NGX_SEGURA_INDEX_CUT words, or one second
+ * after its first event: compressed with zstd (one frame per chunk, so that any
  * chunk decodes alone), sealed with the vault's AES-256-GCM under the
  * current master key with "ssh_sessions/<id>/chunk/<seq>" as associated
  * data, and queued in the outbox as an insert that does nothing when the

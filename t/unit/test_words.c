@@ -388,7 +388,8 @@ test_random(void **state)
     unsigned char  in[512];
     size_t         i, n, cut;
     unsigned       round;
-    static const char  alphabet[] = "ab Z9_-./:@\x1b[]m;0\x07\\(\r\n\x18\xc3\xa9";
+    static const char  alphabet[] =
+        "ab Z9_-./:@\x1b[]m;0\x07\\(\r\n\x18\xc3\xa9";
 
     srand(seed);
 
