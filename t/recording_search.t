@@ -189,6 +189,16 @@ for my $case (['', 'empty'], ['a', 'a one-letter word'],
     is(eval { $r->json->{error}{field} }, 'q', "$what: field q");
 }
 
+my $r0 = $admin->get('/api/sessions?q=' . lc($w1) . '&limit=51');
+is($r0->code, 422, 'a limit above 50: 422');
+is(eval { $r0->json->{error}{field} }, 'limit', 'field limit');
+$r0 = $admin->get('/api/sessions?q=' . lc($w1) . '&limit=1');
+is($r0->code, 200, 'limit=1: 200');
+my $items0 = eval { $r0->json->{items} } || [];
+is(scalar @$items0, 1, 'limit=1: one session');
+is($admin->post('/api/sessions?q=' . lc($w1), {})->code, 405, 'POST: 405');
+$searches++;   # the limit=1 search
+
 SeguraTest::Api::add_user($db, 'someone', 'someone-password-1');
 my $user = SeguraTest::Api->new($t);
 is($user->login('someone', 'someone-password-1')->code, 200, 'a user logs in');
