@@ -545,7 +545,6 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     sc->nhits = 0;
     sc->npending = 0;
     sc->line_len = 0;
-    sc->on = 0;
 
     ngx_segura_words_init(&sc->ws, ngx_segura_search_word,
                           ngx_segura_search_text, sc);
@@ -554,11 +553,24 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         seq = (uint32_t) strtoul(PQgetvalue(res, i, 0), NULL, 10);
 
         if (i > 0 && seq != prev + 1) {
-            /* not the next chunk: what was cut is lost */
-            sc->on = 1;
+            /*
+             * not the next chunk: a word cut at the end of the last one
+             * is not a word (it goes on in a chunk not read)
+             */
+            sc->on = 0;
             ngx_segura_words_end(&sc->ws);
             ngx_segura_search_line_end(sc);
-            sc->line_len = 0;
+        }
+
+        /*
+         * A chunk read without the one before may begin inside a word:
+         * hits are taken from its first byte that is not a word
+         * character on (ngx_segura_search_text), but from the start of
+         * the recording.
+         */
+
+        if (i == 0 || seq != prev + 1) {
+            sc->on = (seq == 0);
         }
 
         prev = seq;
@@ -568,8 +580,6 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
             PQclear(res);
             return NGX_ERROR;
         }
-
-        sc->on = 1;
 
         rc = ngx_segura_search_chunk(ctx, sc, id, seq, blob, blob_len, plain,
                                      events);
@@ -583,6 +593,12 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     PQclear(res);
 
+    /*
+     * the last word read ends with the recording, or goes on in a chunk
+     * not read: no hit for it either way (the recorder gives a session's
+     * last word to its last chunk; a search finds the session by it)
+     */
+    sc->on = 0;
     ngx_segura_words_end(&sc->ws);
     ngx_segura_search_line_end(sc);
     ngx_segura_words_wipe(&sc->ws);
@@ -733,6 +749,14 @@ static void
 ngx_segura_search_text(void *data, u_char c)
 {
     ngx_segura_search_scan_t  *sc = data;
+
+    if (!sc->on
+        && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+             || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80))
+    {
+        /* the word a chunk may begin inside has ended */
+        sc->on = 1;
+    }
 
     if (c == NGX_SEGURA_WORDS_EOL) {
         ngx_segura_search_line_end(sc);
