@@ -216,11 +216,13 @@ ngx_segura_index_cheap(uint64_t seed, const unsigned char *w, size_t len)
         len -= 8;
     }
 
+    /* the last 0 to 7 bytes, read as 8 (the scanner's buffer has room) */
+
     m = 0;
 
-    while (len) {
-        len--;
-        m = (m << 8) | w[len];
+    if (len) {
+        memcpy(&m, w, 8);
+        m &= ~0ULL >> (64 - 8 * len);
     }
 
     h = (h ^ m) * 0xc4ceb9fe1a85ec53ULL;

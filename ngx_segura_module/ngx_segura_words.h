@@ -48,7 +48,10 @@
 #define NGX_SEGURA_WORDS_EOL    '\n'
 
 
-/* a word (lowercased, len bytes) that began at time t */
+/*
+ * a word (lowercased, len bytes) that began at time t; the 7 bytes after
+ * it may be read (their values do not matter)
+ */
 typedef void (*ngx_segura_words_word_pt)(void *data, const unsigned char *w,
     size_t len, uint32_t t);
 
@@ -83,7 +86,8 @@ typedef struct {
     unsigned                   comp_over;
     unsigned                   part_mix;  /* 1 upper, 2 lower, 4 digit */
     unsigned                   comp_mix;
-    unsigned char              buf[NGX_SEGURA_WORDS_MAX];
+    /* 8 more: the index reads a word's bytes 8 at a time */
+    unsigned char              buf[NGX_SEGURA_WORDS_MAX + 8];
 } ngx_segura_words_t;
 
 
