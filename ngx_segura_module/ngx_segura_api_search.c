@@ -10,14 +10,16 @@
  * first, each with up to NGX_SEGURA_SEARCH_HITS hits {t, line, word}.
  *
  * The words are looked up in the blind index (sql/018): each is hashed
- * under the index key of every configured master key; the GIN index gives
- * the chunks holding any of the hashes, and a chunk holds a word when its
- * array contains one of that word's hashes.  A
- * session matches when its chunks hold all the words.  The hits' lines
- * are then read from the matching chunks (and the chunk before each, so
- * that a word cut between two chunks is read whole), opened and
- * decompressed here, scanned again with the same scanner, and cut to a
- * bounded window around the word; nothing is kept.
+ * under the index key of every configured master key, and PostgreSQL
+ * tests the hash's bits in the Bloom filter of every chunk of the newest
+ * sessions (at most NGX_SEGURA_SEARCH_SCAN chunks per request; beyond,
+ * the answer says "partial").  A session is a candidate when its chunks
+ * may hold all the words.  Its candidate chunks (and the chunk before
+ * each, so that a word cut between two chunks is read whole) are then
+ * opened and decompressed here and scanned again with the same scanner:
+ * the session is reported only if every word is found there (a false
+ * positive of the filters is no hit), with its hits cut to a bounded
+ * window around the word; nothing is kept.
  *
  * Who may search: ngx_segura_api_may_search(), the one predicate.  Every
  * search is an audit_log row (session_search) with the hashes of its
@@ -45,10 +47,15 @@
 #define NGX_SEGURA_SEARCH_KEYS       16
 #define NGX_SEGURA_SEARCH_HITS       10
 #define NGX_SEGURA_SEARCH_SESSIONS   20
-#define NGX_SEGURA_SEARCH_CHUNKS     32     /* read per session */
+#define NGX_SEGURA_SEARCH_CHUNKS     64     /* opened per session */
+#define NGX_SEGURA_SEARCH_SCAN       20000  /* filters tested per request */
+#define NGX_SEGURA_SEARCH_SPARE      10     /* candidates beyond limit */
 #define NGX_SEGURA_SEARCH_LINE       512    /* bytes of a line kept */
 #define NGX_SEGURA_SEARCH_AROUND     80     /* bytes shown each side */
 #define NGX_SEGURA_SEARCH_PLAIN_MAX  (NGX_SEGURA_RECORDER_CHUNK + 1024)
+
+#define NGX_SEGURA_SEARCH_STR2(n)    #n
+#define NGX_SEGURA_SEARCH_STR(n)     NGX_SEGURA_SEARCH_STR2(n)
 
 
 typedef struct {
@@ -74,6 +81,8 @@ typedef struct {
     json_t                 *hits;      /* array */
     ngx_uint_t              nhits;
     ngx_uint_t              on;        /* hits are taken */
+    ngx_uint_t              found;     /* the words seen, a bit each */
+    ngx_uint_t              all;
 
     u_char                  line[NGX_SEGURA_SEARCH_LINE];
     size_t                  line_len;
@@ -95,7 +104,7 @@ static ngx_int_t ngx_segura_search_parse(const char *q,
 static void ngx_segura_search_query_word(void *data, const u_char *w,
     size_t len, uint32_t t);
 static ngx_int_t ngx_segura_search_session(ngx_segura_api_ctx_t *ctx,
-    PGconn **conn, const char *id, const char *hashes,
+    PGconn **conn, const char *id, const char *seqs,
     ngx_segura_search_scan_t *sc, u_char *plain, u_char *events);
 static ngx_int_t ngx_segura_search_chunk(ngx_segura_api_ctx_t *ctx,
     ngx_segura_search_scan_t *sc, const char *id, uint32_t seq,
@@ -124,14 +133,16 @@ void
 ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 {
     char                      q[3 * NGX_SEGURA_SEARCH_Q_MAX + 1];
-    char                      limit_buf[NGX_INT64_LEN + 1], nw[NGX_INT_T_LEN];
-    char                     *hashes, *index, *hp, *ip;
+    char                      limit_buf[NGX_INT64_LEN + 1], nw[NGX_INT_T_LEN],
+                              cand[NGX_INT_T_LEN], scan[NGX_INT_T_LEN];
+    char                     *arr[4], *ap[4];
     u_char                   *plain, *events;
-    ngx_int_t                 n, limit;
-    ngx_uint_t                i, k, nwords, nkeys;
+    ngx_int_t                 n, limit, rc;
+    ngx_uint_t                i, k, j, nwords, nkeys, partial, found;
+    uint64_t                  h1, h2;
     PGresult                 *res;
     json_t                   *items, *item, *detail, *audit, *out;
-    const char               *params[4];
+    const char               *params[7];
     int64_t                   h;
     u_char                    key[NGX_SEGURA_INDEX_KEY_LEN];
     ngx_segura_master_key_t  *keys, *cur;
@@ -189,10 +200,16 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         goto wipe;
     }
 
-    /* every word under every key: "{h,...}" and the word of each, "{i,...}" */
+    /*
+     * every word under every key, four arrays of one entry each: the key
+     * id, the word's number, h1 and h2 of its hash (ngx_segura_index.h)
+     */
 
-    hashes = malloc(2 + nwords * nkeys * 21 + 1);
-    index = malloc(2 + nwords * nkeys * 11 + 1);
+    for (j = 0; j < 4; j++) {
+        arr[j] = malloc(2 + nwords * nkeys * 12 + 1);
+        ap[j] = arr[j];
+    }
+
     audit = json_array();
     plain = malloc(NGX_SEGURA_SEARCH_PLAIN_MAX);
     events = malloc(NGX_SEGURA_SEARCH_PLAIN_MAX);
@@ -200,8 +217,9 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
     items = json_array();
     out = NULL;
 
-    if (hashes == NULL || index == NULL || audit == NULL || plain == NULL
-        || events == NULL || sc == NULL || items == NULL)
+    if (arr[0] == NULL || arr[1] == NULL || arr[2] == NULL || arr[3] == NULL
+        || audit == NULL || plain == NULL || events == NULL || sc == NULL
+        || items == NULL)
     {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
         goto done;
@@ -209,10 +227,9 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     cur = ngx_http_segura_current_key(ctx->smcf);
 
-    hp = hashes;
-    ip = index;
-    *hp++ = '{';
-    *ip++ = '{';
+    for (j = 0; j < 4; j++) {
+        *ap[j]++ = '{';
+    }
 
     for (k = 0; k < nkeys; k++) {
         if (ngx_segura_index_derive(keys[k].key, NGX_SEGURA_VAULT_KEY_LEN,
@@ -226,11 +243,17 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
         for (i = 0; i < nwords; i++) {
             h = ngx_segura_index_hash(key, words[i].text, words[i].len);
+            ngx_segura_index_halves(h, &h1, &h2);
 
-            hp = (char *) ngx_sprintf((u_char *) hp, "%s%L",
-                                      (hp - hashes > 1) ? "," : "", h);
-            ip = (char *) ngx_sprintf((u_char *) ip, "%s%ui",
-                                      (ip - index > 1) ? "," : "", i);
+            ap[0] = (char *) ngx_sprintf((u_char *) ap[0], "%s%ui",
+                                         (ap[0] - arr[0] > 1) ? "," : "",
+                                         keys[k].id);
+            ap[1] = (char *) ngx_sprintf((u_char *) ap[1], "%s%ui",
+                                         (ap[1] - arr[1] > 1) ? "," : "", i);
+            ap[2] = (char *) ngx_sprintf((u_char *) ap[2], "%s%uL",
+                                         (ap[2] - arr[2] > 1) ? "," : "", h1);
+            ap[3] = (char *) ngx_sprintf((u_char *) ap[3], "%s%uL",
+                                         (ap[3] - arr[3] > 1) ? "," : "", h2);
 
             if (keys[k].id == cur->id) {
                 char  hs[NGX_INT64_LEN + 1];
@@ -243,10 +266,10 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     OPENSSL_cleanse(key, sizeof(key));
 
-    *hp++ = '}';
-    *ip++ = '}';
-    *hp = '\0';
-    *ip = '\0';
+    for (j = 0; j < 4; j++) {
+        *ap[j]++ = '}';
+        *ap[j] = '\0';
+    }
 
     /* the search is audited before anything is read: hashes, not words */
 
@@ -263,49 +286,96 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
         goto done;
     }
 
-    (void) ngx_snprintf((u_char *) nw, sizeof(nw), "%ui%Z", nwords);
-    (void) ngx_snprintf((u_char *) limit_buf, sizeof(limit_buf), "%i%Z",
-                        limit);
+    (void) ngx_snprintf((u_char *) nw, sizeof(nw), "%ui%Z",
+                        ((ngx_uint_t) 1 << nwords) - 1);
+    (void) ngx_snprintf((u_char *) cand, sizeof(cand), "%i%Z",
+                        limit + NGX_SEGURA_SEARCH_SPARE);
+    (void) ngx_snprintf((u_char *) scan, sizeof(scan), "%ui%Z",
+                        (ngx_uint_t) NGX_SEGURA_SEARCH_SCAN);
 
-    params[0] = hashes;
-    params[1] = index;
-    params[2] = nw;
-    params[3] = limit_buf;
+    params[0] = arr[0];
+    params[1] = arr[1];
+    params[2] = arr[2];
+    params[3] = arr[3];
+    params[4] = nw;
+    params[5] = cand;
+    params[6] = scan;
+
+    /*
+     * The filters of the newest sessions' chunks, at most $7 of them; a
+     * chunk's mask has a bit for each word its filter may hold (the k bits
+     * of one of the word's hashes under the chunk's index key are set);
+     * the candidates are the sessions whose masks cover every word, with
+     * the chunks whose mask is not 0.  One row more than $7 says that the
+     * scan was cut (partial); a row without id when nothing matched.
+     */
 
     res = ngx_segura_api_query_retry(ctx, conn,
-              "with w (h, i) as (select * from"
-              "  unnest($1::bigint[], $2::int[])),"
-              " c as (select session_id, words from ssh_session_chunks"
-              "  where words && $1::bigint[]),"
-              " m as (select c.session_id from c"
-              "  join w on c.words @> array[w.h]"
-              "  group by c.session_id"
-              "  having count(distinct w.i) = $3::int)"
-              " select s.id, json_build_object('id', s.id,"
+              "with w (k, i, h1, h2) as (select * from unnest($1::int[],"
+              "  $2::int[], $3::bigint[], $4::bigint[])),"
+              " c0 as (select c.session_id, c.seq, c.index_key, c.filter,"
+              "  length(c.filter)::bigint * 8 as m"
+              "  from ssh_session_chunks c"
+              "  join ssh_sessions s on s.id = c.session_id"
+              "  where c.filter is not null"
+              "  order by s.started_at desc, s.id desc, c.seq"
+              "  limit $7::int + 1),"
+              " c as (select * from c0 limit $7::int),"
+              " x as (select c.session_id, c.seq,"
+              "  (select coalesce(bit_or(1 << w.i), 0) from w"
+              "   where w.k = c.index_key"
+              "   and get_bit(c.filter, w.h1 % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + w.h2) % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + 2 * w.h2) % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + 3 * w.h2) % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + 4 * w.h2) % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + 5 * w.h2) % c.m) = 1"
+              "   and get_bit(c.filter, (w.h1 + 6 * w.h2) % c.m) = 1)"
+              "  as mask from c),"
+              " r as (select x.session_id,"
+              "  array_agg(x.seq order by x.seq) filter (where x.mask <> 0)"
+              "  as seqs from x group by x.session_id"
+              "  having bit_or(x.mask) = $5::int),"
+              " top as (select s.id, s.started_at, json_build_object("
+              " 'id', s.id,"
               " 'user_id', s.user_id, 'username', s.username,"
               " 'device_id', s.device_id, 'device_name', s.device_name,"
               " 'device_address', s.device_address,"
               " 'started_at', s.started_at, 'ended_at', s.ended_at,"
-              " 'end_reason', s.end_reason)::text"
-              " from m join ssh_sessions s on s.id = m.session_id"
-              " order by s.started_at desc, s.id desc limit $4::int",
-              4, params);
+              " 'end_reason', s.end_reason)::text as item, r.seqs"
+              " from r join ssh_sessions s on s.id = r.session_id"
+              " order by s.started_at desc, s.id desc limit $6::int)"
+              " select (select count(*) from c0) > $7::int, top.id,"
+              " top.item, top.seqs::text"
+              " from (select 1) one left join top on true"
+              " order by top.started_at desc, top.id desc",
+              7, params);
     if (res == NULL) {
         goto done;
     }
 
+    partial = (PQntuples(res) > 0 && PQgetvalue(res, 0, 0)[0] == 't');
+
     sc->words = words;
     sc->nwords = nwords;
+    sc->all = ((ngx_uint_t) 1 << nwords) - 1;
+    found = 0;
 
-    for (n = 0; n < PQntuples(res); n++) {
-        item = json_loads(PQgetvalue(res, n, 1), 0, NULL);
+    for (n = 0; n < PQntuples(res) && (ngx_int_t) found < limit; n++) {
+        if (PQgetisnull(res, n, 1)) {
+            continue;
+        }
+
+        item = json_loads(PQgetvalue(res, n, 2), 0, NULL);
         sc->hits = json_array();
 
-        if (item == NULL || sc->hits == NULL
-            || ngx_segura_search_session(ctx, conn, PQgetvalue(res, n, 0),
-                                         hashes, sc, plain, events)
-               != NGX_OK)
-        {
+        rc = (item == NULL || sc->hits == NULL)
+             ? NGX_ERROR
+             : ngx_segura_search_session(ctx, conn, PQgetvalue(res, n, 1),
+                                         PQgetvalue(res, n, 3), sc, plain,
+                                         events);
+
+        if (rc != NGX_OK) {
             json_decref(item);
             json_decref(sc->hits);
             sc->hits = NULL;
@@ -317,9 +387,18 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
             goto done;
         }
 
+        if (sc->found != sc->all) {
+            /* the filters' false positive, or words beyond what is read */
+            json_decref(item);
+            json_decref(sc->hits);
+            sc->hits = NULL;
+            continue;
+        }
+
         json_object_set_new(item, "hits", sc->hits);
         sc->hits = NULL;
         json_array_append_new(items, item);
+        found++;
     }
 
     PQclear(res);
@@ -330,7 +409,8 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
                                                 words[i].len));
     }
 
-    out = json_pack("{s:o,s:o*}", "items", items, "words", out);
+    out = json_pack("{s:o,s:o*,s:b}", "items", items, "words", out,
+                    "partial", (int) partial);
     items = NULL;
 
     free(ctx->json);
@@ -349,8 +429,10 @@ done:
     json_decref(out);
     json_decref(items);
     json_decref(audit);
-    free(hashes);
-    free(index);
+
+    for (j = 0; j < 4; j++) {
+        free(arr[j]);
+    }
 
     if (plain != NULL) {
         OPENSSL_cleanse(plain, NGX_SEGURA_SEARCH_PLAIN_MAX);
@@ -513,7 +595,7 @@ ngx_segura_search_query_word(void *data, const u_char *w, size_t len,
 
 static ngx_int_t
 ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
-    const char *id, const char *hashes, ngx_segura_search_scan_t *sc,
+    const char *id, const char *seqs, ngx_segura_search_scan_t *sc,
     u_char *plain, u_char *events)
 {
     u_char      *blob;
@@ -524,18 +606,17 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char  *params[2];
 
     params[0] = id;
-    params[1] = hashes;
+    params[1] = seqs;
 
-    /* the matching chunks and the one before each */
+    /* the candidate chunks and the one before each */
 
     res = ngx_segura_api_query_retry(ctx, conn,
               "select c.seq, c.data from ssh_session_chunks c"
-              " where c.session_id = $1::uuid and exists"
-              " (select 1 from ssh_session_chunks d"
-              "  where d.session_id = c.session_id"
-              "  and d.seq in (c.seq, c.seq + 1)"
-              "  and d.words && $2::bigint[])"
-              " order by c.seq limit 32", 2, params);
+              " where c.session_id = $1::uuid"
+              " and (c.seq = any($2::int[]) or c.seq + 1 = any($2::int[]))"
+              " order by c.seq limit " NGX_SEGURA_SEARCH_STR(
+                                              NGX_SEGURA_SEARCH_CHUNKS),
+              2, params);
     if (res == NULL) {
         return NGX_ERROR;
     }
@@ -543,13 +624,18 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     rows = PQntuples(res);
     prev = 0;
     sc->nhits = 0;
+    sc->found = 0;
     sc->npending = 0;
     sc->line_len = 0;
 
     ngx_segura_words_init(&sc->ws, ngx_segura_search_word,
                           ngx_segura_search_text, sc);
 
-    for (i = 0; i < rows && sc->nhits < NGX_SEGURA_SEARCH_HITS; i++) {
+    for (i = 0;
+         i < rows
+         && (sc->nhits < NGX_SEGURA_SEARCH_HITS || sc->found != sc->all);
+         i++)
+    {
         seq = (uint32_t) strtoul(PQgetvalue(res, i, 0), NULL, 10);
 
         if (i > 0 && seq != prev + 1) {
@@ -719,7 +805,7 @@ ngx_segura_search_word(void *data, const u_char *w, size_t len, uint32_t t)
     ngx_segura_search_pending_t  *pd;
     ngx_segura_search_scan_t     *sc = data;
 
-    if (!sc->on || sc->nhits + sc->npending >= NGX_SEGURA_SEARCH_HITS) {
+    if (!sc->on) {
         return;
     }
 
@@ -732,6 +818,12 @@ ngx_segura_search_word(void *data, const u_char *w, size_t len, uint32_t t)
     }
 
     if (i == sc->nwords) {
+        return;
+    }
+
+    sc->found |= (ngx_uint_t) 1 << i;
+
+    if (sc->nhits + sc->npending >= NGX_SEGURA_SEARCH_HITS) {
         return;
     }
 

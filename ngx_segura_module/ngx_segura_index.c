@@ -7,11 +7,11 @@
 /*
  * The blind index of one recording (the contract: ngx_segura_index.h):
  * the word scanner (ngx_segura_words.c) feeds a small open-addressing set
- * of keyed hashes, one set per chunk, that the recorder takes as two
- * arrays for the chunk's own insert (sql/018), so that a chunk
- * and its index are one row and never disagree.  The set starts at 64
- * slots when the first word comes, doubles at 3/4 load up to
- * NGX_SEGURA_INDEX_SLOTS slots (20 bytes each: 40 KiB) and is freed with
+ * of keyed hashes, one set per chunk, that the recorder takes as a Bloom
+ * filter sized to the set for the chunk's own insert (sql/018), so that a
+ * chunk and its index are one row and never disagree.  The set starts at
+ * 64 slots when the first word comes, doubles at 3/4 load up to
+ * NGX_SEGURA_INDEX_SLOTS slots (16 bytes each: 32 KiB) and is freed with
  * the recorder's buffer after a quiet second.
  *
  * The set is looked up by a fast multiplicative hash of the word under a
@@ -40,9 +40,6 @@ static void ngx_segura_index_word(void *data, const unsigned char *w,
 static int ngx_segura_index_grow(ngx_segura_index_t *idx);
 static uint64_t ngx_segura_index_cheap(uint64_t seed, const unsigned char *w,
     size_t len);
-static unsigned char *ngx_segura_index_be32(unsigned char *p, uint32_t v);
-static unsigned char *ngx_segura_index_array(unsigned char *p, uint32_t oid,
-    size_t n);
 static void ngx_segura_index_wipe(void *p, size_t n);
 
 
@@ -242,6 +239,8 @@ ngx_segura_index_word(void *data, const unsigned char *w, size_t len,
     uint64_t             c;
     ngx_segura_index_t  *idx = data;
 
+    (void) t;   /* a hit's time is read from the chunk by the search */
+
     c = ngx_segura_index_cheap(idx->seed, w, len);
 
     if (idx->slots) {
@@ -249,7 +248,7 @@ ngx_segura_index_word(void *data, const unsigned char *w, size_t len,
 
         for (i = (size_t) c & mask; idx->cheap[i] != 0; i = (i + 1) & mask) {
             if (idx->cheap[i] == c) {
-                /* seen in this chunk: the first time stays */
+                /* seen in this chunk */
                 return;
             }
         }
@@ -275,7 +274,6 @@ ngx_segura_index_word(void *data, const unsigned char *w, size_t len,
 
     idx->cheap[i] = c;
     idx->hash[i] = (uint64_t) ngx_segura_index_hash(idx->key, w, len);
-    idx->time[i] = t;
     idx->n++;
 }
 
@@ -285,7 +283,6 @@ ngx_segura_index_grow(ngx_segura_index_t *idx)
 {
     size_t     slots, i, j, mask;
     uint64_t  *cheap, *hash;
-    uint32_t  *time;
 
     slots = idx->slots ? idx->slots * 2 : NGX_SEGURA_INDEX_FIRST;
 
@@ -295,12 +292,10 @@ ngx_segura_index_grow(ngx_segura_index_t *idx)
 
     cheap = calloc(slots, sizeof(uint64_t));
     hash = malloc(slots * sizeof(uint64_t));
-    time = malloc(slots * sizeof(uint32_t));
 
-    if (cheap == NULL || hash == NULL || time == NULL) {
+    if (cheap == NULL || hash == NULL) {
         free(cheap);
         free(hash);
-        free(time);
         return -1;
     }
 
@@ -319,91 +314,107 @@ ngx_segura_index_grow(ngx_segura_index_t *idx)
 
         cheap[j] = idx->cheap[i];
         hash[j] = idx->hash[i];
-        time[j] = idx->time[i];
     }
 
     free(idx->cheap);
     free(idx->hash);
-    free(idx->time);
 
     idx->cheap = cheap;
     idx->hash = hash;
-    idx->time = time;
     idx->slots = slots;
 
     return 0;
 }
 
 
-static unsigned char *
-ngx_segura_index_be32(unsigned char *p, uint32_t v)
+size_t
+ngx_segura_index_filter_len(size_t n)
 {
-    p[0] = (unsigned char) (v >> 24);
-    p[1] = (unsigned char) (v >> 16);
-    p[2] = (unsigned char) (v >> 8);
-    p[3] = (unsigned char) v;
+    size_t  bits;
 
-    return p + 4;
+    bits = (n * NGX_SEGURA_INDEX_BITS_10 + 9) / 10;
+
+    if (bits < NGX_SEGURA_INDEX_MIN_BITS) {
+        bits = NGX_SEGURA_INDEX_MIN_BITS;
+    }
+
+    return (bits + 7) / 8;
 }
 
 
-/* array_recv's input: ndim, has nulls, element type, (size, lower bound) */
-
-static unsigned char *
-ngx_segura_index_array(unsigned char *p, uint32_t oid, size_t n)
+void
+ngx_segura_index_halves(int64_t h, uint64_t *h1, uint64_t *h2)
 {
-    p = ngx_segura_index_be32(p, n ? 1 : 0);
-    p = ngx_segura_index_be32(p, 0);
-    p = ngx_segura_index_be32(p, oid);
-
-    if (n) {
-        p = ngx_segura_index_be32(p, (uint32_t) n);
-        p = ngx_segura_index_be32(p, 1);
-    }
-
-    return p;
+    *h1 = (uint64_t) h & 0xffffffffULL;
+    *h2 = ((uint64_t) h >> 32) | 1;
 }
 
 
 int
-ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **words,
-    size_t *words_len, unsigned char **times, size_t *times_len)
+ngx_segura_index_maybe(const unsigned char *filter, size_t len, int64_t h)
 {
-    size_t          i;
-    uint64_t        h;
-    unsigned char  *w, *t, *pw, *pt;
+    uint64_t  h1, h2, m, b, i;
 
-    w = malloc(20 + idx->n * 12);
-    t = malloc(20 + idx->n * 8);
+    if (len == 0) {
+        return 0;
+    }
 
-    if (w == NULL || t == NULL) {
-        free(w);
-        free(t);
+    ngx_segura_index_halves(h, &h1, &h2);
+    m = (uint64_t) len * 8;
+
+    for (i = 0; i < NGX_SEGURA_INDEX_K; i++) {
+        b = (h1 + i * h2) % m;
+
+        if (!(filter[b >> 3] & (1u << (b & 7)))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **filter,
+    size_t *len)
+{
+    size_t          i, j, n;
+    uint64_t        h1, h2, m, b;
+    unsigned char  *f;
+
+    *filter = NULL;
+    *len = 0;
+
+    if (idx->n == 0) {
+        return 0;
+    }
+
+    n = ngx_segura_index_filter_len(idx->n);
+
+    f = calloc(1, n);
+
+    if (f == NULL) {
         ngx_segura_index_clear(idx);
         return -1;
     }
 
-    pw = ngx_segura_index_array(w, 20, idx->n);     /* int8 */
-    pt = ngx_segura_index_array(t, 23, idx->n);     /* int4 */
+    m = (uint64_t) n * 8;
 
     for (i = 0; i < idx->slots; i++) {
         if (idx->cheap[i] == 0) {
             continue;
         }
 
-        h = idx->hash[i];
-        pw = ngx_segura_index_be32(pw, 8);
-        pw = ngx_segura_index_be32(pw, (uint32_t) (h >> 32));
-        pw = ngx_segura_index_be32(pw, (uint32_t) h);
+        ngx_segura_index_halves((int64_t) idx->hash[i], &h1, &h2);
 
-        pt = ngx_segura_index_be32(pt, 4);
-        pt = ngx_segura_index_be32(pt, idx->time[i]);
+        for (j = 0; j < NGX_SEGURA_INDEX_K; j++) {
+            b = (h1 + j * h2) % m;
+            f[b >> 3] |= (unsigned char) (1u << (b & 7));
+        }
     }
 
-    *words = w;
-    *words_len = pw - w;
-    *times = t;
-    *times_len = pt - t;
+    *filter = f;
+    *len = n;
 
     ngx_segura_index_clear(idx);
 
@@ -427,11 +438,9 @@ ngx_segura_index_release(ngx_segura_index_t *idx)
 {
     free(idx->cheap);
     free(idx->hash);
-    free(idx->time);
 
     idx->cheap = NULL;
     idx->hash = NULL;
-    idx->time = NULL;
     idx->slots = 0;
     idx->n = 0;
 }

@@ -16,12 +16,20 @@
 
 /*
  * The blind index of the recordings (docs/recording.md, "Search"): per
- * chunk, the distinct words of its output, each as a keyed hash with the
- * time of its first occurrence.  The hash is SipHash-2-4 under a 128-bit
- * key derived from a master key (HMAC-SHA-256 of the label
- * NGX_SEGURA_INDEX_LABEL, truncated), as a signed 64-bit integer for a
- * PostgreSQL bigint.  Without the master key a hash tells nothing of its
- * word; with it, a search hashes its words the same way.
+ * chunk, a Bloom filter of the distinct words of its output, each word as
+ * a keyed hash.  The hash is SipHash-2-4 under a 128-bit key derived from
+ * a master key (HMAC-SHA-256 of the label NGX_SEGURA_INDEX_LABEL,
+ * truncated), a signed 64-bit integer.  Without the master key a filter
+ * tells nothing of its words; with it, a search hashes its words the same
+ * way and tests their bits.
+ *
+ * The filter: m bits, m = NGX_SEGURA_INDEX_BITS_10 / 10 per distinct word
+ * of the chunk (about 1 % false positives with NGX_SEGURA_INDEX_K bits per
+ * word), at least 64, rounded up to bytes.  A word of hash h sets the bits
+ * (h1 + i * h2) mod m, i = 0 .. K - 1, where h1 is h's low 32 bits and h2
+ * its high 32 bits with the lowest bit set (unsigned, 64-bit arithmetic);
+ * bit b is bit (b mod 8) of byte b / 8, the least significant first, as
+ * PostgreSQL's get_bit() reads a bytea.
  *
  * Plain C (malloc, no nginx types, no globals): an index belongs to one
  * recorder on the event loop; the hash functions may be called from any
@@ -43,6 +51,10 @@
 #define NGX_SEGURA_INDEX_WORDS     1536
 #define NGX_SEGURA_INDEX_SLOTS     2048
 
+#define NGX_SEGURA_INDEX_K         7
+#define NGX_SEGURA_INDEX_BITS_10   96      /* bits per word, times 10 */
+#define NGX_SEGURA_INDEX_MIN_BITS  64
+
 
 typedef struct {
     ngx_segura_words_t   ws;
@@ -52,12 +64,11 @@ typedef struct {
     /*
      * The set: open addressing on a fast hash of the word under a secret
      * seed (cheap, 0 is an empty slot), so that a word seen before in the
-     * chunk costs no SipHash; hash is the keyed hash stored.
+     * chunk costs no SipHash; hash is the keyed hash the filter is made of.
      */
     uint64_t             seed;
     uint64_t            *cheap;
     uint64_t            *hash;
-    uint32_t            *time;
     size_t               slots;     /* a power of two, or 0 */
     size_t               n;
     size_t               lost;      /* words beyond NGX_SEGURA_INDEX_WORDS */
@@ -80,7 +91,7 @@ uint64_t ngx_segura_index_siphash(const unsigned char k[16],
 int ngx_segura_index_init(ngx_segura_index_t *idx,
     const unsigned char *master, size_t master_len, unsigned key_id);
 
-/* output bytes read at time t (ms) */
+/* output bytes read at time t (ms; the index keeps no time) */
 void ngx_segura_index_feed(ngx_segura_index_t *idx, const unsigned char *p,
     size_t len, uint32_t t);
 
@@ -88,14 +99,23 @@ void ngx_segura_index_feed(ngx_segura_index_t *idx, const unsigned char *p,
 void ngx_segura_index_end(ngx_segura_index_t *idx);
 
 /*
- * The set as two PostgreSQL arrays in binary form (array_recv: int8[] of
- * the hashes, int4[] of the times, same order), for parameters of format
- * 1 typed by "$n::bigint[]" and "$n::int[]"; malloc()ed, the caller frees
- * both.  The set is emptied.  0, or -1 when out of memory (the set is
- * emptied too).
+ * The set as its Bloom filter, the bytes of a bytea (a parameter of format
+ * 1); malloc()ed, the caller frees it.  An empty set gives NULL and 0 (the
+ * chunk's filter is null).  The set is emptied.  0, or -1 when out of
+ * memory (the set is emptied too).
  */
-int ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **words,
-    size_t *words_len, unsigned char **times, size_t *times_len);
+int ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **filter,
+    size_t *len);
+
+/* the filter's bytes for n distinct words */
+size_t ngx_segura_index_filter_len(size_t n);
+
+/* h1 and h2 of a hash (see above) */
+void ngx_segura_index_halves(int64_t h, uint64_t *h1, uint64_t *h2);
+
+/* whether a filter may hold a word of hash h (1), or does not (0) */
+int ngx_segura_index_maybe(const unsigned char *filter, size_t len,
+    int64_t h);
 
 /* whether the chunk should be cut: its set holds NGX_SEGURA_INDEX_CUT */
 #define ngx_segura_index_full(idx)  ((idx)->n >= NGX_SEGURA_INDEX_CUT)

@@ -29,8 +29,8 @@
  * chunks, which leaves a marker and a gap in the recording's row.
  *
  * The output is also read by the search's word scanner as it comes
- * (ngx_segura_index.c): each chunk is stored with the keyed hashes of the
- * words that ended in it, in the same insert (sql/018).
+ * (ngx_segura_index.c): each chunk is stored with the Bloom filter of the
+ * keyed hashes of the words that ended in it, in the same insert (sql/018).
  *
  * Event loop only: compressing and sealing 64 KiB takes well under a
  * millisecond (docs/recording.md), so it is done in place.
@@ -667,10 +667,10 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
                              last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1];
     char                     aad[NGX_SEGURA_RECORDER_AAD_LEN],
                              index_key[NGX_INT_T_LEN + 1];
-    u_char                  *words, *times;
-    size_t                   zlen, slen, aad_len, binary[9], wlen, tlen;
+    u_char                  *filter;
+    size_t                   zlen, slen, aad_len, binary[8], flen;
     ngx_int_t                rc;
-    const char              *params[9];
+    const char              *params[8];
     ngx_segura_vault_err_e   err;
     ngx_segura_master_key_t *key;
 
@@ -722,36 +722,33 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     params[4] = size;
     params[5] = (char *) ngx_segura_recorder_sbuf;
 
-    /* the chunk's words, in its own row: they never disagree */
+    /* the chunk's Bloom filter, in its own row: they never disagree */
 
-    if (ngx_segura_index_take(&rec->index, &words, &wlen, &times, &tlen)
-        != 0)
-    {
+    if (ngx_segura_index_take(&rec->index, &filter, &flen) != 0) {
         return NGX_ERROR;
     }
 
     (void) ngx_snprintf((u_char *) index_key, sizeof(index_key), "%ud%Z",
                         rec->index.key_id);
 
-    params[6] = index_key;
-    params[7] = (char *) words;
-    params[8] = (char *) times;
+    /* a chunk without words has no filter (null) */
+
+    params[6] = filter ? index_key : NULL;
+    params[7] = (char *) filter;
 
     ngx_memzero(binary, sizeof(binary));
     binary[5] = slen;
-    binary[7] = wlen;
-    binary[8] = tlen;
+    binary[7] = flen;
 
     rc = ngx_segura_outbox_add_binary(rec->log,
              "insert into ssh_session_chunks (session_id, seq, t_first,"
-             " t_last, plain_size, data, index_key, words, word_t)"
+             " t_last, plain_size, data, index_key, filter)"
              " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
-             " $6::bytea, $7::smallint, $8::bigint[], $9::int[])"
+             " $6::bytea, $7::smallint, $8::bytea)"
              " on conflict (session_id, seq) do nothing",
-             9, params, binary);
+             8, params, binary);
 
-    free(words);
-    free(times);
+    free(filter);
 
     if (rc != NGX_OK) {
         return NGX_ERROR;

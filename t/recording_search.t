@@ -8,6 +8,8 @@ use warnings;
 use Test::More;
 use Encode ();
 use JSON::PP;
+use Time::HiRes ();
+use DBD::Pg ();
 use URI::Escape qw(uri_escape);
 use SeguraTest;
 use SeguraTest::Api;
@@ -226,11 +228,74 @@ my $bin = (sort glob '/usr/lib/postgresql/*/bin/pg_dump')[-1] || 'pg_dump';
 my ($rc, $dump, $err) = SeguraTest::Pg::run($bin, '-d', $db->conninfo,
                                             '--data-only');
 is($rc, 0, 'pg_dump of the test database') or diag($err);
-like($dump, qr/COPY public\.ssh_session_chunks .*words/, 'the dump has the index');
+like($dump, qr/COPY public\.ssh_session_chunks .*filter/, 'the dump has the index');
 for my $w ($w1, $w2, $w3, $w5, $many) {
     unlike($dump, qr/\Q$w\E/i, "a word the session printed is not in the dump ($w)");
 }
 ok(found($w1)->{$id1}, 'and the search finds it');
+
+
+# --- the Bloom filters ---------------------------------------------------------
+
+my ($nf, $minf, $maxf, $nullkey) = $dbh->selectrow_array(q{select count(filter),
+    min(length(filter)), max(length(filter)),
+    count(*) filter (where filter is not null and index_key is null)
+    from ssh_session_chunks where session_id = ?}, undef, $id1);
+ok($nf > 0, "the first session's chunks have filters ($nf)");
+ok($minf >= 8 && $maxf <= 1844, "of 8 to 1844 bytes ($minf to $maxf)");
+is($nullkey, 0, 'each with its index key');
+is($dbh->selectrow_array(q{select count(*) from information_schema.columns
+    where table_name = 'ssh_session_chunks' and column_name in ('words', 'word_t')}),
+   0, 'no word arrays');
+
+# a false positive: filters of every bit set say "maybe" to every word; the
+# chunks are read, the word is not there, the session is not reported
+my $never = lc(rnd(12));
+my $saved = $dbh->selectall_arrayref(q{select seq, filter from
+    ssh_session_chunks where session_id = ? and filter is not null},
+    { Slice => {} }, $id2);
+$dbh->do(q{update ssh_session_chunks set filter = decode(repeat('ff', 64), 'hex')
+           where session_id = ? and filter is not null}, undef, $id2);
+my $all_bits = search($never);
+$searches++;
+is($all_bits->code, 200, 'a word never printed, against filters of all bits: 200');
+my $j = eval { $all_bits->json } || {};
+is_deeply($j->{items}, [], 'the false positive is not reported');
+$s = found($w1);
+ok($s->{$id2} && ($s->{$id2}{hits}[0] || {})->{line} eq "only $w1",
+   'a word printed is still found, with its line');
+my $upd = $dbh->prepare(q{update ssh_session_chunks set filter = ?
+                          where session_id = ? and seq = ?});
+for my $row (@$saved) {
+    $upd->bind_param(1, $row->{filter}, { pg_type => DBD::Pg::PG_BYTEA() });
+    $upd->bind_param(2, $id2);
+    $upd->bind_param(3, $row->{seq});
+    $upd->execute;
+}
+
+# the scan is bounded: 20000 filters per search, newest sessions first;
+# beyond, the answer says partial (20001 empty filters in the second session)
+is($j->{partial}, JSON::PP::false, 'a search that read every filter is not partial');
+$dbh->do(q{insert into ssh_session_chunks (session_id, seq, t_first, t_last,
+           plain_size, data, index_key, filter)
+           select ?, 1000 + g, 0, 0, 1, '\x00'::bytea, 1,
+                  decode(repeat('00', 64), 'hex')
+           from generate_series(0, 20000) g}, undef, $id2);
+my $t0 = Time::HiRes::time();
+my $big = search(lc $w1);
+my $elapsed = Time::HiRes::time() - $t0;
+$searches++;
+is($big->code, 200, 'more than 20000 filters: 200');
+$j = eval { $big->json } || {};
+is($j->{partial}, JSON::PP::true, 'partial');
+my %ids = map { $_->{id} => 1 } @{ $j->{items} || [] };
+ok($ids{$id2}, 'the newer session is found');
+ok(!$ids{$id1}, 'the older one, beyond the 20000 filters, is not searched');
+note(sprintf 'a search over 20000 filters took %.0f ms (shared machine: noisy)',
+     $elapsed * 1000);
+ok($elapsed < 10, sprintf 'in bounded time (%.1f s)', $elapsed);
+$dbh->do(q{delete from ssh_session_chunks where session_id = ? and seq >= 1000},
+         undef, $id2);
 
 
 
@@ -256,10 +321,10 @@ is($admin->login('auditor', 'auditor-password-1')->code, 200,
 my $w6 = 'rotated' . rnd(8);
 my ($id4) = session('rotation', "printf '" . oct_of("$w1 $w6") . "\\n'");
 is_deeply($dbh->selectcol_arrayref(q{select distinct index_key from
-    ssh_session_chunks where session_id = ?}, undef, $id4), [2],
+    ssh_session_chunks where session_id = ? and filter is not null}, undef, $id4), [2],
     'rotation: the new chunks are indexed under the new key');
 is_deeply($dbh->selectcol_arrayref(q{select distinct index_key from
-    ssh_session_chunks where session_id = ?}, undef, $id1), [1],
+    ssh_session_chunks where session_id = ? and filter is not null}, undef, $id1), [1],
     'rotation: the old ones under the old key');
 $s = found($w1);
 ok($s->{$id1} && $s->{$id2} && $s->{$id4},

@@ -7,9 +7,9 @@
 /*
  * The search index's cost per output byte, as the recorder pays it: stdin
  * is fed to an index (ngx_segura_index.c) in reads of up to 4 KiB, in
- * slices of NGX_SEGURA_INDEX_SLICE, and the set is taken as array binary arrays
+ * slices of NGX_SEGURA_INDEX_SLICE, and the set is taken as a Bloom filter
  * every 64 KiB or when it is full, as a chunk is cut.  Prints the
- * bytes, the chunks and the words stored (the binary arrays' bytes).  Run under
+ * bytes, the chunks, the words and the filters' bytes.  Run under
  * callgrind by t/perf/index_cost.sh for instructions per byte.
  */
 
@@ -25,8 +25,8 @@
 int
 main(void)
 {
-    unsigned char       *w, *t;
-    size_t               wl, tl;
+    unsigned char       *f;
+    size_t               fl;
     ssize_t              n;
     size_t               total, in_chunk, chunks, hashes, literal;
     unsigned char        buf[4096], master[32];
@@ -55,12 +55,11 @@ main(void)
             }
 
             hashes += idx.n;
-            if (ngx_segura_index_take(&idx, &w, &wl, &t, &tl) != 0) {
+            if (ngx_segura_index_take(&idx, &f, &fl) != 0) {
                 return 1;
             }
-            literal += wl + tl;
-            free(w);
-            free(t);
+            literal += fl;
+            free(f);
             in_chunk = 0;
             chunks++;
         }
@@ -70,19 +69,18 @@ main(void)
 
     ngx_segura_index_end(&idx);
     hashes += idx.n;
-    if (ngx_segura_index_take(&idx, &w, &wl, &t, &tl) != 0) {
+    if (ngx_segura_index_take(&idx, &f, &fl) != 0) {
         return 1;
     }
-    literal += wl + tl;
-    free(w);
-    free(t);
+    literal += fl;
+    free(f);
     chunks++;
 
     printf("{\"bytes\":%zu,\"chunks\":%zu,\"words\":%zu,"
-           "\"words_per_chunk\":%.1f,\"array_bytes\":%zu,"
-           "\"binary_bytes_per_byte\":%.4f,\"lost\":%zu}\n",
+           "\"words_per_chunk\":%.1f,\"filter_bytes\":%zu,"
+           "\"filter_bytes_per_byte\":%.4f,\"lost\":%zu}\n",
            total, chunks, hashes, (double) hashes / chunks, literal,
-           (double) hashes * 12 / total, idx.lost);
+           (double) literal / total, idx.lost);
 
     ngx_segura_index_free(&idx);
 

@@ -245,55 +245,13 @@ test_siphash(void **state)
 }
 
 
-/* the int8 or int4 elements of a binary array (array_recv's input) */
-static size_t
-elements(const unsigned char *p, size_t len, uint32_t oid, int64_t *out)
-{
-    size_t    n, i, k;
-    uint32_t  v[5];
-
-    assert_true(len >= 12);
-
-    for (i = 0; i < 5 && 4 * i + 4 <= len; i++) {
-        v[i] = ((uint32_t) p[4 * i] << 24) | ((uint32_t) p[4 * i + 1] << 16)
-               | ((uint32_t) p[4 * i + 2] << 8) | p[4 * i + 3];
-    }
-
-    assert_int_equal(v[1], 0);
-    assert_int_equal(v[2], oid);
-
-    if (v[0] == 0) {
-        assert_int_equal(len, 12);
-        return 0;
-    }
-
-    assert_int_equal(v[0], 1);
-    assert_int_equal(v[4], 1);
-    n = v[3];
-    p += 20;
-    k = (oid == 20) ? 8 : 4;
-    assert_int_equal(len, 20 + n * (4 + k));
-
-    for (i = 0; i < n; i++, p += 4 + k) {
-        assert_int_equal(((uint32_t) p[0] << 24) | (p[1] << 16) | (p[2] << 8)
-                         | p[3], k);
-        out[i] = 0;
-
-        for (size_t j = 0; j < k; j++) {
-            out[i] = (int64_t) (((uint64_t) out[i] << 8) | p[4 + j]);
-        }
-    }
-
-    return n;
-}
-
-
 static void
 test_index(void **state)
 {
-    size_t               wl, tl, n, i;
-    int64_t              hs[8], ts[8], h[3];
-    unsigned char       *w, *t, master[32], other[32], k2[16];
+    size_t               fl, i, fp;
+    int64_t              h[3], x;
+    char                 word[32];
+    unsigned char       *f, master[32], other[32], k2[16];
     ngx_segura_index_t   idx;
 
     (void) state;
@@ -307,32 +265,25 @@ test_index(void **state)
     ngx_segura_index_feed(&idx, (const unsigned char *) "foo baz", 7, 9);
     ngx_segura_index_end(&idx);
 
+    /* each word once */
     assert_int_equal(idx.n, 3);
-    assert_int_equal(ngx_segura_index_take(&idx, &w, &wl, &t, &tl), 0);
+    assert_int_equal(ngx_segura_index_take(&idx, &f, &fl), 0);
     assert_int_equal(idx.n, 0);
 
-    n = elements(w, wl, 20, hs);
-    assert_int_equal(n, 3);
-    assert_int_equal(elements(t, tl, 23, ts), 3);
+    /* 3 words: the 64-bit floor */
+    assert_int_equal(fl, 8);
+    assert_int_equal(fl, ngx_segura_index_filter_len(3));
 
     h[0] = ngx_segura_index_hash(idx.key, (const unsigned char *) "foo", 3);
     h[1] = ngx_segura_index_hash(idx.key, (const unsigned char *) "bar", 3);
     h[2] = ngx_segura_index_hash(idx.key, (const unsigned char *) "baz", 3);
 
-    /* each word once, with the time of its first occurrence */
-    for (i = 0; i < n; i++) {
-        if (hs[i] == h[0] || hs[i] == h[1]) {
-            assert_int_equal(ts[i], 5);
-
-        } else {
-            assert_true(hs[i] == h[2]);
-            assert_int_equal(ts[i], 9);
-        }
+    for (i = 0; i < 3; i++) {
+        assert_true(ngx_segura_index_maybe(f, fl, h[i]));
     }
 
-    assert_true(hs[0] != hs[1] && hs[1] != hs[2] && hs[0] != hs[2]);
-    free(w);
-    free(t);
+    assert_true(h[0] != h[1] && h[1] != h[2] && h[0] != h[2]);
+    free(f);
 
     /* the same key as derive gives; another master key, another hash */
     assert_int_equal(ngx_segura_index_derive(master, 32, k2), 0);
@@ -341,12 +292,50 @@ test_index(void **state)
     assert_true(ngx_segura_index_hash(k2, (const unsigned char *) "foo", 3)
                 != h[0]);
 
-    /* an empty set */
-    assert_int_equal(ngx_segura_index_take(&idx, &w, &wl, &t, &tl), 0);
-    assert_int_equal(elements(w, wl, 20, hs), 0);
-    assert_int_equal(elements(t, tl, 23, ts), 0);
-    free(w);
-    free(t);
+    /* an empty set: no filter */
+    assert_int_equal(ngx_segura_index_take(&idx, &f, &fl), 0);
+    assert_null(f);
+    assert_int_equal(fl, 0);
+    assert_false(ngx_segura_index_maybe(NULL, 0, h[0]));
+
+    /* the sizes: 9.6 bits a word, rounded up to bytes */
+    assert_int_equal(ngx_segura_index_filter_len(0), 8);
+    assert_int_equal(ngx_segura_index_filter_len(7), 9);     /* 68 bits */
+    assert_int_equal(ngx_segura_index_filter_len(1000), 1200);
+    assert_int_equal(ngx_segura_index_filter_len(1536), 1844);
+
+    /*
+     * 1000 words: every one is in the filter, and about 1 % of 100000
+     * other words seem to be (the rate the sizes are for)
+     */
+    for (i = 0; i < 1000; i++) {
+        snprintf(word, sizeof(word), "w%zu ", i);
+        ngx_segura_index_feed(&idx, (unsigned char *) word, strlen(word), 0);
+    }
+
+    assert_int_equal(idx.n, 1000);
+    assert_int_equal(ngx_segura_index_take(&idx, &f, &fl), 0);
+    assert_int_equal(fl, 1200);
+
+    for (i = 0; i < 1000; i++) {
+        snprintf(word, sizeof(word), "w%zu", i);
+        x = ngx_segura_index_hash(idx.key, (unsigned char *) word,
+                                  strlen(word));
+        assert_true(ngx_segura_index_maybe(f, fl, x));
+    }
+
+    fp = 0;
+
+    for (i = 0; i < 100000; i++) {
+        snprintf(word, sizeof(word), "x%zu", i);
+        x = ngx_segura_index_hash(idx.key, (unsigned char *) word,
+                                  strlen(word));
+        fp += ngx_segura_index_maybe(f, fl, x);
+    }
+
+    print_message("false positives: %zu of 100000\n", fp);
+    assert_true(fp > 500 && fp < 1600);
+    free(f);
 
     ngx_segura_index_free(&idx);
 }
