@@ -303,7 +303,8 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     /*
      * The filters of the newest sessions' chunks, at most $7 of them; a
-     * chunk's mask has a bit for each word its filter may hold (the k bits
+     * chunk's mask has a bit for each word its filter may hold (the K = 6
+     * bits
      * of one of the word's hashes under the chunk's index key are set);
      * the candidates are the sessions whose masks cover every word, with
      * the chunks whose mask is not 0.  One row more than $7 says that the
@@ -329,8 +330,7 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
               "   and get_bit(c.filter, (w.h1 + 2 * w.h2) % c.m) = 1"
               "   and get_bit(c.filter, (w.h1 + 3 * w.h2) % c.m) = 1"
               "   and get_bit(c.filter, (w.h1 + 4 * w.h2) % c.m) = 1"
-              "   and get_bit(c.filter, (w.h1 + 5 * w.h2) % c.m) = 1"
-              "   and get_bit(c.filter, (w.h1 + 6 * w.h2) % c.m) = 1)"
+              "   and get_bit(c.filter, (w.h1 + 5 * w.h2) % c.m) = 1)"
               "  as mask from c),"
               " r as (select x.session_id,"
               "  array_agg(x.seq order by x.seq) filter (where x.mask <> 0)"

@@ -332,7 +332,7 @@ ngx_segura_index_filter_len(size_t n)
 {
     size_t  bits;
 
-    bits = (n * NGX_SEGURA_INDEX_BITS_10 + 9) / 10;
+    bits = n * NGX_SEGURA_INDEX_BITS;
 
     if (bits < NGX_SEGURA_INDEX_MIN_BITS) {
         bits = NGX_SEGURA_INDEX_MIN_BITS;

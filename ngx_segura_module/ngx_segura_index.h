@@ -23,10 +23,10 @@
  * tells nothing of its words; with it, a search hashes its words the same
  * way and tests their bits.
  *
- * The filter: m bits, m = NGX_SEGURA_INDEX_BITS_10 / 10 per distinct word
- * of the chunk (about 1 % false positives with NGX_SEGURA_INDEX_K bits per
- * word), at least 64, rounded up to bytes.  A word of hash h sets the bits
- * (h1 + i * h2) mod m, i = 0 .. K - 1, where h1 is h's low 32 bits and h2
+ * The filter: m bits, NGX_SEGURA_INDEX_BITS per distinct word of the chunk
+ * (one byte a word: about 2 % false positives with NGX_SEGURA_INDEX_K bits
+ * per word), at least NGX_SEGURA_INDEX_MIN_BITS.  A word of hash h sets
+ * the bits (h1 + i * h2) mod m, i = 0 .. K - 1, where h1 is h's low 32 bits and h2
  * its high 32 bits with the lowest bit set (unsigned, 64-bit arithmetic);
  * bit b is bit (b mod 8) of byte b / 8, the least significant first, as
  * PostgreSQL's get_bit() reads a bytea.
@@ -51,8 +51,8 @@
 #define NGX_SEGURA_INDEX_WORDS     1536
 #define NGX_SEGURA_INDEX_SLOTS     2048
 
-#define NGX_SEGURA_INDEX_K         7
-#define NGX_SEGURA_INDEX_BITS_10   96      /* bits per word, times 10 */
+#define NGX_SEGURA_INDEX_K         6
+#define NGX_SEGURA_INDEX_BITS      8       /* per word, a multiple of 8 */
 #define NGX_SEGURA_INDEX_MIN_BITS  64
 
 

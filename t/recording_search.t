@@ -242,7 +242,7 @@ my ($nf, $minf, $maxf, $nullkey) = $dbh->selectrow_array(q{select count(filter),
     count(*) filter (where filter is not null and index_key is null)
     from ssh_session_chunks where session_id = ?}, undef, $id1);
 ok($nf > 0, "the first session's chunks have filters ($nf)");
-ok($minf >= 8 && $maxf <= 1844, "of 8 to 1844 bytes ($minf to $maxf)");
+ok($minf >= 8 && $maxf <= 1536, "of 8 to 1536 bytes ($minf to $maxf)");
 is($nullkey, 0, 'each with its index key');
 is($dbh->selectrow_array(q{select count(*) from information_schema.columns
     where table_name = 'ssh_session_chunks' and column_name in ('words', 'word_t')}),

@@ -1,9 +1,9 @@
 #!/usr/bin/perl
 # The search index's size in PostgreSQL per output byte (sql/018: the
-# words and word_t arrays of the chunks' rows, and the GIN index), for two
-# streams printed through a real session: random base64 and `ls -lR /usr`
-# (8 MiB each).  Prints one JSON line per stream, then the GIN index of
-# both as grown and after a REINDEX.
+# Bloom filter in each chunk's row), for two streams printed through a
+# real session: random base64 and `ls -lR /usr` (8 MiB each).  Prints one
+# JSON line per stream: the sealed chunks' bytes, the filters' bytes (as
+# stored, pg_column_size) and both per output byte.
 #
 #   t/perf/index_size.pl          (in t/run-tests' environment)
 use strict;
@@ -19,12 +19,6 @@ $t->run(SeguraTest::Session::config(''));
 my $dbh = $t->db->dbh;
 my $f = SeguraTest::Session::fixture($t);
 
-sub gin {
-    $dbh->selectrow_array(q{select gin_clean_pending_list('ssh_session_chunks_words')});
-    return $dbh->selectrow_array(q{select pg_relation_size('ssh_session_chunks_words')});
-}
-
-my $before = gin();
 for my $case (['base64', 'head -c 6291456 /dev/urandom | base64'],
               ['ls -lR /usr', 'ls -lR /usr 2>/dev/null | head -c 8388608'])
 {
@@ -40,25 +34,20 @@ for my $case (['base64', 'head -c 6291456 /dev/urandom | base64'],
                                 where session_id = ? and ended_at is not null},
                               undef, $id)
     }, 60) or die 'no recording';
-    my ($chunks, $out, $data, $arrays, $words) = $dbh->selectrow_array(q{
-        select count(*), sum(plain_size), sum(length(data)),
-               sum(pg_column_size(words) + pg_column_size(word_t)),
-               sum(cardinality(words))
+    my ($chunks, $out, $data, $filters, $fsize) = $dbh->selectrow_array(q{
+        select count(*), sum(plain_size), sum(pg_column_size(data)),
+               count(filter), coalesce(sum(pg_column_size(filter)), 0)
         from ssh_session_chunks where session_id = ?}, undef, $id);
-    my $after = gin();
     print encode_json({ stream => $name, chunks => $chunks + 0,
-                        event_bytes => $out + 0, words => $words + 0,
+                        filters => $filters + 0,
+                        event_bytes => $out + 0, filter_bytes => $fsize + 0,
                         chunk_data_per_byte => sprintf('%.4f', $data / $out) + 0,
-                        arrays_per_byte => sprintf('%.4f', $arrays / $out) + 0,
-                        gin_per_byte => sprintf('%.4f', ($after - $before) / $out) + 0,
-                        index_per_byte => sprintf('%.4f', ($arrays + $after - $before) / $out) + 0 }), "\n";
-    $before = $after;
+                        filter_per_byte => sprintf('%.4f', $fsize / $out) + 0,
+                        stored_per_byte => sprintf('%.4f', ($data + $fsize) / $out) + 0 }), "\n";
 }
-# the GIN index as built at once (REINDEX) rather than row by row
-my $grown = gin();
-$dbh->do('reindex index ssh_session_chunks_words');
-my $total = $dbh->selectrow_array('select sum(plain_size) from ssh_session_chunks');
-print encode_json({ gin_grown_per_byte => sprintf('%.4f', $grown / $total) + 0,
-                    gin_reindexed_per_byte => sprintf('%.4f', gin() / $total) + 0 }), "\n";
+# the whole table (rows, TOAST, the primary key) per output byte of both
+my ($total, $rel) = $dbh->selectrow_array(q{select sum(plain_size),
+    pg_total_relation_size('ssh_session_chunks') from ssh_session_chunks});
+print encode_json({ table_per_byte => sprintf('%.4f', $rel / $total) + 0 }), "\n";
 $t->{passed} = 1;
 $t->stop;
