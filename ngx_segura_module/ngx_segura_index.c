@@ -400,16 +400,21 @@ ngx_segura_index_take(ngx_segura_index_t *idx, unsigned char **filter,
 
     m = (uint64_t) n * 8;
 
+    /* (h1 + j * h2) mod m, stepping by h2 mod m: two divisions a word */
+
     for (i = 0; i < idx->slots; i++) {
         if (idx->cheap[i] == 0) {
             continue;
         }
 
         ngx_segura_index_halves((int64_t) idx->hash[i], &h1, &h2);
+        b = h1 % m;
+        h2 %= m;
 
         for (j = 0; j < NGX_SEGURA_INDEX_K; j++) {
-            b = (h1 + j * h2) % m;
             f[b >> 3] |= (unsigned char) (1u << (b & 7));
+            b += h2;
+            b = (b >= m) ? b - m : b;
         }
     }
 

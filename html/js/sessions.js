@@ -103,8 +103,11 @@ async function search(q) {
   hitsBox.replaceChildren(h('p', { class: 'muted' }, 'Searching…'));
   try {
     const d = await get('/api/sessions?q=' + encodeURIComponent(q));
+    // the server searched only the newest sessions' recordings (a bound per search)
+    const partial = d.partial ? [h('p', { class: 'hint', id: 'rec-partial' },
+      'Only the most recent recordings were searched; older sessions were not.')] : [];
     if (!d.items.length) {
-      hitsBox.replaceChildren(h('p', { class: 'muted', id: 'rec-none' }, 'No recorded session printed all of these words.'));
+      hitsBox.replaceChildren(h('p', { class: 'muted', id: 'rec-none' }, 'No recorded session printed all of these words.'), ...partial);
       return;
     }
     const hit = (s, x) => h('li', {},
@@ -115,7 +118,7 @@ async function search(q) {
       h('strong', {}, `${s.username} on ${s.device_name ?? '#' + s.device_id}`), ' ',
       h('span', { class: 'muted' }, `started ${when(s.started_at)}`),
       h('ol', {}, s.hits.map(x => hit(s, x))));
-    hitsBox.replaceChildren(h('ul', { class: 'hits', id: 'rec-results' }, d.items.map(found)));
+    hitsBox.replaceChildren(h('ul', { class: 'hits', id: 'rec-results' }, d.items.map(found)), ...partial);
   } catch (e) {
     hitsBox.replaceChildren();
     banner(msg, 'error', e.code === 'invalid_field'
