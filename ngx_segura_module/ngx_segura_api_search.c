@@ -19,7 +19,10 @@
  * opened and decompressed here and scanned again with the same scanner:
  * the session is reported only if every word is found there (a false
  * positive of the filters is no hit), with its hits cut to a bounded
- * window around the word; nothing is kept.
+ * window around the word; nothing is kept.  Candidates are read newest
+ * first until limit sessions are found, at most
+ * NGX_SEGURA_SEARCH_CANDIDATES of them and about NGX_SEGURA_SEARCH_OPEN
+ * chunks opened per request (partial beyond).
  *
  * Who may search: ngx_segura_api_may_search(), the one predicate.  Every
  * search is an audit_log row (session_search) with the hashes of its
@@ -49,7 +52,8 @@
 #define NGX_SEGURA_SEARCH_SESSIONS   20
 #define NGX_SEGURA_SEARCH_CHUNKS     64     /* opened per session */
 #define NGX_SEGURA_SEARCH_SCAN       20000  /* filters tested per request */
-#define NGX_SEGURA_SEARCH_SPARE      10     /* candidates beyond limit */
+#define NGX_SEGURA_SEARCH_CANDIDATES 200    /* sessions per request */
+#define NGX_SEGURA_SEARCH_OPEN       512    /* chunks opened per request */
 #define NGX_SEGURA_SEARCH_LINE       512    /* bytes of a line kept */
 #define NGX_SEGURA_SEARCH_AROUND     80     /* bytes shown each side */
 #define NGX_SEGURA_SEARCH_PLAIN_MAX  (NGX_SEGURA_RECORDER_CHUNK + 1024)
@@ -83,6 +87,7 @@ typedef struct {
     ngx_uint_t              on;        /* hits are taken */
     ngx_uint_t              found;     /* the words seen, a bit each */
     ngx_uint_t              all;
+    ngx_uint_t              opened;    /* chunks, in this request */
 
     u_char                  line[NGX_SEGURA_SEARCH_LINE];
     size_t                  line_len;
@@ -288,8 +293,8 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     (void) ngx_snprintf((u_char *) nw, sizeof(nw), "%ui%Z",
                         ((ngx_uint_t) 1 << nwords) - 1);
-    (void) ngx_snprintf((u_char *) cand, sizeof(cand), "%i%Z",
-                        limit + NGX_SEGURA_SEARCH_SPARE);
+    (void) ngx_snprintf((u_char *) cand, sizeof(cand), "%ui%Z",
+                        (ngx_uint_t) NGX_SEGURA_SEARCH_CANDIDATES);
     (void) ngx_snprintf((u_char *) scan, sizeof(scan), "%ui%Z",
                         (ngx_uint_t) NGX_SEGURA_SEARCH_SCAN);
 
@@ -361,9 +366,26 @@ ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn)
     sc->all = ((ngx_uint_t) 1 << nwords) - 1;
     found = 0;
 
+    /*
+     * The candidates in order, newest first, until limit sessions are
+     * found; the false positives cost chunks opened, at most
+     * NGX_SEGURA_SEARCH_OPEN of them per request: beyond, and beyond
+     * NGX_SEGURA_SEARCH_CANDIDATES candidates, the answer is partial.
+     */
+
     for (n = 0; n < PQntuples(res) && (ngx_int_t) found < limit; n++) {
         if (PQgetisnull(res, n, 1)) {
             continue;
+        }
+
+        if (sc->opened >= NGX_SEGURA_SEARCH_OPEN) {
+            partial = 1;
+            break;
+        }
+
+        if (n == NGX_SEGURA_SEARCH_CANDIDATES - 1) {
+            /* the last candidate: there may be more */
+            partial = 1;
         }
 
         item = json_loads(PQgetvalue(res, n, 2), 0, NULL);
@@ -660,6 +682,8 @@ ngx_segura_search_session(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         }
 
         prev = seq;
+
+        sc->opened++;
 
         blob = PQunescapeBytea((u_char *) PQgetvalue(res, i, 1), &blob_len);
         if (blob == NULL) {

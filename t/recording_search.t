@@ -264,6 +264,9 @@ is_deeply($j->{items}, [], 'the false positive is not reported');
 $s = found($w1);
 ok($s->{$id2} && ($s->{$id2}{hits}[0] || {})->{line} eq "only $w1",
    'a word printed is still found, with its line');
+$s = found($w2);
+ok($s->{$id1} && !$s->{$id2},
+   'an older session is found behind a newer false positive');
 my $upd = $dbh->prepare(q{update ssh_session_chunks set filter = ?
                           where session_id = ? and seq = ?});
 for my $row (@$saved) {
