@@ -55,7 +55,9 @@ endif
 
 UNIT_SRCS    := $(wildcard ngx_segura_module/ngx_segura_ws.c \
                            ngx_segura_module/ngx_segura_vault.c \
-                           ngx_segura_module/ngx_segura_sshkey.c)
+                           ngx_segura_module/ngx_segura_sshkey.c \
+                           ngx_segura_module/ngx_segura_words.c \
+                           ngx_segura_module/ngx_segura_index.c)
 UNIT_TESTS   := $(patsubst t/unit/%.c,build/unit/%,$(wildcard t/unit/test_*.c))
 UNIT_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                 -fsanitize=address,undefined -fno-omit-frame-pointer \

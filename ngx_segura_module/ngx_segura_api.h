@@ -255,6 +255,9 @@ void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_recording(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *id);
+/* ngx_segura_api_search.c: GET /api/sessions?q=, and who may search */
+void ngx_segura_api_search(ngx_segura_api_ctx_t *ctx, PGconn **conn);
+ngx_uint_t ngx_segura_api_may_search(ngx_segura_api_ctx_t *ctx);
 
 /* ngx_segura_metrics.c */
 void ngx_segura_api_metrics(ngx_segura_api_ctx_t *ctx, PGconn **conn,

@@ -23,6 +23,7 @@
  * Who may do either: ngx_segura_auth_may_audit().
  *
  * GET /api/sessions/<id>/recording: ngx_segura_api_recording.c.
+ * GET /api/sessions?q=<words>: ngx_segura_api_search.c.
  * Pool threads only.
  */
 
@@ -67,6 +68,11 @@ ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     if (*sub != '\0') {
         ngx_segura_api_session_end(ctx, conn, sub);
+        return;
+    }
+
+    if (ngx_segura_api_arg(ctx, "q", buf, 1) != NGX_DECLINED) {
+        ngx_segura_api_search(ctx, conn);
         return;
     }
 

@@ -13,8 +13,9 @@
  *
  * Events gather in one buffer of at most 64 KiB (512 bytes on the first
  * event, doubled as needed, freed when a quiet second flushes it, so an
- * idle session holds none); the buffer becomes a chunk when full or one second after its
- * first event: compressed with zstd (one frame per chunk, so that any
+ * idle session holds none); the buffer becomes a chunk when full, when
+ * the search's index of it holds NGX_SEGURA_INDEX_CUT words, or one second
+ * after its first event: compressed with zstd (one frame per chunk, so that any
  * chunk decodes alone), sealed with the vault's AES-256-GCM under the
  * current master key with "ssh_sessions/<id>/chunk/<seq>" as associated
  * data, and queued in the outbox as an insert that does nothing when the
@@ -31,6 +32,9 @@
  * A session watched from another worker or node (its watcher follows the
  * stored chunks, ngx_segura_tail.c) flushes after 200 ms instead of 1 s,
  * from then on (ngx_segura_recorder_watched()).
+ * The output is also read by the search's word scanner as it comes
+ * (ngx_segura_index.c): each chunk is stored with the Bloom filter of the
+ * keyed hashes of the words that ended in it, in the same insert (sql/018).
  *
  * Event loop only: compressing and sealing 64 KiB takes well under a
  * millisecond (docs/recording.md), so it is done in place.
@@ -40,6 +44,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_segura.h"
+#include "ngx_segura_index.h"
 #include "ngx_segura_outbox.h"
 #include "ngx_segura_recorder.h"
 #include "ngx_segura_vault.h"
@@ -97,6 +102,8 @@ struct ngx_segura_recorder_s {
     ngx_segura_recorder_wake_pt    wake;
     void                          *data;
 
+    ngx_segura_index_t             index;
+
     unsigned                       input:1;
     unsigned                       paused:1;
     unsigned                       in_gap:1;
@@ -139,8 +146,9 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
     ngx_segura_recorder_wake_pt wake, void *data)
 {
     char                    w[NGX_INT_T_LEN + 1], h[NGX_INT_T_LEN + 1];
-    const char             *params[5];
-    ngx_segura_recorder_t  *rec;
+    const char               *params[5];
+    ngx_segura_recorder_t    *rec;
+    ngx_segura_master_key_t  *key;
 
     if (smcf->keys.nelts == 0 || ngx_segura_recorder_scratch(log) != NGX_OK)
     {
@@ -149,6 +157,17 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
 
     rec = ngx_pcalloc(pool, sizeof(ngx_segura_recorder_t));
     if (rec == NULL) {
+        return NULL;
+    }
+
+    key = ngx_http_segura_current_key(smcf);
+
+    if (ngx_segura_index_init(&rec->index, key->key, NGX_SEGURA_VAULT_KEY_LEN,
+                              (unsigned) key->id)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "segura recording: the index key cannot be derived");
         return NULL;
     }
 
@@ -191,6 +210,7 @@ ngx_segura_recorder_create(ngx_pool_t *pool, ngx_log_t *log,
             5, params)
         != NGX_OK)
     {
+        ngx_segura_index_free(&rec->index);
         return NULL;
     }
 
@@ -440,8 +460,9 @@ static void
 ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
     u_char *data, size_t len)
 {
-    size_t    n, room;
-    uint32_t  now;
+    size_t      n, room, k, slice;
+    uint32_t    now;
+    ngx_uint_t  full;
 
     if (rec->ended) {
         return;
@@ -463,6 +484,31 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
             }
 
             n = room;
+        }
+
+        /*
+         * The search's index sees the output as it is stored: a word goes
+         * with the chunk in which it ends, and a chunk whose index is full
+         * is cut (at a slice's end), so that no word goes unindexed.
+         */
+
+        full = 0;
+
+        if (type == NGX_SEGURA_REC_OUTPUT) {
+            k = 0;
+
+            while (k < n) {
+                slice = ngx_min(n - k, NGX_SEGURA_INDEX_SLICE);
+                ngx_segura_index_feed(&rec->index, data + k, slice, now);
+                k += slice;
+
+                if (ngx_segura_index_full(&rec->index)) {
+                    full = 1;
+                    break;
+                }
+            }
+
+            n = k;
         }
 
         if (ngx_segura_recorder_grow(rec, rec->used
@@ -494,8 +540,9 @@ ngx_segura_recorder_event(ngx_segura_recorder_t *rec, u_char type,
         data += n;
         len -= n;
 
-        if (NGX_SEGURA_RECORDER_CHUNK - rec->used
-            < NGX_SEGURA_RECORDER_EVENT_HDR + 64)
+        if (full
+            || NGX_SEGURA_RECORDER_CHUNK - rec->used
+               < NGX_SEGURA_RECORDER_EVENT_HDR + 64)
         {
             ngx_segura_recorder_flush(rec, 0, 0);
         }
@@ -596,6 +643,7 @@ ngx_segura_recorder_flush(ngx_segura_recorder_t *rec, ngx_uint_t release,
         rec->gap.to = rec->last;
         rec->incomplete = 1;
         rec->used = 0;
+        ngx_segura_index_clear(&rec->index);
         goto done;
     }
 
@@ -654,6 +702,10 @@ done:
         rec->size = 0;
         rec->used = 0;
     }
+
+    if (release) {
+        ngx_segura_index_release(&rec->index);
+    }
 }
 
 
@@ -664,10 +716,13 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     char                     seq[NGX_INT_T_LEN + 1], first[NGX_INT_T_LEN + 1],
                              last[NGX_INT_T_LEN + 1], size[NGX_INT_T_LEN + 1],
                              cols[NGX_INT_T_LEN + 1], rows[NGX_INT_T_LEN + 1];
-    char                     aad[NGX_SEGURA_RECORDER_AAD_LEN];
+    char                     aad[NGX_SEGURA_RECORDER_AAD_LEN],
+                             index_key[NGX_INT_T_LEN + 1];
     u_char                   meta[NGX_SEGURA_RECORDER_META];
-    size_t                   zlen, slen, aad_len, mlen, binary[9];
-    const char              *params[9];
+    u_char                  *filter;
+    size_t                   zlen, slen, aad_len, mlen, binary[11], flen;
+    ngx_int_t                rc;
+    const char              *params[11];
     ngx_segura_vault_err_e   err;
     ngx_segura_master_key_t *key;
 
@@ -729,18 +784,37 @@ ngx_segura_recorder_store(ngx_segura_recorder_t *rec, u_char *plain,
     params[7] = rows;
     params[8] = mlen ? (char *) meta : NULL;
 
+    /* the chunk's Bloom filter, in its own row: they never disagree */
+
+    if (ngx_segura_index_take(&rec->index, &filter, &flen) != 0) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_snprintf((u_char *) index_key, sizeof(index_key), "%ud%Z",
+                        rec->index.key_id);
+
+    /* a chunk without words has no filter (null) */
+
+    params[9] = filter ? index_key : NULL;
+    params[10] = (char *) filter;
+
     ngx_memzero(binary, sizeof(binary));
     binary[5] = slen;
+    binary[10] = flen;
 
-    if (ngx_segura_outbox_add_binary(rec->log,
-            "insert into ssh_session_chunks (session_id, seq, t_first,"
-            " t_last, plain_size, data, cols, rows, markers)"
-            " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
-            " $6::bytea, $7::int, $8::int, $9::jsonb)"
-            " on conflict (session_id, seq) do nothing",
-            9, params, binary)
-        != NGX_OK)
-    {
+    rc = ngx_segura_outbox_add_binary(rec->log,
+             "insert into ssh_session_chunks (session_id, seq, t_first,"
+             " t_last, plain_size, data, cols, rows, markers, index_key,"
+             " filter)"
+             " values ($1::uuid, $2::int, $3::int, $4::int, $5::int,"
+             " $6::bytea, $7::int, $8::int, $9::jsonb, $10::smallint,"
+             " $11::bytea)"
+             " on conflict (session_id, seq) do nothing",
+             11, params, binary);
+
+    free(filter);
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -909,9 +983,14 @@ ngx_segura_recorder_end(ngx_segura_recorder_t *rec, const char *reason)
                      reason ? reason : "closed");
     mark[sizeof(mark) - 1] = '\0';
 
+    /* the last word of the output goes with the last chunk */
+    ngx_segura_index_end(&rec->index);
+
     ngx_segura_recorder_marker(rec, (char *) mark);
 
     ngx_segura_recorder_flush(rec, 1, 1);
+
+    ngx_segura_index_free(&rec->index);
 
     rec->ended = 1;
 

@@ -8,6 +8,16 @@ const main = document.getElementById('main');
 const msg = h('div', { hidden: true });
 const tbody = h('tbody', { id: 'sessions-body' });
 const more = h('button', { type: 'button', hidden: true }, 'Older sessions');
+// searching recordings: administrators for now (the server's one rule,
+// ngx_segura_api_may_search); anyone else would get 403
+const searchInput = h('input', { type: 'search', id: 'rec-q', name: 'q', maxlength: '200',
+  placeholder: 'Words the session printed, e.g. /etc/passwd', 'aria-describedby': 'rec-q-hint' });
+const searchForm = h('form', { class: 'toolbar', id: 'rec-search', role: 'search', hidden: !me.admin },
+  h('div', { class: 'field grow' },
+    h('label', { for: 'rec-q' }, 'Search recordings'), searchInput,
+    h('div', { class: 'hint', id: 'rec-q-hint' }, 'Whole words, all of them (up to 8); what a person read on the screen.')),
+  h('button', { type: 'submit', class: 'shrink' }, 'Search'));
+const hitsBox = h('div', { id: 'rec-hits', 'aria-live': 'polite' });
 main.replaceChildren(
   h('p', { class: 'breadcrumb' }, 'Sessions › Session audit'),
   h('div', { class: 'pagehead' }, h('h1', {}, 'Session audit')),
@@ -15,6 +25,7 @@ main.replaceChildren(
     ? 'Every SSH session, newest first.'
     : 'The SSH sessions you may see (your own, where the server allows it), newest first.'),
   msg,
+  h('section', { class: 'panel', hidden: !me.admin }, searchForm, hitsBox),
   h('section', { class: 'panel' },
     h('table', {}, h('thead', {}, h('tr', {}, [...['Started', 'Ended', 'User', 'Key', 'Device', 'From', 'Bytes in / out', 'End']
       .map(c => h('th', { scope: 'col' }, c)), h('th', { scope: 'col' }, h('span', { class: 'skip' }, 'Actions'))])), tbody),
@@ -99,3 +110,41 @@ async function load(before) {
 }
 more.addEventListener('click', () => load(next));
 await load();
+
+// a hit's line with its word marked (the word is lowercase, the line as printed)
+function marked(line, word) {
+  const i = line.toLowerCase().indexOf(word);
+  if (i < 0) return line;
+  return [line.slice(0, i), h('mark', {}, line.slice(i, i + word.length)), line.slice(i + word.length)];
+}
+async function search(q) {
+  hitsBox.replaceChildren(h('p', { class: 'muted' }, 'Searching…'));
+  try {
+    const d = await get('/api/sessions?q=' + encodeURIComponent(q));
+    // the server searched only the newest sessions' recordings (a bound per search)
+    const partial = d.partial ? [h('p', { class: 'hint', id: 'rec-partial' },
+      'Only the most recent recordings were searched; older sessions were not.')] : [];
+    if (!d.items.length) {
+      hitsBox.replaceChildren(h('p', { class: 'muted', id: 'rec-none' }, 'No recorded session printed all of these words.'), ...partial);
+      return;
+    }
+    const hit = (s, x) => h('li', {},
+      h('a', { class: 'hit', href: `replay.html?session=${encodeURIComponent(s.id)}&t=${x.t}`,
+               title: `Replay from ${x.t.toFixed(1)} s` },
+        h('span', { class: 'mono' }, `${x.t.toFixed(1)} s`), ' ', h('code', {}, marked(x.line, x.word))));
+    const found = s => h('li', { class: 'hit-session' },
+      h('strong', {}, `${s.username} on ${s.device_name ?? '#' + s.device_id}`), ' ',
+      h('span', { class: 'muted' }, `started ${when(s.started_at)}`),
+      h('ol', {}, s.hits.map(x => hit(s, x))));
+    hitsBox.replaceChildren(h('ul', { class: 'hits', id: 'rec-results' }, d.items.map(found)), ...partial);
+  } catch (e) {
+    hitsBox.replaceChildren();
+    banner(msg, 'error', e.code === 'invalid_field'
+      ? 'Search for 1 to 8 words of 2 to 40 letters or digits.' : errorText(e));
+  }
+}
+searchForm.addEventListener('submit', ev => {
+  ev.preventDefault();
+  const q = searchInput.value.trim();
+  if (q) search(q);
+});
