@@ -103,47 +103,20 @@ static void ngx_segura_relay_arm_timer(ngx_segura_relay_t *rl);
 static void ngx_segura_relay_leave(ngx_segura_relay_t *rl,
     const char *end_reason);
 static void ngx_segura_relay_finish(ngx_segura_relay_t *rl);
+static ngx_int_t ngx_segura_relay_setup(ngx_segura_relay_t *rl,
+    ngx_pool_t *pool);
+static void ngx_segura_relay_take(ngx_segura_relay_t *rl,
+    ngx_segura_relay_state_e state, char *action);
 
 
 ngx_int_t
 ngx_segura_relay_init(ngx_segura_relay_t *rl, ngx_http_request_t *r)
 {
-    size_t  size;
-
     rl->r = r;
     rl->c = r->connection;
     rl->slcf = ngx_http_get_module_loc_conf(r, ngx_http_segura_module);
 
-    rl->viewer.ready = ngx_segura_relay_ready;
-    rl->viewer.wake = ngx_segura_relay_wake;
-    rl->viewer.ended = ngx_segura_relay_ended;
-    rl->viewer.displaced = ngx_segura_relay_displaced;
-    rl->viewer.event = ngx_segura_relay_viewer_event;
-    rl->viewer.data = rl;
-
-    if (rl->watching) {
-        rl->viewer.output = ngx_segura_relay_output;
-    }
-
-    size = rl->watching ? NGX_SEGURA_RELAY_WATCH_SIZE
-                        : NGX_SEGURA_RELAY_OUT_SIZE;
-
-    rl->in.start = ngx_palloc(r->pool, NGX_SEGURA_RELAY_IN_SIZE);
-    rl->out.start = ngx_palloc(r->pool, size);
-    if (rl->in.start == NULL || rl->out.start == NULL) {
-        return NGX_ERROR;
-    }
-
-    rl->in.pos = rl->in.start;
-    rl->in.last = rl->in.start;
-    rl->in.end = rl->in.start + NGX_SEGURA_RELAY_IN_SIZE;
-    rl->out.pos = rl->out.start;
-    rl->out.last = rl->out.start;
-    rl->out.end = rl->out.start + size;
-
-    ngx_segura_ws_parser_init(&rl->ws, rl->slcf->max_message);
-
-    return NGX_OK;
+    return ngx_segura_relay_setup(rl, r->pool);
 }
 
 
@@ -165,14 +138,31 @@ ngx_segura_relay_init_conn(ngx_segura_relay_t *rl, ngx_connection_t *c,
     rl->done = done;
     c->data = rl;
 
+    return ngx_segura_relay_setup(rl, pool);
+}
+
+
+static ngx_int_t
+ngx_segura_relay_setup(ngx_segura_relay_t *rl, ngx_pool_t *pool)
+{
+    size_t  size;
+
     rl->viewer.ready = ngx_segura_relay_ready;
     rl->viewer.wake = ngx_segura_relay_wake;
     rl->viewer.ended = ngx_segura_relay_ended;
     rl->viewer.displaced = ngx_segura_relay_displaced;
+    rl->viewer.event = ngx_segura_relay_viewer_event;
     rl->viewer.data = rl;
 
+    if (rl->watching) {
+        rl->viewer.output = ngx_segura_relay_output;
+    }
+
+    size = rl->watching ? NGX_SEGURA_RELAY_WATCH_SIZE
+                        : NGX_SEGURA_RELAY_OUT_SIZE;
+
     rl->in.start = ngx_palloc(pool, NGX_SEGURA_RELAY_IN_SIZE);
-    rl->out.start = ngx_palloc(pool, NGX_SEGURA_RELAY_OUT_SIZE);
+    rl->out.start = ngx_palloc(pool, size);
     if (rl->in.start == NULL || rl->out.start == NULL) {
         return NGX_ERROR;
     }
@@ -182,7 +172,7 @@ ngx_segura_relay_init_conn(ngx_segura_relay_t *rl, ngx_connection_t *c,
     rl->in.end = rl->in.start + NGX_SEGURA_RELAY_IN_SIZE;
     rl->out.pos = rl->out.start;
     rl->out.last = rl->out.start;
-    rl->out.end = rl->out.start + NGX_SEGURA_RELAY_OUT_SIZE;
+    rl->out.end = rl->out.start + size;
 
     ngx_segura_ws_parser_init(&rl->ws, rl->slcf->max_message);
 
@@ -195,6 +185,19 @@ ngx_segura_relay_init_conn(ngx_segura_relay_t *rl, ngx_connection_t *c,
 void
 ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t)
 {
+    ngx_segura_relay_take(rl, NGX_SEGURA_RELAY_WAIT,
+                          "setting up the terminal");
+
+    ngx_segura_terminal_start(t, &rl->viewer);
+}
+
+
+/* the connection's events are the relay's from here */
+
+static void
+ngx_segura_relay_take(ngx_segura_relay_t *rl, ngx_segura_relay_state_e state,
+    char *action)
+{
     ngx_connection_t  *c;
 
     c = rl->c;
@@ -212,11 +215,8 @@ ngx_segura_relay_start(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t)
     c->write->handler = c->read->handler;
 
     rl->last_client = ngx_current_msec;
-    rl->state = NGX_SEGURA_RELAY_WAIT;
-
-    c->log->action = "setting up the terminal";
-
-    ngx_segura_terminal_start(t, &rl->viewer);
+    rl->state = state;
+    c->log->action = action;
 }
 
 
@@ -229,26 +229,9 @@ void
 ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
     off_t received)
 {
-    json_t            *json;
-    ngx_connection_t  *c;
+    json_t  *json;
 
-    c = rl->c;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    c->read->handler = rl->r ? ngx_segura_relay_handler
-                             : ngx_segura_relay_conn_handler;
-    c->write->handler = c->read->handler;
-
-    rl->last_client = ngx_current_msec;
-    rl->state = NGX_SEGURA_RELAY_RELAY;
-    c->log->action = "relaying terminal";
+    ngx_segura_relay_take(rl, NGX_SEGURA_RELAY_RELAY, "relaying terminal");
 
     (void) ngx_cpystrn((u_char *) rl->id, (u_char *) t->id, sizeof(rl->id));
 
@@ -293,26 +276,9 @@ ngx_segura_relay_resume(ngx_segura_relay_t *rl, ngx_segura_terminal_t *t,
 static void
 ngx_segura_relay_watch_init(ngx_segura_relay_t *rl, const char *name)
 {
-    ngx_connection_t  *c;
+    ngx_segura_relay_take(rl, NGX_SEGURA_RELAY_RELAY, "watching terminal");
 
-    c = rl->c;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    c->read->handler = ngx_segura_relay_handler;
-    c->write->handler = ngx_segura_relay_handler;
-
-    rl->last_client = ngx_current_msec;
-    rl->state = NGX_SEGURA_RELAY_RELAY;
     rl->viewer.name = name;
-
-    c->log->action = "watching terminal";
 }
 
 

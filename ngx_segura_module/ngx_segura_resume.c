@@ -832,12 +832,7 @@ ngx_segura_resume_pipe_close(ngx_segura_resume_pipe_t *p)
 static void
 ngx_segura_resume_pipe_cleanup(void *data)
 {
-    ngx_segura_resume_pipe_t *p = data;
-
     /* the request goes: the unix side with it */
 
-    if (p->u != NULL) {
-        ngx_close_connection(p->u);
-        p->u = NULL;
-    }
+    ngx_segura_resume_pipe_close(data);
 }
