@@ -27,21 +27,6 @@ EOF
 my $f = SeguraTest::Session::fixture($t);
 my $db = $t->db;
 
-# a client that acknowledges what it got, as the web UI does: counted from
-# the first connected event, across resumes ($base: received before)
-sub acking {
-    my ($ws, $base) = @_;
-    $base //= 0;
-    my $last = 0;
-    $ws->{on_binary} = sub {
-        if ($ws->{output_bytes} - $last >= 32768) {
-            $last = $ws->{output_bytes};
-            $ws->send_json({ type => 'ack', bytes => $base + $last });
-        }
-    };
-    $ws->send_json({ type => 'ack', bytes => $base + ($ws->{output_bytes} // 0) });
-}
-
 sub resume_ws {
     my ($token, $received, %o) = @_;
     my $path = $o{path} // '/session';
@@ -74,7 +59,7 @@ ok($c && $c->{resume}, 'connected carries a resume token')
 my ($token, $id) = ($c->{resume}, $c->{session});
 like($token, qr/^\d+\.\Q$id\E\.[A-Za-z0-9_-]{43}$/,
      'the token names the worker and the session');
-acking($ws);
+$ws->acking;
 
 $ws->send_binary("seq 1 1000000; echo SEQ-DONE-\$((6*7))\n");
 ok($ws->wait_for(sub { ($ws->{output_bytes} // 0) > 1_500_000 }, 30),
@@ -98,7 +83,7 @@ ok($r, 'resumed') or diag explain [$ws2->{status}, $ws2->{body}];
 is($r->{session}, $id, 'the same session');
 is($r->{lost}, 0, 'nothing lost');
 ok($r->{missed} > 0, "what was missed comes first ($r->{missed} bytes)");
-acking($ws2, $got1);
+$ws2->acking($got1);
 
 ok($ws2->wait_for(sub { ($ws2->{output} // '') =~ /SEQ-DONE-42/ }, 60),
    'the rest of the output arrives')

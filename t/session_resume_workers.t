@@ -20,18 +20,6 @@ my $db = $t->db;
 my @workers = $t->workers;
 is(scalar(@workers), 2, 'two workers');
 
-sub acking {
-    my ($ws, $base) = @_;
-    my $last = 0;
-    $ws->{on_binary} = sub {
-        if ($ws->{output_bytes} - $last >= 32768) {
-            $last = $ws->{output_bytes};
-            $ws->send_json({ type => 'ack', bytes => $base + $last });
-        }
-    };
-    $ws->send_json({ type => 'ack', bytes => $base + ($ws->{output_bytes} // 0) });
-}
-
 sub passed_between_workers {
     my $log = SeguraTest::slurp($t->error_log);
     my @n = $log =~ /resumed through another worker/g;
@@ -44,7 +32,7 @@ ok($c && $c->{resume}, 'connected, with a resume token') or diag explain $c;
 my $token = $c->{resume};
 my ($owner) = $token =~ /^(\d+)\./;
 ok((grep { $_ == $owner } @workers), "the token names a worker ($owner)");
-acking($ws, 0);
+$ws->acking(0);
 $ws->send_binary("seq 1 1000000; echo SEQ-DONE-\$((6*7))\n");
 
 my $all = '';
@@ -79,7 +67,7 @@ while (time < $deadline) {
     ok($r, "resume $n") or do { diag explain [$ws->{status}, $ws->{json}]; last };
     is($r->{lost}, 0, "resume $n: nothing lost");
     $resumes++;
-    acking($ws, $received);
+    $ws->acking($received);
 }
 
 ok(passed_between_workers() >= 1,

@@ -311,6 +311,22 @@ sub wait_event {
     return $self->event($type);
 }
 
+# acknowledges what it reads as the web UI does (every 32 KiB): output
+# counted from the first connected event, across resumes ($base: what was
+# received before this connection)
+sub acking {
+    my ($self, $base) = @_;
+    $base //= 0;
+    my $last = 0;
+    $self->{on_binary} = sub {
+        if ($self->{output_bytes} - $last >= 32768) {
+            $last = $self->{output_bytes};
+            $self->send_json({ type => 'ack', bytes => $base + $last });
+        }
+    };
+    $self->send_json({ type => 'ack', bytes => $base + ($self->{output_bytes} // 0) });
+}
+
 sub disconnect {
     my ($self) = @_;
     CORE::close($self->{sock}) if $self->{sock};
