@@ -515,7 +515,8 @@ sub stored_ratio {
 sub last_recording {
     my $dbh = $t->db->dbh;
     my $sql = 'select s.bytes_out, r.ended_at is not null,'
-        . ' (select sum(length(c.data)) from ssh_session_chunks c'
+        . ' (select sum(length(c.data) + coalesce(length(c.filter), 0))'
+        . '  from ssh_session_chunks c'
         . '  where c.session_id = s.id),'
         . ' (select count(*) from ssh_session_chunks c'
         . '  where c.session_id = s.id)'

@@ -87,6 +87,18 @@ step('the Session audit searches it and links the hit to the replay', async () =
   assert.equal(await hit.locator('code').textContent(), `found: ${word} here`, 'the line, without colours');
   assert.equal(await hit.locator('mark').textContent(), word, 'the word is marked as printed');
   await screenshot(page, '81-search-hits');
+  // the hit opens the player at the hit's time, showing the line
+  const at = Number(m[2]) * 1000;
+  await hit.click();
+  await page.waitForURL(/\/replay\.html\?session=/);
+  await page.waitForFunction(() => document.getElementById('main').dataset.state === 'ready');
+  const pos = Number(await page.locator('#main').getAttribute('data-position'));
+  assert.ok(Math.abs(pos - at) <= 1000, `the player is at the hit's time (${pos} ms, hit at ${at} ms)`);
+  // the hit's line is on the player's screen there
+  await page.waitForFunction(w => [...document.querySelectorAll('#replay-player .ap-line')]
+    .some(l => l.textContent.replace(/\u00a0/g, ' ').includes(`found: ${w} here`)), word, { timeout: 20000 });
+  await screenshot(page, '81b-search-hit-replayed');
+  await page.goto(env.url + '/sessions.html');
   // a word never printed: nothing found
   await box.fill('neverprinted' + word.toLowerCase());
   await page.getByRole('button', { name: 'Search' }).click();
