@@ -99,6 +99,11 @@ close $cfh;
 # the key and device every target uses
 my $f = SeguraTest::Session::fixture($t, type => 'ed25519');
 
+# an administrator, who watches in the watched-throughput row
+my $admin = $t->db->insert_user(admin => 1);
+my $admin_token = SeguraTest::Session::random_token();
+$t->db->insert_web_session(user => $admin, token => $admin_token);
+
 # the light device for the scale row, with its own device row
 my $light_port = SeguraTest::free_port();
 system('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', '',
@@ -141,7 +146,8 @@ my %base = (
     ssh    => { key => $f->{path}, user => $sshd->user, port => $sshd->port,
                 config => "$dir/ssh_config" },
     segura => { port => $t->port, key => $f->{key}, device => $f->{device},
-                cookie => $f->{cookie} },
+                cookie => $f->{cookie},
+                watch_cookie => SeguraTest::Session::cookie_for($admin_token) },
     wetty  => { port => $wetty{main}{port} },
 );
 
@@ -206,6 +212,15 @@ for my $run (1 .. $RUNS) {
                               . ' ps auxww; dmesg 2>/dev/null | tail -c 100000;'
                               . ' cat /usr/share/common-licenses/GPL-3');
             push @{ $R{$target}{stored_i} }, stored_ratio();
+        }
+        if ($target eq 'segura' && row('throughput')) {
+            # the same with an administrator watching who never reads,
+            # paired within the run (issue 16: within 10 % of unwatched)
+            $r = client('segurawatched', 'throughput', deadline => 90);
+            # counted only if the watcher was there all along (its 101)
+            push @{ $R{segura}{watched_ratio} },
+                $r->{watching} && $r->{mibps} && $R{segura}{mibps}[-1]
+                ? $r->{mibps} / $R{segura}{mibps}[-1] : undef;
         }
         if ($target eq 'seguranorec' && row('throughput')
             && @{ $R{segura}{mibps} || [] } == $run)
@@ -840,6 +855,15 @@ sub report {
                      $M{segura}{flood50} / $M{segura}{setup50},
                      fmt($M{segura}{flood50}, 1), fmt($M{segura}{setup50}, 1),
                      $R{segura}{flood_note} // '')];
+    }
+    # a watcher that never reads must not slow the session (issue 16)
+    my $wr = median(grep { defined } @{ $R{segura}{watched_ratio} || [] });
+    if (defined $wr) {
+        push @targets,
+            ['throughput with a paused watcher >= 0.9x unwatched (paired in each run)',
+             $wr >= 0.9,
+             sprintf('%.2fx (runs: %s)', $wr, join(', ', map { defined $_
+                 ? sprintf('%.2f', $_) : 'n/a' } @{ $R{segura}{watched_ratio} }))];
     }
     # the blackhole row stands on its own: segura against itself
     my $hr = median(@{ $R{segura}{hole_ratio} || [] });

@@ -300,6 +300,9 @@ SeguraSession.prototype.start = function () {
             if (ack && ev.type === 'connected') {
                 this.ws.send(JSON.stringify({ type: 'ack', bytes: 0 }));
             }
+            if (cfg.target === 'segurawatched' && ev.type === 'connected') {
+                this.watchPaused(ev.session);
+            }
             if (ev.type === 'error') {
                 this.failed('segura error ' + ev.code + ': ' + ev.message);
             }
@@ -315,6 +318,21 @@ SeguraSession.prototype.start = function () {
     });
 };
 
+/*
+ * segurawatched: an administrator watches the session from the same
+ * worker and never reads (its socket paused): the session must not slow
+ * down for it (the watcher skips ahead)
+ */
+SeguraSession.prototype.watchPaused = function (id) {
+    const WebSocket = require('ws');
+    const s = cfg.segura;
+    this.watcher = new WebSocket(`ws://127.0.0.1:${s.port}/session?watch=${id}`,
+                                 { headers: { Cookie: s.watch_cookie },
+                                   perMessageDeflate: false });
+    this.watcher.on('open', () => this.watcher._socket.pause());
+    this.watcher.on('error', (e) => this.failed('watcher: ' + e.message));
+};
+
 SeguraSession.prototype.write = function (s) {
     this.ws.send(Buffer.from(s), { binary: true });
 };
@@ -325,6 +343,9 @@ SeguraSession.prototype.close = function () {
             return resolve();
         }
         this.onclose = resolve;
+        if (this.watcher) {
+            this.watcher.terminate();
+        }
         this.ws.close(1000);
     });
 };
@@ -393,6 +414,7 @@ function newSession() {
     case 'segura': return new SeguraSession();
     case 'seguraack': return new SeguraSession();
     case 'seguranorec': return new SeguraSession();
+    case 'segurawatched': return new SeguraSession();
     case 'wetty': return new WettySession();
     }
     fail('unknown target ' + cfg.target);
@@ -472,13 +494,14 @@ async function throughput() {
     await withTimeout(finished, remaining() - 1000, 'ENDMARK').catch((e) => fail(e.message + ' after ' + got + ' bytes, tail ' + JSON.stringify(tail)));
     const t1 = now();
     const c1 = cpuTicks(pids);
+    const watching = !!(s.watcher && s.watcher.readyState === 1);
     await s.close();
 
     const mib = cfg.command ? got / MiB : bytes * 4 / 3 / MiB;
     const cpu = (c1 - c0) / CLK_TCK;
     return { mib, seconds: (t1 - t0) / 1000, mibps: mib / ((t1 - t0) / 1000),
              received: got, cpu_seconds: cpu, cpu_per_100mib: cpu / mib * 100,
-             pids: pids.length };
+             pids: pids.length, watching };
 }
 
 
