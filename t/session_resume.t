@@ -73,8 +73,9 @@ $ws->disconnect;
 ok(SeguraTest::wait_for(sub { audit_rows($id, 'session_detached') }, 10),
    'the detach is an audit row');
 
-# the scenario's gap: the device goes on printing into the ring meanwhile
-sleep 2;
+# the scenario's gap (the issue's 5 s): the device goes on printing into the
+# ring meanwhile, then waits on the SSH window
+sleep 5;
 is(end_reason($id), undef, 'the session is still up while detached');
 
 my $ws2 = resume_ws($token, $got1);
