@@ -259,6 +259,9 @@ for (const f of readFileSync(`${top}/config`, "utf8")
        .matchAll(/\$SEGURA_DIR\/(ngx_segura_api\w*\.c)/g)) {
   sources[f[1]] = readFileSync(`${top}/ngx_segura_module/${f[1]}`, "utf8");
 }
+// the rotation's results per device are its engine's
+sources["ngx_segura_rotate.c"] =
+  readFileSync(`${top}/ngx_segura_module/ngx_segura_rotate.c`, "utf8");
 
 function handlerFile(handler) {
   return Object.keys(sources).find((f) => new RegExp(
@@ -370,6 +373,7 @@ const bodyLists = [
   ["KeyGenerate", "props", ["ngx_segura_api_key_generate_fields"]],
   ["KeyCheck", "props", ["ngx_segura_check_fields"]],
   ["KeyDeploy", "props", ["ngx_segura_deploy_fields"]],
+  ["KeyRotate", "props", ["ngx_segura_api_rotate_fields"]],
   ["Login", "props", ["ngx_segura_api_login_fields"]],
 ];
 for (const [schema, how, arrays] of bodyLists) {
@@ -407,6 +411,15 @@ for (const [schema, array] of [["DeployResult", "ngx_segura_deploy_results"],
   } else {
     report(false, `${array}[] is found`, "not in the sources");
   }
+}
+
+// a rotation's results per device
+if (lists.ngx_segura_rot_results) {
+  sameSet("RotationItem's results are ngx_segura_rot_results[]",
+          doc.components.schemas.RotationItem?.properties?.result?.enum ?? [],
+          lists.ngx_segura_rot_results, "the results differ");
+} else {
+  report(false, "ngx_segura_rot_results[] is found", "not in the sources");
 }
 
 // a secret a client sends is write-only wherever a schema names it
