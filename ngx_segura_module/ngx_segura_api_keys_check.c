@@ -68,6 +68,7 @@ typedef struct {
     char                        pinned[NGX_SEGURA_SSH_LINE_LEN];
     char                        pinned_fp[NGX_SEGURA_SSH_FP_LEN];
     char                        pinned_type[64];
+    ngx_uint_t                  rsa_bits;   /* of the key it uses */
 
     /* the event loop's */
     ngx_segura_connect_t        cn;
@@ -207,8 +208,12 @@ ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     res = ngx_segura_api_query_retry(ctx, conn,
               "with mine as (select d.id, d.address, d.port, d.host_key,"
-              "  d.host_key_fingerprint, kd.is_main"
+              "  d.host_key_fingerprint, kd.is_main, e.behind,"
+              "  e.private_key_enc, e.passphrase_enc, e.key_type, e.bits"
               "  from key_devices kd join devices d on d.id = kd.device_id"
+              /* the version of the key the device uses (a rotation's) */
+              "  join key_device_keys e on e.key_id = kd.key_id"
+              "   and e.device_id = kd.device_id"
               "  where kd.key_id = $3::bigint and ($2::bool or exists"
               "   (select 1 from segura_key_devices_for($1::bigint,"
               "    $3::bigint) f where f.device_id = d.id"
@@ -216,12 +221,14 @@ ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
               " want as (select distinct x::bigint as id"
               "  from jsonb_array_elements_text($4::jsonb) x)"
               " select m.id is not null, m.id, m.address, m.port,"
-              "  m.host_key, m.host_key_fingerprint"
+              "  m.host_key, m.host_key_fingerprint, m.behind,"
+              "  m.private_key_enc, m.passphrase_enc, m.key_type, m.bits"
               " from want w left join mine m on m.id = w.id"
               " where $4::jsonb is not null"
               " union all"
               " select true, m.id, m.address, m.port, m.host_key,"
-              "  m.host_key_fingerprint"
+              "  m.host_key_fingerprint, m.behind,"
+              "  m.private_key_enc, m.passphrase_enc, m.key_type, m.bits"
               " from (select * from mine order by is_main desc, id) m"
               " where $4::jsonb is null",
               4, p);
@@ -311,6 +318,37 @@ ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
         }
 
         d->ssh.fd = (ngx_socket_t) -1;
+        d->rsa_bits = check->rsa_bits;
+
+        if (PQgetvalue(res, i, 6)[0] != 't') {
+            continue;
+        }
+
+        /*
+         * behind: the older version a rotation left it on, which its
+         * sessions use, and so does its check (rare: opened for itself)
+         */
+
+        d->rsa_bits = (ngx_strcmp(PQgetvalue(res, i, 9), "ssh-rsa") == 0
+                       && !PQgetisnull(res, i, 10))
+                      ? (ngx_uint_t) ngx_atoi((u_char *) PQgetvalue(res, i, 10),
+                                     ngx_strlen(PQgetvalue(res, i, 10)))
+                      : 0;
+
+        if (ngx_segura_sealed_key(ctx->smcf, check->key_id,
+                                  PQgetvalue(res, i, 7),
+                                  PQgetisnull(res, i, 8)
+                                  ? NULL : PQgetvalue(res, i, 8),
+                                  &d->ssh.key, ctx->log, sizeof(ctx->log))
+            != NGX_OK)
+        {
+            PQclear(res);
+            ngx_segura_check_free(check);
+            ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
+                                "The key cannot be used");
+            ctx->log_level = NGX_LOG_ERR;
+            return NGX_ERROR;
+        }
     }
 
     PQclear(res);
@@ -339,7 +377,17 @@ ngx_segura_check_keys(ngx_segura_api_ctx_t *ctx, ngx_segura_check_t *check,
     char        *b64;
     size_t       klen;
     ssh_key      first;
-    ngx_uint_t   i;
+    ngx_uint_t   i, f;
+
+    /* the devices that use the current version: those without a key yet */
+
+    for (f = 0; f < check->n && check->devices[f].ssh.key != NULL; f++) {
+        /* void */
+    }
+
+    if (f == check->n) {
+        return NGX_OK;
+    }
 
     first = NULL;
 
@@ -362,11 +410,7 @@ ngx_segura_check_keys(ngx_segura_api_ctx_t *ctx, ngx_segura_check_t *check,
      * by ssh_key_free() once its device has used it
      */
 
-    check->devices[0].ssh.key = first;
-
-    if (check->n == 1) {
-        return NGX_OK;
-    }
+    check->devices[f].ssh.key = first;
 
     b64 = NULL;
 
@@ -379,9 +423,11 @@ ngx_segura_check_keys(ngx_segura_api_ctx_t *ctx, ngx_segura_check_t *check,
     klen = ngx_strlen(b64);
     rc = 0;
 
-    for (i = 1; i < check->n && rc == 0; i++) {
-        rc = ngx_segura_sshkey_import(b64, klen, NULL,
-                                      &check->devices[i].ssh.key, NULL);
+    for (i = f + 1; i < check->n && rc == 0; i++) {
+        if (check->devices[i].ssh.key == NULL) {
+            rc = ngx_segura_sshkey_import(b64, klen, NULL,
+                                          &check->devices[i].ssh.key, NULL);
+        }
     }
 
     OPENSSL_cleanse(b64, klen);
@@ -537,7 +583,7 @@ ngx_segura_check_start(ngx_segura_check_device_t *d)
 
     d->ssh.username = check->username;
     d->ssh.pinned_type = d->pinned_type[0] ? d->pinned_type : NULL;
-    d->ssh.rsa_bits = check->rsa_bits;
+    d->ssh.rsa_bits = d->rsa_bits;
 
     cn = &d->cn;
 

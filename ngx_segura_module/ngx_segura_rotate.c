@@ -244,10 +244,14 @@ static const char *const  ngx_segura_rot_results[] = {
     "error"
 };
 
-/* what a device's result says of the current key, for key_checks */
+/*
+ * what a device's result says of the key it uses afterwards, for
+ * key_checks (a check probes that key too): the new one, or its own,
+ * which logged in for the add; NULL: nothing known
+ */
 static const char *const  ngx_segura_rot_checks[] = {
     "deployed", "deployed", "refused", "unreachable", "timeout",
-    "host_key_mismatch", "host_key_unknown", "refused", "refused", "error"
+    "host_key_mismatch", "host_key_unknown", "deployed", "deployed", NULL
 };
 
 static const char  ngx_segura_rotate_add[] = NGX_SEGURA_DEPLOY_ADD_COMMAND;
@@ -1751,7 +1755,8 @@ ngx_segura_rotate_finish(ngx_segura_rotate_t *rt, PGconn **conn)
     res = ngx_segura_rotate_query(rt, conn,
               "insert into key_checks (key_id, device_id, result, detail)"
               " select $1::bigint, (e->>'device')::bigint, e->>'check',"
-              " left(e->>'detail', 512)"
+              " case when e->>'check' = 'deployed' then ''"
+              "  else left(e->>'detail', 512) end"
               " from jsonb_array_elements($2::jsonb) e"
               " where e->>'check' is not null"
               " and exists (select 1 from key_devices kd"
@@ -1873,24 +1878,11 @@ ngx_segura_rotate_items(ngx_segura_rotate_t *rt, ngx_uint_t passed_only)
         version = (d->passed && rt->to_version) ? rt->to_version : d->version;
 
         /*
-         * the check of the current key: deployed for those that use it
-         * (the switch wrote it); for the others, only what the add showed
-         * of a key the device still refuses or could not be asked about
+         * the check of the key the device uses: the switch wrote those
+         * that passed (deployed); for the others, what the add showed
          */
 
-        check = NULL;
-
-        if (!d->passed && (rt->to_version != 0 || !rt->conf.retry)) {
-            check = ngx_segura_rot_checks[d->result];
-
-            if (rt->to_version == 0
-                && (d->result == NGX_SEGURA_ROT_EXEC_FAILED
-                    || d->result == NGX_SEGURA_ROT_VERIFY_FAILED
-                    || d->result == NGX_SEGURA_ROT_ERROR))
-            {
-                check = NULL;
-            }
-        }
+        check = d->passed ? NULL : ngx_segura_rot_checks[d->result];
 
         one = json_pack("{sIsssssisiss?}",
                         "device", (json_int_t) d->device_id,

@@ -152,6 +152,16 @@ is($rep{$dc}{version}, 1, 'report: C on version 1');
 ok($rep{$dc}{behind}, 'report: C is behind');
 is($rep{$da}{check}{result}, 'deployed', 'report: A deployed');
 is($rep{$dd}{check}{result}, 'refused', 'report: D refused');
+is($rep{$dc}{check}{result}, 'deployed',
+   'report: C deployed (the key it uses, version 1)');
+
+# a check probes the key each device uses: C's is version 1
+$res = $api->post("/api/keys/$key/check", {});
+%check = map { $_->{device} => $_->{result} } @{ $res->json->{items} };
+is_deeply([ @check{$da, $db_, $dc, $dd} ],
+          [qw(deployed deployed deployed refused)],
+          'check after: A and B the new key, C its old one, D none')
+    or diag($res->body);
 
 my ($nver) = $dbh->selectrow_array(
     'select count(*) from ssh_key_versions where key_id = ?', undef, $key);
