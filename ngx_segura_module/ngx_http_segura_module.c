@@ -53,9 +53,7 @@ static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_segura_rotation_schedule(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static char *ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_segura_off_time(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -288,16 +286,16 @@ static ngx_command_t  ngx_http_segura_commands[] = {
 
     { ngx_string("segura_recording_retention"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_segura_retention,
+      ngx_http_segura_off_time,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_segura_main_conf_t, recording_retention),
       NULL },
 
     { ngx_string("segura_rotation_schedule"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_segura_rotation_schedule,
+      ngx_http_segura_off_time,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_segura_main_conf_t, rotation_schedule),
       NULL },
 
     { ngx_string("segura_rotation_retry"),
@@ -926,27 +924,28 @@ ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * segura_rotation_schedule off | <time>: how often worker 0 looks for keys
- * due for rotation (ngx_segura_rotate_schedule.c); at least a second
+ * "off" | <time>, at least a second: segura_recording_retention (how long
+ * a recording is kept after its session ended, ngx_segura_retention.c) and
+ * segura_rotation_schedule (how often worker 0 looks for keys due for
+ * rotation, ngx_segura_rotate_schedule.c); off is 0
  */
 
 static char *
-ngx_http_segura_rotation_schedule(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
+ngx_http_segura_off_time(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_segura_main_conf_t *smcf = conf;
+    ngx_msec_t  *field = (ngx_msec_t *) ((u_char *) conf + cmd->offset);
 
     ngx_str_t   *value;
     ngx_msec_t   ms;
 
-    if (smcf->rotation_schedule != NGX_CONF_UNSET_MSEC) {
+    if (*field != NGX_CONF_UNSET_MSEC) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        smcf->rotation_schedule = 0;
+        *field = 0;
         return NGX_CONF_OK;
     }
 
@@ -960,47 +959,7 @@ ngx_http_segura_rotation_schedule(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    smcf->rotation_schedule = ms;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * segura_recording_retention off | <time>: how long a recording is kept
- * after its session ended (ngx_segura_retention.c); at least a second
- */
-
-static char *
-ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_segura_main_conf_t *smcf = conf;
-
-    ngx_str_t   *value;
-    ngx_msec_t   ms;
-
-    if (smcf->recording_retention != NGX_CONF_UNSET_MSEC) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        smcf->recording_retention = 0;
-        return NGX_CONF_OK;
-    }
-
-    ms = ngx_parse_time(&value[1], 0);
-
-    if (ms == (ngx_msec_t) NGX_ERROR || ms < 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\" in \"%V\" directive, "
-                           "it must be \"off\" or a time of at least 1s",
-                           &value[1], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    smcf->recording_retention = ms;
+    *field = ms;
 
     return NGX_CONF_OK;
 }

@@ -190,7 +190,6 @@ ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     const char *const *params, const char *want, PGresult *key)
 {
     int                         i, n;
-    char                       *v;
     PGresult                   *res;
     const char                 *p[4];
     ngx_segura_check_t         *check;
@@ -310,11 +309,8 @@ ngx_segura_check_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
             /* "<type> <base64>": the type selects the host key algorithms */
 
-            v = ngx_strchr(d->pinned, ' ');
-            if (v != NULL && (size_t) (v - d->pinned) < sizeof(d->pinned_type))
-            {
-                ngx_memcpy(d->pinned_type, d->pinned, v - d->pinned);
-            }
+            ngx_segura_ssh_line_type(d->pinned_type, sizeof(d->pinned_type),
+                                     d->pinned);
         }
 
         d->ssh.fd = (ngx_socket_t) -1;

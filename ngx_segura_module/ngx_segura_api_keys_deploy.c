@@ -162,7 +162,6 @@ static ngx_int_t ngx_segura_deploy_host_key(ngx_segura_connect_t *cn);
 static void ngx_segura_deploy_edited(ngx_segura_connect_t *cn);
 static void ngx_segura_deploy_verified(ngx_segura_connect_t *cn);
 static void ngx_segura_deploy_end(ngx_segura_deploy_device_t *d);
-static void ngx_segura_deploy_text(char *dst, size_t len, const char *src);
 static ngx_uint_t ngx_segura_deploy_word(const char *word, size_t len,
     const char *want);
 static void ngx_segura_deploy_store(ngx_segura_api_ctx_t *ctx,
@@ -401,7 +400,6 @@ ngx_segura_deploy_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PGresult *key, ngx_segura_deploy_t **out)
 {
     int                          i, n;
-    char                        *v;
     size_t                       len;
     PGresult                    *res;
     const char                  *p[2];
@@ -520,11 +518,8 @@ ngx_segura_deploy_devices(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                                (u_char *) PQgetvalue(res, i, 5),
                                sizeof(d->pinned_fp));
 
-            v = ngx_strchr(d->pinned, ' ');
-            if (v != NULL && (size_t) (v - d->pinned) < sizeof(d->pinned_type))
-            {
-                ngx_memcpy(d->pinned_type, d->pinned, v - d->pinned);
-            }
+            ngx_segura_ssh_line_type(d->pinned_type, sizeof(d->pinned_type),
+                                     d->pinned);
         }
 
         d->ssh.fd = (ngx_socket_t) -1;
@@ -877,7 +872,7 @@ ngx_segura_deploy_edited(ngx_segura_connect_t *cn)
     }
 
     if (d->ssh.err != NGX_SEGURA_WS_ERR_NONE) {
-        ngx_segura_deploy_text(d->detail, sizeof(d->detail), d->ssh.text);
+        ngx_segura_ssh_printable(d->detail, sizeof(d->detail), d->ssh.text);
         ngx_segura_deploy_end(d);
         return;
     }
@@ -910,7 +905,7 @@ ngx_segura_deploy_edited(ngx_segura_connect_t *cn)
         d->result = NGX_SEGURA_DEPLOY_EXEC_FAILED;
 
         if (d->ex.err_len > 0) {
-            ngx_segura_deploy_text(d->detail, sizeof(d->detail), d->ex.err);
+            ngx_segura_ssh_printable(d->detail, sizeof(d->detail), d->ex.err);
 
         } else {
             (void) ngx_snprintf((u_char *) d->detail, sizeof(d->detail) - 1,
@@ -980,7 +975,7 @@ ngx_segura_deploy_verified(ngx_segura_connect_t *cn)
         d->result = NGX_SEGURA_DEPLOY_VERIFY_FAILED;
 
         if (d->vssh.text[0]) {
-            ngx_segura_deploy_text(d->detail, sizeof(d->detail),
+            ngx_segura_ssh_printable(d->detail, sizeof(d->detail),
                                    d->vssh.text);
 
         } else {
@@ -1030,25 +1025,6 @@ static ngx_uint_t
 ngx_segura_deploy_word(const char *word, size_t len, const char *want)
 {
     return len == ngx_strlen(want) && ngx_strncmp(word, want, len) == 0;
-}
-
-
-/* a text for a person, into JSON: printable ASCII only */
-
-static void
-ngx_segura_deploy_text(char *dst, size_t len, const char *src)
-{
-    size_t  i;
-
-    for (i = 0; i < len - 1 && src[i] != '\0'; i++) {
-        dst[i] = (src[i] < 0x20 || src[i] > 0x7e) ? ' ' : src[i];
-    }
-
-    while (i > 0 && dst[i - 1] == ' ') {
-        i--;
-    }
-
-    dst[i] = '\0';
 }
 
 

@@ -227,7 +227,6 @@ static json_t *ngx_segura_rotate_items(ngx_segura_rotate_t *rt,
 static PGresult *ngx_segura_rotate_query(ngx_segura_rotate_t *rt,
     PGconn **conn, const char *sql, int n, const char *const *params,
     ExecStatusType want);
-static void ngx_segura_rotate_text(char *dst, size_t len, const char *src);
 static void ngx_segura_rotate_free(ngx_segura_rotate_t *rt);
 
 
@@ -556,7 +555,6 @@ static ngx_int_t
 ngx_segura_rotate_load(ngx_segura_rotate_t *rt, PGconn **conn)
 {
     int                       i, n, first_row;
-    char                     *v;
     size_t                    len;
     ssh_key                   first;
     PGresult                 *key, *res;
@@ -643,12 +641,8 @@ ngx_segura_rotate_load(ngx_segura_rotate_t *rt, PGconn **conn)
                                (u_char *) PQgetvalue(res, i, 4),
                                sizeof(d->pinned_fp));
 
-            v = ngx_strchr(PQgetvalue(res, i, 3), ' ');
-            len = v ? (size_t) (v - PQgetvalue(res, i, 3)) : 0;
-
-            if (len < sizeof(d->pinned_type)) {
-                ngx_memcpy(d->pinned_type, PQgetvalue(res, i, 3), len);
-            }
+            ngx_segura_ssh_line_type(d->pinned_type, sizeof(d->pinned_type),
+                                     PQgetvalue(res, i, 3));
         }
 
         d->version = ngx_atoi((u_char *) PQgetvalue(res, i, 5),
@@ -1175,7 +1169,7 @@ ngx_segura_rotate_stepped(ngx_segura_connect_t *cn)
             d->result = s->ssh.err == NGX_SEGURA_WS_ERR_NONE
                         ? NGX_SEGURA_ROT_ERROR
                         : ngx_segura_rotate_error(&s->ssh);
-            ngx_segura_rotate_text(d->detail, sizeof(d->detail),
+            ngx_segura_ssh_printable(d->detail, sizeof(d->detail),
                                    s->ssh.text[0] ? s->ssh.text
                                    : "the connection was closed");
             goto edit_failed;
@@ -1204,7 +1198,7 @@ ngx_segura_rotate_stepped(ngx_segura_connect_t *cn)
         d->result = NGX_SEGURA_ROT_EXEC_FAILED;
 
         if (s->ex.err_len > 0) {
-            ngx_segura_rotate_text(d->detail, sizeof(d->detail), s->ex.err);
+            ngx_segura_ssh_printable(d->detail, sizeof(d->detail), s->ex.err);
 
         } else {
             (void) ngx_snprintf((u_char *) d->detail, sizeof(d->detail) - 1,
@@ -1247,7 +1241,7 @@ ngx_segura_rotate_stepped(ngx_segura_connect_t *cn)
                             "the new line was added, but the device did "
                             "not accept the new key%s%s%Z",
                             s->ssh.text[0] ? ": " : "", s->ssh.text);
-        ngx_segura_rotate_text(d->detail, sizeof(d->detail), d->detail);
+        ngx_segura_ssh_printable(d->detail, sizeof(d->detail), d->detail);
         break;
 
     default: /* NGX_SEGURA_ROT_PROBE_OLD */
@@ -1271,7 +1265,7 @@ ngx_segura_rotate_stepped(ngx_segura_connect_t *cn)
                                 "refused: %s%Z",
                                 s->ssh.text[0] ? s->ssh.text
                                                : "the connection closed");
-            ngx_segura_rotate_text(d->detail, sizeof(d->detail), d->detail);
+            ngx_segura_ssh_printable(d->detail, sizeof(d->detail), d->detail);
         }
 
         break;
@@ -1638,7 +1632,7 @@ ngx_segura_rotate_switched(ngx_segura_rotate_t *rt)
                                     "switch was not written: %s%Z",
                                     rt->replaced ? rt->status_detail
                                                  : rt->err);
-                ngx_segura_rotate_text(rt->devices[i].detail,
+                ngx_segura_ssh_printable(rt->devices[i].detail,
                                        sizeof(rt->devices[i].detail),
                                        rt->devices[i].detail);
             }
@@ -1948,25 +1942,6 @@ ngx_segura_rotate_query(ngx_segura_rotate_t *rt, PGconn **conn,
     }
 
     return res;
-}
-
-
-/* a text for a person, into JSON: printable ASCII only */
-
-static void
-ngx_segura_rotate_text(char *dst, size_t len, const char *src)
-{
-    size_t  i;
-
-    for (i = 0; i < len - 1 && src[i] != '\0'; i++) {
-        dst[i] = (src[i] < 0x20 || src[i] > 0x7e) ? ' ' : src[i];
-    }
-
-    while (i > 0 && dst[i - 1] == ' ') {
-        i--;
-    }
-
-    dst[i] = '\0';
 }
 
 

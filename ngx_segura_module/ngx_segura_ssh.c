@@ -512,3 +512,37 @@ ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
 
     return NGX_ERROR;
 }
+
+
+void
+ngx_segura_ssh_line_type(char *type, size_t size, const char *line)
+{
+    const char  *v;
+
+    v = ngx_strchr(line, ' ');
+
+    if (v == NULL || (size_t) (v - line) >= size) {
+        type[0] = '\0';
+        return;
+    }
+
+    ngx_memcpy(type, line, v - line);
+    type[v - line] = '\0';
+}
+
+
+void
+ngx_segura_ssh_printable(char *dst, size_t len, const char *src)
+{
+    size_t  i;
+
+    for (i = 0; i < len - 1 && src[i] != '\0'; i++) {
+        dst[i] = (src[i] < 0x20 || src[i] > 0x7e) ? ' ' : src[i];
+    }
+
+    while (i > 0 && dst[i - 1] == ' ') {
+        i--;
+    }
+
+    dst[i] = '\0';
+}

@@ -106,6 +106,15 @@ ngx_int_t ngx_segura_ssh_fail(ngx_segura_ssh_t *ssh, ngx_segura_ws_err_e err,
  * no pin and the policy allows pinning it now (trust on first use),
  * NGX_ERROR with ssh->err and ssh->text set otherwise.
  */
+/*
+ * either thread: the type of a public key line "<type> <base64> ..." into
+ * type (size bytes, "" when it does not fit or there is none)
+ */
+void ngx_segura_ssh_line_type(char *type, size_t size, const char *line);
+
+/* either thread: a text for a person, into JSON: printable ASCII only */
+void ngx_segura_ssh_printable(char *dst, size_t len, const char *src);
+
 ngx_int_t ngx_segura_ssh_host_key(ngx_segura_ssh_t *ssh,
     const char *pinned_fp, ngx_uint_t strict);
 
