@@ -289,9 +289,9 @@ function deploymentCell(id, d) {
                             onclick: () => deployTo([id], false) }, 'Deploy');
   const wd = h('button', { type: 'button', class: 'withdraw', 'aria-label': `Withdraw the key from ${d.name}`,
                            onclick: () => deployTo([id], true) }, 'Withdraw');
-  const v = versionNote(versions.get(id));
-  return h('div', {}, h('span', { class: 'nowrap' }, checkPill(checks.get(id)), ' ', b, ' ', dep, ' ', wd),
-           v ? h('div', { class: 'version' }, v) : null);
+  // the state on a first line (last check, key version), the buttons under it
+  return h('div', {}, h('div', { class: 'state' }, checkPill(checks.get(id)), ' ', versionNote(versions.get(id))),
+           h('div', { class: 'edits' }, b, ' ', dep, ' ', wd));
 }
 // the last check and the key version of every saved device
 async function loadChecks() {

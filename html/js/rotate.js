@@ -68,25 +68,26 @@ export function statusPill(status) {
 
 const plural = (n, one, many = one + 's') => `${n} ${n === 1 ? one : many}`;
 
-// one sentence for a whole rotation
+// one sentence for a whole rotation (after its status pill)
 export function summaryText(r) {
   const to = r.to_version ?? r.from_version;
-  const kept = r.total - r.rotated;
+  // the devices that still use an older version than the key's
+  const behind = (r.items || []).filter(x => x.version != null && x.version !== to).length;
+  const pending = behind ? ` ${plural(behind, 'device')} ${behind === 1 ? 'keeps its' : 'keep their'} older key until a retry succeeds (rotation pending).` : '';
   switch (r.status) {
   case 'rotated':
-    return r.total ? `Rotated: ${r.total === 1 ? 'the device uses' : `all ${r.total} devices use`} version ${to}.`
-                   : `Rotated: a new key pair, version ${to} (the key has no devices).`;
+    return r.total ? `${r.total === 1 ? 'The device uses' : `All ${r.total} devices use`} version ${to} of the key; the old key is removed.`
+                   : `A new key pair, version ${to} (the key has no devices).`;
   case 'partial':
-    return `Partially rotated: ${r.rotated} of ${plural(r.total, 'device')} ${r.rotated === 1 ? 'uses' : 'use'} version ${to}` +
-      (kept ? `; ${kept} ${kept === 1 ? 'keeps its' : 'keep their'} older version until a retry succeeds (rotation pending).` : '.');
+    return `${r.rotated} of ${plural(r.total, 'device')} rotated to version ${to}.${pending}`;
   case 'failed':
-    return `Failed: no device took the new key, nothing switched; the key stays at version ${r.from_version}.`;
+    return `No device took the new key: nothing switched, the key stays at version ${r.from_version}.`;
   case 'interrupted':
-    return 'Interrupted: the worker running it was lost. Devices already switched use the new version; retry for the rest.';
+    return `The worker running it was lost. Devices that switched use version ${to}; retry for the rest.`;
   case 'running':
-    return 'Running…';
+    return 'Still running.';
   default:
-    return r.status;
+    return '';
   }
 }
 
@@ -173,8 +174,8 @@ export function rotateDialog(key) {
       try {
         answer = await post(`/api/keys/${key.id}/rotate`, body);
         d.dataset.state = 'done';
-        status.replaceChildren(h('p', {}, statusPill(answer.status), ' ', h('span', { id: 'rotate-summary' }, summaryText(answer))),
-          answer.detail ? h('p', { class: 'muted small' }, answer.detail) : null);
+        status.replaceChildren(h('p', {}, statusPill(answer.status), ' ', h('span', { id: 'rotate-summary' }, summaryText(answer))));
+        if (answer.detail) status.append(h('p', { class: 'muted small' }, answer.detail));
         result.replaceChildren(itemsTable(answer.items, 'rotate-items'));
         result.hidden = false;
         go.hidden = true;
@@ -207,7 +208,8 @@ export function historyRows(items) {
     const btn = h('button', { type: 'button', class: 'link', 'aria-expanded': 'false', 'aria-controls': detailId,
                               'aria-label': `Devices of rotation ${r.id}` }, 'Devices');
     const sub = h('tr', { id: detailId, class: 'sub', hidden: true },
-      h('td', { colspan: 8 }, r.detail ? h('p', { class: 'muted small' }, r.detail) : null, itemsTable(r.items)));
+      h('td', { colspan: 8 }, h('p', { class: 'small' }, summaryText(r)),
+        r.detail ? h('p', { class: 'muted small' }, r.detail) : null, itemsTable(r.items)));
     btn.addEventListener('click', () => {
       const open = sub.hidden;
       sub.hidden = !open;
