@@ -133,10 +133,12 @@ export function rotateDialog(key) {
     const close = h('button', { type: 'button', id: 'rotate-close' }, 'Cancel');
     const devs = key.devices?.length ?? 0;
     const form = h('div', { id: 'rotate-form' },
-      h('p', {}, `Makes a new key pair (version ${key.version + 1}) and, on each of the key's ${plural(devs, 'device')}, ` +
-        `logs in as ${key.username} with the key it uses now, adds the new key's line to ~/.ssh/authorized_keys, ` +
-        'checks that the new key is accepted, then removes the old key\'s line. A device that fails keeps its ' +
-        'current key and is reported; sessions already open are not affected.'),
+      h('p', {}, devs
+        ? `Makes a new key pair (version ${(key.version ?? 1) + 1}) and, on each of the key's ${plural(devs, 'device')}, ` +
+          `logs in as ${key.username} with the key it uses now, adds the new key's line to ~/.ssh/authorized_keys, ` +
+          'checks that the new key is accepted, then removes the old key\'s line. A device that fails keeps its ' +
+          'current key and is reported; sessions already open are not affected.'
+        : `Makes a new key pair (version ${(key.version ?? 1) + 1}). The key has no devices: nothing changes on any device.`),
       running ? h('div', { class: 'banner warn' }, 'A rotation of this key is running: wait for it to end (see the Rotations tab).') : null,
       behind ? h('fieldset', { class: 'field', id: 'rotate-mode' },
         h('legend', {}, 'What to rotate'),
