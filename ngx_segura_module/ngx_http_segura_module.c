@@ -21,6 +21,7 @@
 #include "ngx_segura_api.h"
 #include "ngx_segura_fleet.h"
 #include "ngx_segura_retention.h"
+#include "ngx_segura_rotate.h"
 #include "ngx_segura_handshake.h"
 #include "ngx_segura_live.h"
 #include "ngx_segura_metrics.h"
@@ -52,6 +53,8 @@ static char *ngx_http_segura_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_segura_rotation_schedule(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_segura_retention(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_segura_allowed_origins(ngx_conf_t *cf,
@@ -290,6 +293,20 @@ static ngx_command_t  ngx_http_segura_commands[] = {
       0,
       NULL },
 
+    { ngx_string("segura_rotation_schedule"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_segura_rotation_schedule,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("segura_rotation_retry"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_segura_main_conf_t, rotation_retry),
+      NULL },
+
     { ngx_string("segura_allowed_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_segura_allowed_origins,
@@ -363,6 +380,8 @@ ngx_http_segura_create_main_conf(ngx_conf_t *cf)
     smcf->db_connections = NGX_CONF_UNSET_UINT;
     smcf->node_lost_timeout = NGX_CONF_UNSET_MSEC;
     smcf->recording_retention = NGX_CONF_UNSET_MSEC;
+    smcf->rotation_schedule = NGX_CONF_UNSET_MSEC;
+    smcf->rotation_retry = NGX_CONF_UNSET_MSEC;
     smcf->login_concurrency = NGX_CONF_UNSET;
 
     if (ngx_array_init(&smcf->keys, cf->pool, 2,
@@ -393,6 +412,8 @@ ngx_http_segura_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(smcf->db_connections, 8);
     ngx_conf_init_msec_value(smcf->node_lost_timeout, 30000);
     ngx_conf_init_msec_value(smcf->recording_retention, 0);
+    ngx_conf_init_msec_value(smcf->rotation_schedule, 300000);
+    ngx_conf_init_msec_value(smcf->rotation_retry, 3600000);
 
     /* unset: half the CPUs among the workers, see init_process */
 
@@ -899,6 +920,47 @@ ngx_http_segura_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_segura_metrics_add_zone(cf, smcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * segura_rotation_schedule off | <time>: how often worker 0 looks for keys
+ * due for rotation (ngx_segura_rotate_schedule.c); at least a second
+ */
+
+static char *
+ngx_http_segura_rotation_schedule(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_segura_main_conf_t *smcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (smcf->rotation_schedule != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        smcf->rotation_schedule = 0;
+        return NGX_CONF_OK;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+
+    if (ms == (ngx_msec_t) NGX_ERROR || ms < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, "
+                           "it must be \"off\" or a time of at least 1s",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->rotation_schedule = ms;
 
     return NGX_CONF_OK;
 }
@@ -1457,6 +1519,12 @@ ngx_http_segura_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* and keys due for rotation rotate, picked by one node at a time */
+
+    if (ngx_segura_rotate_schedule_init_process(cycle, smcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1498,6 +1566,7 @@ ngx_http_segura_exit_process(ngx_cycle_t *cycle)
 
     ngx_segura_resume_exit_process();
     ngx_segura_retention_exit_process();
+    ngx_segura_rotate_schedule_exit_process();
     ngx_segura_watch_exit_process();
     ngx_segura_outbox_exit_process();
     ngx_segura_fleet_exit_process();

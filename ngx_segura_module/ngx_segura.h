@@ -54,6 +54,8 @@ typedef struct {
 
     ngx_msec_t                 node_lost_timeout;
     ngx_msec_t                 recording_retention;   /* 0: keep */
+    ngx_msec_t                 rotation_schedule;     /* 0: off */
+    ngx_msec_t                 rotation_retry;
 
     ngx_array_t                locations;    /* ngx_http_segura_location_t */
 

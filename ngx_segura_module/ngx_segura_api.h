@@ -249,6 +249,10 @@ void ngx_segura_api_key_check(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 /* POST /api/keys/{id}/deploy and /withdraw (ngx_segura_api_keys_deploy.c) */
 void ngx_segura_api_key_deploy(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *const *params, ngx_uint_t withdraw);
+void ngx_segura_api_key_rotate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *const *params);
+void ngx_segura_api_key_rotations(ngx_segura_api_ctx_t *ctx, PGconn **conn,
+    int64_t id, const char *const *params);
 void ngx_segura_api_keys_generate(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     int64_t id, const char *sub);
 void ngx_segura_api_sessions(ngx_segura_api_ctx_t *ctx, PGconn **conn,

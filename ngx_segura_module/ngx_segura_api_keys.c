@@ -22,6 +22,7 @@
 #include <ngx_http.h>
 #include "ngx_segura.h"
 #include "ngx_segura_api.h"
+#include "ngx_segura_sealed.h"
 #include "ngx_segura_sshkey.h"
 #include "ngx_segura_vault.h"
 
@@ -53,6 +54,16 @@
     "   from key_devices kd left join key_checks c"                          \
     "   on c.key_id = kd.key_id and c.device_id = kd.device_id"              \
     "   where kd.key_id = k.id and" dv "),"                                  \
+    " 'rotation_days', k.rotation_days, 'version', k.version,"             \
+    " 'rotated_at', k.rotated_at,"                                           \
+    " 'rotation', json_build_object("                                        \
+    "   'behind', (select count(*) from key_devices kd"                      \
+    "     where kd.key_id = k.id and kd.key_version is not null"             \
+    "     and kd.key_version <> k.version and" dv "),"                       \
+    "   'running', exists (select 1 from key_rotations r"                    \
+    "     where r.key_id = k.id and r.status = 'running'),"                  \
+    "   'next_at', coalesce(k.rotated_at, k.created_at)"                     \
+    "     + k.rotation_days * interval '1 day'),"                            \
     " 'created_at', k.created_at, 'updated_at', k.updated_at)"
 
 /* the devices of a key the caller may see; $1 and $2 as below */
@@ -81,36 +92,20 @@ static char *ngx_segura_api_key_seal(ngx_segura_api_ctx_t *ctx,
 
 static const char *const  ngx_segura_api_key_fields[] = {
     "name", "status", "tags", "owner", "username", "private_key",
-    "passphrase", "public_key", "main_device", "devices", NULL
+    "passphrase", "public_key", "main_device", "devices", "rotation_days",
+    NULL
 };
 
 static const char *const  ngx_segura_api_key_generate_fields[] = {
     "name", "status", "tags", "owner", "username", "type", "main_device",
-    "devices", NULL
+    "devices", "rotation_days", NULL
 };
 
-
-/* the "type" of POST /api/keys/generate */
-
-typedef struct {
-    const char                 *name;
-    enum ssh_keytypes_e         type;
-    int                         bits;
-} ngx_segura_api_key_kind_t;
-
-
-static const ngx_segura_api_key_kind_t  ngx_segura_api_key_kinds[] = {
-    { "ed25519", SSH_KEYTYPE_ED25519, 0 },
-    { "rsa-3072", SSH_KEYTYPE_RSA, 3072 },
-    { "rsa-4096", SSH_KEYTYPE_RSA, 4096 },
-    { "ecdsa-p256", SSH_KEYTYPE_ECDSA_P256, 256 },
-    { "ecdsa-p384", SSH_KEYTYPE_ECDSA_P384, 384 },
-    { NULL, 0, 0 }
-};
 
 static const char *const  ngx_segura_api_key_readonly[] = {
     "id", "type", "bits", "fingerprint", "has_passphrase", "main_device_name",
-    "deployment", "created_at", "updated_at", NULL
+    "deployment", "version", "rotated_at", "rotation", "created_at",
+    "updated_at", NULL
 };
 
 static const char *const  ngx_segura_api_key_whole[] = {
@@ -160,6 +155,16 @@ ngx_segura_api_keys(ngx_segura_api_ctx_t *ctx, PGconn **conn, int64_t id,
                     || ngx_strcmp(sub, "withdraw") == 0))
     {
         ngx_segura_api_key_deploy(ctx, conn, id, params, sub[0] == 'w');
+        return;
+    }
+
+    if (id != 0 && ngx_strcmp(sub, "rotate") == 0) {
+        ngx_segura_api_key_rotate(ctx, conn, id, params);
+        return;
+    }
+
+    if (id != 0 && ngx_strcmp(sub, "rotations") == 0) {
+        ngx_segura_api_key_rotations(ctx, conn, id, params);
         return;
     }
 
@@ -230,6 +235,10 @@ ngx_segura_api_key_report(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                "   'tags', to_json(d.tags), 'main', f.is_main,"
                "   'can_start', f.reason = 'ok',"
                "   'reason', nullif(f.reason, 'ok'),"
+               "   'version', (select e.version from key_device_keys e"
+               "     where e.key_id = k.id and e.device_id = d.id),"
+               "   'behind', coalesce((select e.behind from key_device_keys e"
+               "     where e.key_id = k.id and e.device_id = d.id), false),"
                "   'check', (select json_build_object('result', c.result,"
                "     'detail', c.detail, 'checked_at', c.checked_at)"
                "     from key_checks c"
@@ -285,10 +294,12 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     PGresult                  *res, *ins;
     ngx_int_t                  rc_main;
     const char                *name, *status, *owner, *username, *pkey;
-    const char                *pass, *pub, *type, *params[14];
+    const char                *pass, *pub, *type, *params[15];
     char                       idbuf[NGX_INT64_LEN + 1];
     char                       main_dev[NGX_INT64_LEN + 1];
     char                       bits[NGX_INT64_LEN + 1];
+    char                       days[NGX_INT64_LEN + 1];
+    ngx_uint_t                 set_days;
     ngx_segura_sshkey_info_t   info;
 
     body = generate
@@ -372,6 +383,19 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     rc_main = ngx_segura_api_get_int(ctx, body, "main_device", 1,
                                      INT64_MAX, main_dev);
     if (rc_main == NGX_ERROR) {
+        goto done;
+    }
+
+    /* rotation_days: null is no schedule */
+
+    v = json_object_get(body, "rotation_days");
+    set_days = (v != NULL);
+    days[0] = '\0';
+
+    if (v != NULL && !json_is_null(v)
+        && ngx_segura_api_get_int(ctx, body, "rotation_days", 1, 3650, days)
+           == NGX_ERROR)
+    {
         goto done;
     }
 
@@ -481,19 +505,22 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
     params[10] = sealed_key;
     params[11] = sealed_pass;
     params[12] = pkey ? "t" : "f";
+    params[13] = days[0] ? days : NULL;
+    params[14] = set_days ? "t" : "f";
 
     if (id == 0) {
         res = ngx_segura_api_query(ctx, conn,
                   "insert into ssh_keys (id, name, status, tags, owner,"
                   " username, key_type, bits, public_key, fingerprint,"
-                  " private_key_enc, passphrase_enc)"
+                  " private_key_enc, passphrase_enc, rotation_days)"
                   " overriding system value"
                   " values ($1::bigint, $2, coalesce($3, 'active'),"
                   " coalesce(array(select"
                   " jsonb_array_elements_text($4::jsonb)), '{}'),"
                   " coalesce($5, ''), $6, $7, $8::int, $9, $10,"
-                  " $11::bytea, $12::bytea) returning id, $13::bool",
-                  13, params);
+                  " $11::bytea, $12::bytea, $14::int)"
+                  " returning id, $13::bool, $15::bool",
+                  15, params);
     } else {
         res = ngx_segura_api_query(ctx, conn,
                   "update ssh_keys set name = coalesce($2, name),"
@@ -508,9 +535,14 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   " fingerprint = coalesce($10, fingerprint),"
                   " private_key_enc = coalesce($11::bytea, private_key_enc),"
                   " passphrase_enc = case when $13::bool then $12::bytea"
-                  " else passphrase_enc end"
+                  " else passphrase_enc end,"
+                  /* a replaced key is a new version everywhere */
+                  " version = case when $13::bool then version + 1"
+                  " else version end,"
+                  " rotation_days = case when $15::bool then $14::int"
+                  " else rotation_days end"
                   " where id = $1::bigint returning id",
-                  13, params);
+                  15, params);
     }
 
     if (ngx_segura_api_one(ctx, res) != NGX_OK) {
@@ -520,6 +552,24 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
     PQclear(res);
     res = NULL;
+
+    if (pkey != NULL && id != 0) {
+        /* no device keeps an older version of a key that was replaced */
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "with kd as (update key_devices set key_version = null"
+                  "  where key_id = $1::bigint and key_version is not null"
+                  "  returning 1)"
+                  " delete from ssh_key_versions where key_id = $1::bigint"
+                  " and (select count(*) from kd) >= 0",
+                  1, params);
+        if (res == NULL) {
+            goto end;
+        }
+
+        PQclear(res);
+        res = NULL;
+    }
 
     /*
      * the associations: "devices" replaces the set (the main device is
@@ -537,11 +587,16 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
                   "with cur as (select coalesce(jsonb_agg(device_id),"
                   " '[]') as ids, max(device_id) filter (where is_main)"
                   " as main from key_devices where key_id = $1::bigint),"
-                  " del as (delete from key_devices where key_id = $1::bigint)"
+                  " del as (delete from key_devices where key_id = $1::bigint"
+                  "  returning device_id, key_version)"
                   " select coalesce($2::jsonb, cur.ids)"
                   " || coalesce(to_jsonb($3::bigint), '[]'::jsonb),"
                   " coalesce($3::bigint,"
-                  " case when $4::bool then cur.main end) from cur",
+                  " case when $4::bool then cur.main end),"
+                  /* the version each kept device uses (a rotation's) */
+                  " coalesce((select jsonb_object_agg(device_id, key_version)"
+                  "  from del where key_version is not null), '{}')"
+                  " from cur",
                   4, params);
         if (res == NULL) {
             goto end;
@@ -549,14 +604,22 @@ ngx_segura_api_key_save(ngx_segura_api_ctx_t *ctx, PGconn **conn,
 
         params[1] = PQgetvalue(res, 0, 0);
         params[2] = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+        params[3] = PQgetvalue(res, 0, 2);
 
         ins = ngx_segura_api_query(ctx, conn,
-                  "insert into key_devices (key_id, device_id, is_main)"
-                  " select $1::bigint, s.d,"
-                  " coalesce(s.d = $3::bigint, false)"
-                  " from (select distinct x::bigint as d"
-                  " from jsonb_array_elements_text($2::jsonb) as t(x)) s",
-                  3, params);
+                  "with ins as (insert into key_devices (key_id, device_id,"
+                  "  is_main, key_version)"
+                  "  select $1::bigint, s.d,"
+                  "  coalesce(s.d = $3::bigint, false),"
+                  "  ($4::jsonb ->> s.d::text)::int"
+                  "  from (select distinct x::bigint as d"
+                  "  from jsonb_array_elements_text($2::jsonb) as t(x)) s"
+                  "  returning key_version)"
+                  /* the versions no device uses any more */
+                  " delete from ssh_key_versions v where v.key_id = $1::bigint"
+                  " and v.version not in (select key_version from ins"
+                  "  where key_version is not null)",
+                  4, params);
 
         PQclear(res);
         res = NULL;
@@ -623,61 +686,25 @@ done:
 static char *
 ngx_segura_api_key_make(ngx_segura_api_ctx_t *ctx, const char *type)
 {
-    int                               rc;
-    char                             *b64, *text;
-    size_t                            len;
-    ssh_key                           key;
-    const ngx_segura_api_key_kind_t  *k;
+    int                   bits;
+    char                 *text;
+    enum ssh_keytypes_e   kt;
 
-    /*
-     * a new private key as OpenSSH (Ed25519) or PEM text, malloc()ed; the
-     * caller wipes and frees it.  libssh's copy is wiped here.
-     */
+    /* a new private key as text, malloc()ed; the caller wipes and frees it */
 
-    for (k = ngx_segura_api_key_kinds; k->name; k++) {
-        if (ngx_strcmp(k->name, type) == 0) {
-            break;
-        }
-    }
-
-    if (k->name == NULL) {
+    if (ngx_segura_sshkey_kind(type, &kt, &bits) != 0) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INVALID_FIELD, "type",
-                            "One of ed25519, rsa-3072, rsa-4096, "
-                            "ecdsa-p256, ecdsa-p384");
+                            NGX_SEGURA_SSHKEY_KINDS);
         return NULL;
     }
 
-    key = NULL;
-    b64 = NULL;
-    text = NULL;
-
-    rc = ssh_pki_generate(k->type, k->bits, &key);
-
-    if (rc == SSH_OK) {
-        rc = ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &b64);
-    }
-
-    ssh_key_free(key);
-
-    if (rc == SSH_OK && b64 != NULL) {
-        len = ngx_strlen(b64);
-        text = malloc(len + 1);
-
-        if (text != NULL) {
-            ngx_memcpy(text, b64, len + 1);
-        }
-    }
-
-    if (b64 != NULL) {
-        OPENSSL_cleanse(b64, ngx_strlen(b64));
-        ssh_string_free_char(b64);
-    }
+    text = ngx_segura_sshkey_generate(kt, bits);
 
     if (text == NULL) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
         ctx->log_level = NGX_LOG_ERR;
         (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "generating a %s key failed%Z", k->name);
+                            "generating a %s key failed%Z", type);
         return NULL;
     }
 
@@ -689,56 +716,14 @@ static char *
 ngx_segura_api_key_seal(ngx_segura_api_ctx_t *ctx, const char *id,
     const char *column, const char *plain)
 {
-    u_char                   *blob, *p;
-    char                     *hex;
-    size_t                    len, n;
-    ngx_segura_vault_err_e    verr;
-    ngx_segura_master_key_t  *key;
-    char                      aad[NGX_INT64_LEN + 64];
+    char  *hex;
 
-    /*
-     * returns the sealed value as a bytea literal, malloc()ed (the caller
-     * frees it); ciphertext is not secret, the plaintext is only read
-     */
-
-    key = ngx_http_segura_current_key(ctx->smcf);
-
-    len = ngx_strlen(plain);
-    n = ngx_segura_vault_sealed_size(len);
-
-    blob = malloc(n);
-    hex = malloc(2 + 2 * n + 1);
-
-    if (blob == NULL || hex == NULL || n == 0) {
-        free(blob);
-        free(hex);
-        ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
-        return NULL;
-    }
-
-    p = ngx_snprintf((u_char *) aad, sizeof(aad) - 1, "ssh_keys/%s/%s",
-                     id, column);
-
-    if (ngx_segura_vault_seal(key->key, key->id, aad, p - (u_char *) aad,
-                              (const u_char *) plain, len, blob, &verr)
-        != 0)
-    {
-        free(blob);
-        free(hex);
+    hex = ngx_segura_sealed_seal(ctx->smcf, id, column, plain, ctx->log,
+                                 sizeof(ctx->log));
+    if (hex == NULL) {
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL, NULL);
         ctx->log_level = NGX_LOG_ERR;
-        (void) ngx_snprintf((u_char *) ctx->log, sizeof(ctx->log) - 1,
-                            "ngx_segura_vault_seal() failed: %s%Z",
-                            ngx_segura_vault_strerror(verr));
-        return NULL;
     }
-
-    hex[0] = '\\';
-    hex[1] = 'x';
-    p = ngx_hex_dump((u_char *) hex + 2, blob, n);
-    *p = '\0';
-
-    free(blob);
 
     return hex;
 }

@@ -1147,6 +1147,36 @@ ngx_segura_deploy_store(ngx_segura_api_ctx_t *ctx, PGconn **conn)
 
     PQclear(res);
 
+    /*
+     * a device that now accepts the current key uses it, whatever older
+     * version a rotation left it on (versions nobody uses then go)
+     */
+
+    if (!dp->withdraw) {
+        const char  *q[2];
+
+        q[0] = idbuf;
+        q[1] = rows;
+
+        res = ngx_segura_api_query(ctx, conn,
+                  "with cur as (update key_devices set key_version = null"
+                  "  where key_id = $1::bigint and key_version is not null"
+                  "  and device_id in (select (e->>'device')::bigint"
+                  "   from jsonb_array_elements($2::jsonb) e"
+                  "   where e->>'check' = 'deployed')"
+                  "  returning device_id)"
+                  " delete from ssh_key_versions v where v.key_id = $1::bigint"
+                  " and not exists (select 1 from key_devices kd"
+                  "  where kd.key_id = v.key_id and kd.key_version = v.version"
+                  "  and kd.device_id not in (select device_id from cur))",
+                  2, q);
+        if (res == NULL) {
+            goto end;
+        }
+
+        PQclear(res);
+    }
+
     /* who, which devices, what happened, how: never the password */
 
     audit = json_pack("{sOsIsIss}", "devices", list,

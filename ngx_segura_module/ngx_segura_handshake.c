@@ -670,12 +670,19 @@ ngx_segura_handshake_check(void *data, ngx_log_t *log)
 
     res = ngx_segura_db_query_retry(s->smcf->db, &conn,
               "select segura_grant_check($1, $2, $3),"
-              " k.name, k.username, k.private_key_enc, k.passphrase_enc,"
+              " k.name, k.username,"
+              " coalesce(e.private_key_enc, k.private_key_enc),"
+              " case when e.key_id is null then k.passphrase_enc"
+              "  else e.passphrase_enc end,"
               " d.name, d.address, d.port, d.host_key,"
-              " d.host_key_fingerprint, k.key_type, k.bits"
+              " d.host_key_fingerprint, coalesce(e.key_type, k.key_type),"
+              " case when e.key_id is null then k.bits else e.bits end"
               " from (select 1) one"
               " left join ssh_keys k on k.id = $2"
-              " left join devices d on d.id = $3",
+              " left join devices d on d.id = $3"
+              /* the version of the key this device uses (a rotation) */
+              " left join key_device_keys e on e.key_id = $2"
+              "  and e.device_id = $3",
               3, params, s->log, sizeof(s->log));
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK

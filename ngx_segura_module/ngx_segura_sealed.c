@@ -7,7 +7,8 @@
 /*
  * Opening what the vault sealed in ssh_keys: the private key and its
  * passphrase, each bound to its row and column, found by the master key
- * id the blob names, and imported into libssh.  Used by the session
+ * id the blob names, and imported into libssh; and sealing them (a
+ * registered, generated or rotated key).  Used by the session
  * handshake and the key checks.  Pool threads only (a passphrase's KDF
  * may take long); reads configuration only.
  */
@@ -145,4 +146,56 @@ ngx_segura_sealed_open(ngx_http_segura_main_conf_t *smcf, int64_t key_id,
     *len = plen;
 
     return plain;
+}
+
+
+char *
+ngx_segura_sealed_seal(ngx_http_segura_main_conf_t *smcf, const char *key_id,
+    const char *column, const char *plain, char *err, size_t errlen)
+{
+    u_char                   *blob, *p;
+    char                     *hex;
+    size_t                    len, n;
+    ngx_segura_vault_err_e    verr;
+    ngx_segura_master_key_t  *key;
+    char                      aad[NGX_INT64_LEN + 64];
+
+    key = ngx_http_segura_current_key(smcf);
+
+    len = ngx_strlen(plain);
+    n = ngx_segura_vault_sealed_size(len);
+
+    blob = malloc(n);
+    hex = malloc(2 + 2 * n + 1);
+
+    if (blob == NULL || hex == NULL || n == 0) {
+        free(blob);
+        free(hex);
+        (void) ngx_snprintf((u_char *) err, errlen - 1, "malloc() failed%Z");
+        return NULL;
+    }
+
+    p = ngx_snprintf((u_char *) aad, sizeof(aad) - 1, "ssh_keys/%s/%s",
+                     key_id, column);
+
+    if (ngx_segura_vault_seal(key->key, key->id, aad, p - (u_char *) aad,
+                              (const u_char *) plain, len, blob, &verr)
+        != 0)
+    {
+        free(blob);
+        free(hex);
+        (void) ngx_snprintf((u_char *) err, errlen - 1,
+                            "ngx_segura_vault_seal() failed: %s%Z",
+                            ngx_segura_vault_strerror(verr));
+        return NULL;
+    }
+
+    hex[0] = '\\';
+    hex[1] = 'x';
+    p = ngx_hex_dump((u_char *) hex + 2, blob, n);
+    *p = '\0';
+
+    free(blob);
+
+    return hex;
 }

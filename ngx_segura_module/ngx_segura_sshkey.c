@@ -204,6 +204,78 @@ ngx_segura_sshkey_message(ngx_segura_sshkey_reason_e reason)
 }
 
 
+static const struct {
+    const char           *name;
+    enum ssh_keytypes_e   type;
+    int                   bits;
+} ngx_segura_sshkey_kinds[] = {
+    { "ed25519", SSH_KEYTYPE_ED25519, 0 },
+    { "rsa-3072", SSH_KEYTYPE_RSA, 3072 },
+    { "rsa-4096", SSH_KEYTYPE_RSA, 4096 },
+    { "ecdsa-p256", SSH_KEYTYPE_ECDSA_P256, 256 },
+    { "ecdsa-p384", SSH_KEYTYPE_ECDSA_P384, 384 },
+    { NULL, 0, 0 }
+};
+
+
+int
+ngx_segura_sshkey_kind(const char *name, enum ssh_keytypes_e *type,
+    int *bits)
+{
+    size_t  i;
+
+    for (i = 0; ngx_segura_sshkey_kinds[i].name != NULL; i++) {
+        if (strcmp(ngx_segura_sshkey_kinds[i].name, name) == 0) {
+            *type = ngx_segura_sshkey_kinds[i].type;
+            *bits = ngx_segura_sshkey_kinds[i].bits;
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+char *
+ngx_segura_sshkey_generate(enum ssh_keytypes_e type, int bits)
+{
+    int       rc;
+    char     *b64, *text;
+    size_t    len;
+    ssh_key   key;
+
+    key = NULL;
+    b64 = NULL;
+    text = NULL;
+
+    rc = ssh_pki_generate(type, bits, &key);
+
+    if (rc == SSH_OK) {
+        rc = ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &b64);
+    }
+
+    ssh_key_free(key);
+
+    if (rc == SSH_OK && b64 != NULL) {
+        len = strlen(b64);
+        text = malloc(len + 1);
+
+        if (text != NULL) {
+            memcpy(text, b64, len + 1);
+        }
+    }
+
+    if (b64 != NULL) {
+        OPENSSL_cleanse(b64, strlen(b64));
+        ssh_string_free_char(b64);
+    }
+
+    ERR_clear_error();
+
+    return text;
+}
+
+
 int
 ngx_segura_sshkey_inspect(const char *private_key, size_t len,
     const char *passphrase, const char *public_key,

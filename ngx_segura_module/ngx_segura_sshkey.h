@@ -143,5 +143,24 @@ const char *ngx_segura_sshkey_field_name(ngx_segura_sshkey_field_e field);
 /* a sentence for a person, never NULL */
 const char *ngx_segura_sshkey_message(ngx_segura_sshkey_reason_e reason);
 
+/*
+ * The kinds of key the module makes (POST /api/keys/generate, rotations):
+ * "ed25519", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384".  Returns
+ * 0 with *type and *bits set, -1 for another name.
+ */
+int ngx_segura_sshkey_kind(const char *name, enum ssh_keytypes_e *type,
+    int *bits);
+
+/* the one-line list of the kinds above, for error messages */
+#define NGX_SEGURA_SSHKEY_KINDS                                              \
+    "One of ed25519, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384"
+
+/*
+ * A new private key (libssh, OpenSSL's random bytes) as OpenSSH or PEM
+ * text, malloc()ed: the caller wipes and frees it.  NULL on failure.
+ * Costs up to seconds of CPU for RSA: pool threads.
+ */
+char *ngx_segura_sshkey_generate(enum ssh_keytypes_e type, int bits);
+
 
 #endif /* _NGX_SEGURA_SSHKEY_H_INCLUDED_ */

@@ -21,7 +21,8 @@
 -- wide (the partial unique index is the lock).  worker_id is the worker
 -- that runs it (segura_workers): a running row whose worker is gone is
 -- ended as interrupted by the next rotation of that key or by the
--- schedule.  items: one object per device (device, result, detail,
+-- schedule, and so is one that has run for 6 hours (its end could not be
+-- written).  items: one object per device (device, result, detail,
 -- from_version, version).
 
 alter table ssh_keys
@@ -112,11 +113,13 @@ as $$
                detail = 'the worker running it was lost'
          where r.status = 'running'
            and (p_key is null or r.key_id = p_key)
-           and r.worker_id is not null
-           and not exists (select 1 from segura_workers w
-                           where w.id = r.worker_id
-                             and w.heartbeat_at > now() - w.lost_after)
-           and r.started_at < now() - interval '5 seconds'
+           and ((r.worker_id is not null
+                 and not exists (select 1 from segura_workers w
+                                 where w.id = r.worker_id
+                                   and w.heartbeat_at > now() - w.lost_after)
+                 and r.started_at < now() - interval '5 seconds')
+                -- no rotation runs this long: its end was never written
+                or r.started_at < now() - interval '6 hours')
         returning 1)
     select count(*)::integer from gone
 $$;

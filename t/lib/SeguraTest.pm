@@ -480,8 +480,9 @@ use POSIX qw(:sys_wait_h);
 
 # Options of new (kept by restart): user_keys => 1 (each user's own
 # ~/.ssh/authorized_keys, StrictModes on, HOME from the password file: for
-# a throwaway login user of a test), password => 1 (password
-# authentication on).
+# a throwaway login user of a test), keys_file => <path> (as user_keys,
+# but sshd reads only that file: a device whose keys no program of ours
+# can edit), password => 1 (password authentication on).
 sub new {
     my ($class, $dir, %opt) = @_;
 
@@ -540,7 +541,9 @@ sub write_config {
         "ListenAddress 127.0.0.1",
         @hostkeys,
         "PidFile $d/sshd.pid",
-        ($opt{user_keys} ? ("AuthorizedKeysFile .ssh/authorized_keys",
+        ($opt{keys_file} ? ("AuthorizedKeysFile $opt{keys_file}",
+                            "StrictModes no")
+         : $opt{user_keys} ? ("AuthorizedKeysFile .ssh/authorized_keys",
                             "StrictModes yes")
                          : ("AuthorizedKeysFile $d/authorized_keys",
                             "StrictModes no")),
@@ -556,7 +559,7 @@ sub write_config {
         "PrintLastLog no",
         "Banner none",
         "AcceptEnv LANG",
-        ($opt{user_keys} ? () : ("SetEnv HOME=$d/home")),
+        ($opt{user_keys} || $opt{keys_file} ? () : ("SetEnv HOME=$d/home")),
         "Subsystem sftp internal-sftp",
         ""), "\n";
     close $fh;
