@@ -31,7 +31,7 @@ export const ITEM_TEXT = {
 export const ITEM_HELP = {
   rotated: 'The new key was added and is used; the old key\'s line was removed and the device refuses the old key.',
   old_accepted: 'Switched to the new key, but the device still accepts the old key: removing its line failed.',
-  refused: 'The device refused the key it had: not rotated, it keeps its version.',
+  refused: 'The device refused the key it had: not rotated, it keeps its version. Deploy the key on it, or put its old key back and retry.',
   unreachable: 'No connection to the device: not rotated, it keeps its version.',
   timeout: 'The device did not answer in time: not rotated, it keeps its version.',
   host_key_mismatch: 'The device presented another host key than the pinned one: not rotated.',

@@ -163,7 +163,7 @@ step('Rotate: the dialog, and its progress while the server works', async () => 
   await dialog.waitFor();
   const type = dialog.getByLabel('New key type');
   assert.equal(await type.inputValue(), '', 'the same type as now by default');
-  assert.match(await type.locator('option:checked').textContent(), /^Same as now \(ssh-ed25519\)/);
+  assert.match(await type.locator('option:checked').textContent(), /^Same as now \(ssh-ed25519 256 bits\)$/);
   assert.equal(await dialog.getByText(/Retry only devices behind/).count(), 0, 'no device is behind yet');
   await screenshot(page, '91-rotate-dialog');
 
