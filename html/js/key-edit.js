@@ -1,26 +1,29 @@
 // SSH Key registration (create and edit): tabs Information, Key data,
-// Devices, Review.  The private key and the password are write-only: they
-// are sent once and never read back.
+// Devices, Review; a saved key also has Rotations (its history) and the
+// Rotate button (rotate.js).  The private key and the password are
+// write-only: they are sent once and never read back.
 import { get, post, patch, h, idParam, banner, errorText, statusPill, ApiError } from './api.js';
 import { mountShell } from './shell.js';
 import { checkPill, runCheck } from './checks.js';
 import { deployDialog } from './deploy.js';
+import { rotateDialog, historyRows, versionNote, whenText } from './rotate.js';
 
 await mountShell('keys', { adminOnly: true });
 
 const form = document.getElementById('key-form');
 const msg = document.getElementById('page-msg');
 const keyId = idParam('id');
-const TABS = ['info', 'keydata', 'devices', 'review'];
+const TABS = keyId ? ['info', 'keydata', 'devices', 'rotations', 'review'] : ['info', 'keydata', 'devices', 'review'];
+document.getElementById('tab-rotations').hidden = !keyId;
 const FIELD_TAB = {
   name: 'info', status: 'info', tags: 'info', owner: 'info',
   username: 'keydata', type: 'keydata', private_key: 'keydata', public_key: 'keydata', passphrase: 'keydata',
-  main_device: 'devices', devices: 'devices',
+  rotation_days: 'keydata', main_device: 'devices', devices: 'devices',
 };
 const LABEL = {
   name: 'Key name', status: 'Status', tags: 'Tags', owner: 'SSH key owner', username: 'Username',
   type: 'Key type', private_key: 'Private Key', public_key: 'Public Key', passphrase: 'Key password',
-  main_device: 'Main device', devices: 'Devices',
+  rotation_days: 'Rotate every (days)', main_device: 'Main device', devices: 'Devices',
 };
 
 let allDevices = new Map();   // id -> device
@@ -28,6 +31,7 @@ let assoc = [];               // device ids, in order
 let mainId = null;
 let original = null;          // the key being edited
 let checks = new Map();       // device id -> its last deployment check
+let versions = new Map();     // device id -> { version, behind }
 
 /* ---------- tabs ---------- */
 
@@ -285,11 +289,15 @@ function deploymentCell(id, d) {
                             onclick: () => deployTo([id], false) }, 'Deploy');
   const wd = h('button', { type: 'button', class: 'withdraw', 'aria-label': `Withdraw the key from ${d.name}`,
                            onclick: () => deployTo([id], true) }, 'Withdraw');
-  return h('span', { class: 'nowrap' }, checkPill(checks.get(id)), ' ', b, ' ', dep, ' ', wd);
+  // the state on a first line (last check, key version), the buttons under it
+  return h('div', {}, h('div', { class: 'state' }, checkPill(checks.get(id)), ' ', versionNote(versions.get(id))),
+           h('div', { class: 'edits' }, b, ' ', dep, ' ', wd));
 }
+// the last check and the key version of every saved device
 async function loadChecks() {
   const r = await get(`/api/keys/${keyId}/devices`);
   checks = new Map(r.items.map(x => [x.id, x.check]));
+  versions = new Map(r.items.map(x => [x.id, { version: x.version, behind: x.behind }]));
 }
 const checkAllBtn = document.getElementById('check-all');
 const checkProgress = document.getElementById('check-progress');
@@ -398,6 +406,54 @@ document.getElementById('modal-add').addEventListener('click', () => {
   document.getElementById('add-devices').focus();
 });
 
+/* ---------- rotation (a saved key) ---------- */
+
+const rotateBtn = document.getElementById('rotate-open');
+function keyHint() {
+  document.getElementById('private_key-hint').textContent =
+    `Stored: ${original.type}${original.bits ? ' ' + original.bits + ' bits' : ''}, ${original.fingerprint}` +
+    (original.has_passphrase ? ', protected by a password' : '') + '. It is never shown.';
+}
+function showVersion() {
+  const el = document.getElementById('key-version');
+  const r = original.rotation || {};
+  const parts = [`version ${original.version ?? 1}`];
+  if (original.rotated_at) parts.push(`rotated ${whenText(original.rotated_at)}`);
+  if (r.behind > 0) parts.push(`partially rotated (${r.behind} behind)`);
+  if (r.running) parts.push('rotating…');
+  if (r.next_at) parts.push(`next rotation ${whenText(r.next_at)}`);
+  el.textContent = parts.join(' · ');
+  el.hidden = false;
+}
+async function loadRotations() {
+  const note = document.getElementById('rotations-note');
+  try {
+    const r = await get(`/api/keys/${keyId}/rotations`);
+    document.getElementById('rotations-body').replaceChildren(...historyRows(r.items));
+    document.getElementById('rotations-empty').hidden = r.items.length > 0;
+    note.textContent = r.items.length ? `${r.items.length} rotation${r.items.length === 1 ? '' : 's'}, newest first` : '';
+  } catch (e) {
+    note.textContent = 'The history could not be loaded: ' + errorText(e);
+  }
+}
+rotateBtn.addEventListener('click', async () => {
+  const r = await rotateDialog(original);
+  rotateBtn.focus();
+  if (!r) return;
+  // the key's new version, public key and the version of each device
+  try {
+    original = await get(`/api/keys/${keyId}`);
+    keyHint();
+    syncKeyFields();
+    showVersion();
+    await loadChecks();
+  } catch (e) {
+    banner(msg, 'error', 'The key could not be loaded again: ' + errorText(e));
+  }
+  renderAssoc();
+  await loadRotations();
+});
+
 /* ---------- review and save ---------- */
 
 function splitTags(s) {
@@ -425,6 +481,7 @@ function renderSummary() {
                    : 'Derived from the private key'],
     ['Key password', setPw.checked && pw.value ? 'Set (write-only)'
                      : keyId && !priv.value.trim() ? (original?.has_passphrase ? 'Unchanged (set)' : 'None') : 'None'],
+    ['Rotation', rotationDays().value === null ? 'No schedule' : `Every ${rotationDays().value} day${rotationDays().value === 1 ? '' : 's'}`],
     ['Main device', mainId === null ? '—' : deviceLabel(mainId)],
     ['Devices', assoc.length ? assoc.map(deviceLabel).join(', ') : '—'],
   ];
@@ -463,12 +520,22 @@ document.getElementById('generated-copy').addEventListener('click', async () => 
   hint.textContent = 'Copied. Append it to ~/.ssh/authorized_keys of the username on every selected device.';
 });
 
+// "Rotate every (days)": empty is no schedule, else a whole number 1..3650
+function rotationDays() {
+  const s = form.elements.rotation_days.value.trim();
+  if (s === '') return { value: null };
+  const n = /^[0-9]{1,5}$/.test(s) ? Number(s) : NaN;
+  if (!(n >= 1 && n <= 3650)) return { error: 'A whole number of days from 1 to 3650, or empty for no schedule.' };
+  return { value: n };
+}
+
 function localCheck() {
   const errs = [];
   if (!form.elements.name.value.trim()) errs.push(['name', 'Required']);
   if (!form.elements.username.value.trim()) errs.push(['username', 'Required']);
   if (!keyId && !generating() && !priv.value.trim()) errs.push(['private_key', 'Required']);
   if (setPw.checked && !pw.value) errs.push(['passphrase', 'Enter the key password, or untick "Set current password".']);
+  if (rotationDays().error) errs.push(['rotation_days', rotationDays().error]);
   return errs;
 }
 
@@ -491,6 +558,8 @@ form.addEventListener('submit', async ev => {
     devices: mainId !== null ? [mainId, ...assoc.filter(x => x !== mainId)] : [...assoc],
   };
   if (v('owner') || keyId) body.owner = v('owner');
+  // null clears a schedule; a new key without one sends nothing
+  if (rotationDays().value !== null || keyId) body.rotation_days = rotationDays().value;
   if (generating()) {
     body.type = form.elements.gen_type.value;
   } else if (priv.value.trim()) {
@@ -553,13 +622,15 @@ if (keyId) {
   form.elements.tags.value = (original.tags || []).join(', ');
   form.elements.owner.value = original.owner || '';
   form.elements.username.value = original.username || '';
+  form.elements.rotation_days.value = original.rotation_days ?? '';
   priv.placeholder = 'Stored encrypted. Leave empty to keep it; paste a new private key to replace it.';
-  document.getElementById('private_key-hint').textContent =
-    `Stored: ${original.type}${original.bits ? ' ' + original.bits + ' bits' : ''}, ${original.fingerprint}` +
-    (original.has_passphrase ? ', protected by a password' : '') + '. It is never shown.';
+  keyHint();
   document.getElementById('source-field').hidden = true;
   checkAllBtn.hidden = deployAllBtn.hidden = withdrawAllBtn.hidden = !(original.devices || []).length;
   try { await loadChecks(); } catch { /* the column says "Not checked" */ }
+  showVersion();
+  rotateBtn.hidden = false;
+  loadRotations();
   assoc = [...(original.devices || [])];
   mainId = original.main_device ?? null;
   syncKeyFields();

@@ -1,7 +1,9 @@
-// The SSH keys report: filters, table, Actions menu per row.
+// The SSH keys report: filters, table, Actions menu per row; under the
+// device count, the deployment and the rotation state (rotate.js).
 import { get, del, h, statusPill, tagList, banner, errorText, confirmDialog } from './api.js';
 import { mountShell } from './shell.js';
 import { deploymentText } from './checks.js';
+import { rotationLines } from './rotate.js';
 
 const me = await mountShell('keys');
 const body = document.getElementById('keys-body');
@@ -93,7 +95,8 @@ async function load() {
     h('td', {}, tagList(k.tags)),
     h('td', { class: 'clip', title: k.main_device_name ?? '' }, k.main_device_name ?? none()),
     h('td', { class: 'num' }, h('div', {}, String(k.devices.length)),
-      h('div', { class: 'muted small', dataset: { deployment: '' } }, deploymentText(k.deployment))),
+      h('div', { class: 'muted small', dataset: { deployment: '' } }, deploymentText(k.deployment)),
+      rotationLines(k)),
     h('td', { class: 'actions' }, actionsMenu(k)))));
   document.getElementById('keys-empty').hidden = data.items.length > 0;
   document.getElementById('keys-count').textContent =

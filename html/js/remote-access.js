@@ -1,11 +1,13 @@
 // SSH Keys: Remote Access: the devices a key may reach, Start session, and
-// the key's deployment: Check per device and Check all; for administrators,
-// Deploy and Withdraw per device and for all (deploy.js).
+// the key's deployment: Check per device and Check all, the key version
+// each device uses (rotate.js: "rotation pending" when it is behind); for
+// administrators, Deploy and Withdraw per device and for all (deploy.js).
 import { get, h, idParam, banner, errorText, statusPill, tagList } from './api.js';
 import { mountShell } from './shell.js';
 import { reasonText } from './reasons.js';
 import { checkPill, runCheck } from './checks.js';
 import { deployDialog } from './deploy.js';
+import { versionNote } from './rotate.js';
 
 const me = await mountShell('keys');
 const progress = document.getElementById('check-progress');
@@ -58,7 +60,8 @@ async function load() {
       h('td', {}, d.tags?.length ? tagList(d.tags) : h('span', { class: 'muted' }, '—')),
       h('td', {}, d.can_start ? h('span', { class: 'pill ok' }, 'Allowed')
                               : h('span', { class: 'reason', id: reasonId }, reasonText(d.reason))),
-      h('td', { class: 'deployment' }, checkPill(d.check)),
+      h('td', { class: 'deployment' }, checkPill(d.check),
+        d.version != null ? h('div', { class: 'version' }, versionNote(d)) : null),
       h('td', { class: 'actions' }, check, ' ', start, edits));
   }));
   rows = data.items;
@@ -81,18 +84,7 @@ async function doCheck(ids) {
     progress.textContent = '';
     banner(msg, 'error', 'The check failed: ' + errorText(e));
   }
-  // administrators: the line onto (or off) the devices, then a fresh report
-async function doDeploy(devices, withdraw) {
-  const r = await deployDialog(theKey, devices, withdraw);
-  if (r) {
-    progress.textContent = `${withdraw ? 'Withdrawn from' : 'Deployed on'} ${r.done} of ${r.total} device${r.total === 1 ? '' : 's'}.`;
-    await load();
-  }
-}
-deployAll.addEventListener('click', () => doDeploy(rows, false));
-withdrawAll.addEventListener('click', () => doDeploy(rows, true));
-
-await load();
+  await load();
 }
 checkAll.addEventListener('click', () =>
   doCheck(rows.filter(d => me.admin || d.can_start).map(d => d.id)));
