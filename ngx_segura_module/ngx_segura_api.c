@@ -38,6 +38,9 @@ typedef struct {
 } ngx_segura_api_route_t;
 
 
+/* how long a pool task may keep an exiting worker (ctx->hold) */
+#define NGX_SEGURA_API_HOLD      3600000
+
 #define NGX_SEGURA_API_NUMBERED  0     /* "<name>/<id>[/<sub>]" */
 #define NGX_SEGURA_API_NONE      1     /* "<name>" only */
 #define NGX_SEGURA_API_NAMED     2     /* the handler reads the rest */
@@ -76,6 +79,7 @@ static ngx_int_t ngx_segura_api_prepare(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_task(void *data, ngx_log_t *log);
 static void ngx_segura_api_done(ngx_event_t *ev);
+static void ngx_segura_api_hold(ngx_event_t *ev);
 static ngx_int_t ngx_segura_api_respond(ngx_http_request_t *r,
     ngx_segura_api_ctx_t *ctx);
 static void ngx_segura_api_free_json(void *data);
@@ -466,6 +470,10 @@ ngx_segura_api_post(ngx_http_request_t *r)
     task->event.data = r;
     task->event.handler = ngx_segura_api_done;
 
+    ctx->hold.handler = ngx_segura_api_hold;
+    ctx->hold.data = r;
+    ctx->hold.log = r->connection->log;
+
     if (ctx->method == NGX_HTTP_POST && ngx_strcmp(ctx->path, "login") == 0)
     {
         retry = ngx_segura_login_gate_refused(ctx->client_addr,
@@ -522,6 +530,8 @@ ngx_segura_api_post_task(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx)
 
     r->main->blocked++;
     r->aio = 1;
+
+    ngx_add_timer(&ctx->hold, NGX_SEGURA_API_HOLD);
 }
 
 
@@ -828,6 +838,10 @@ ngx_segura_api_done(ngx_event_t *ev)
                                   - offsetof(ngx_thread_task_t, event));
     ctx = task->ctx;
 
+    if (ctx->hold.timer_set) {
+        ngx_del_timer(&ctx->hold);
+    }
+
     ngx_segura_metrics_task(NGX_SEGURA_METRIC_TASK_API, -1);
 
     next = ctx->next;
@@ -879,7 +893,25 @@ ngx_segura_api_resume(ngx_http_request_t *r, ngx_segura_api_ctx_t *ctx,
         ngx_segura_api_fail(ctx, NGX_SEGURA_ERR_INTERNAL, NULL,
                             "The server is overloaded");
         ngx_segura_api_finish(r, ctx);
+        return;
     }
+
+    ngx_add_timer(&ctx->hold, NGX_SEGURA_API_HOLD);
+}
+
+
+/*
+ * the hold's deadline: a pool task has not come back in an hour (a
+ * database statement without a timeout); the request still waits for it
+ */
+
+static void
+ngx_segura_api_hold(ngx_event_t *ev)
+{
+    ngx_http_request_t *r = ev->data;
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "segura api: a pool task has not come back in an hour");
 }
 
 

@@ -113,6 +113,12 @@ struct ngx_segura_api_ctx_s {
     ngx_segura_api_next_pt        next;
     ngx_segura_api_step_pt        step;
     void                         *data;
+
+    /*
+     * the event loop's: set while a task is in the pool, not cancelable,
+     * so that an exiting worker (a reload) waits for the answer
+     */
+    ngx_event_t                   hold;
 };
 
 

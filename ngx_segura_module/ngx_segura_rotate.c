@@ -157,6 +157,7 @@ struct ngx_segura_rotate_s {
     ngx_segura_rot_task_pt      task_handler;
     void                      (*next)(ngx_segura_rotate_t *rt);
     ngx_event_t                 again;
+    ngx_event_t                 hold;      /* a pass is in the pool */
     ngx_uint_t                  tries;
     unsigned                    db_failed:1;
 
@@ -199,6 +200,7 @@ static void ngx_segura_rotate_post(ngx_segura_rotate_t *rt,
 static void ngx_segura_rotate_task(void *data, ngx_log_t *log);
 static void ngx_segura_rotate_task_done(ngx_event_t *ev);
 static void ngx_segura_rotate_again(ngx_event_t *ev);
+static void ngx_segura_rotate_hold(ngx_event_t *ev);
 static void ngx_segura_rotate_prepare(ngx_segura_rotate_t *rt,
     PGconn **conn);
 static ngx_int_t ngx_segura_rotate_claim(ngx_segura_rotate_t *rt,
@@ -310,6 +312,10 @@ ngx_segura_rotate_start(ngx_segura_rotate_conf_t *conf,
     rt->again.data = rt;
     rt->again.log = &rt->log;
 
+    rt->hold.handler = ngx_segura_rotate_hold;
+    rt->hold.data = rt;
+    rt->hold.log = &rt->log;
+
     rt->started = ngx_current_msec;
 
     for (i = 0; i < NGX_SEGURA_ROTATE_CONCURRENCY; i++) {
@@ -367,6 +373,15 @@ ngx_segura_rotate_post(ngx_segura_rotate_t *rt,
     rt->next = next;
     rt->db_failed = 0;
 
+    /*
+     * a timer that is not cancelable keeps an exiting worker (a reload)
+     * until the pass is back: the rotation ends where it started
+     */
+
+    if (!rt->hold.timer_set) {
+        ngx_add_timer(&rt->hold, 3600000);
+    }
+
     if (ngx_thread_task_post(rt->conf.smcf->thread_pool, rt->task) != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, &rt->log, 0,
@@ -405,6 +420,10 @@ ngx_segura_rotate_task_done(ngx_event_t *ev)
 
     ngx_msec_t  delay;
 
+    if (rt->hold.timer_set) {
+        ngx_del_timer(&rt->hold);
+    }
+
     if (rt->db_failed && rt->task_handler != ngx_segura_rotate_prepare
         && rt->tries < NGX_SEGURA_ROTATE_TRIES)
     {
@@ -434,6 +453,17 @@ ngx_segura_rotate_task_done(ngx_event_t *ev)
 
     rt->tries = 0;
     rt->next(rt);
+}
+
+
+static void
+ngx_segura_rotate_hold(ngx_event_t *ev)
+{
+    ngx_segura_rotate_t *rt = ev->data;
+
+    ngx_log_error(NGX_LOG_ALERT, &rt->log, 0,
+                  "segura rotate: key %s: a pool pass has not come back "
+                  "in an hour", rt->key_id);
 }
 
 
@@ -1956,6 +1986,10 @@ ngx_segura_rotate_free(ngx_segura_rotate_t *rt)
 
     if (rt->again.timer_set) {
         ngx_del_timer(&rt->again);
+    }
+
+    if (rt->hold.timer_set) {
+        ngx_del_timer(&rt->hold);
     }
 
     for (i = 0; i < NGX_SEGURA_ROTATE_CONCURRENCY; i++) {
