@@ -192,6 +192,8 @@ struct ngx_segura_rotate_s {
     unsigned                    detached:1;
     unsigned                    starting:1;
     unsigned                    replaced:1;     /* the key changed meanwhile */
+    unsigned                    aborted:1;      /* prepare failed, claimed */
+    unsigned                    claim_ended:1;  /* and its row says so */
 };
 
 
@@ -763,6 +765,7 @@ failed:
                   2, q, PGRES_COMMAND_OK);
         if (res != NULL) {
             PQclear(res);
+            rt->claim_ended = 1;
         }
     }
 
@@ -978,10 +981,51 @@ ngx_segura_rotate_copies(ngx_segura_rotate_t *rt, ssh_key first,
 static void
 ngx_segura_rotate_prepared(ngx_segura_rotate_t *rt)
 {
-    if (rt->outcome != NGX_SEGURA_ROTATE_OK || rt->db_failed) {
+    ngx_uint_t  i, k;
+
+    if (rt->outcome == NGX_SEGURA_ROTATE_OK && !rt->db_failed) {
+        goto run;
+    }
+
+    if (rt->rotation_id == 0 || rt->claim_ended) {
         ngx_segura_rotate_over(rt);
         return;
     }
+
+    /*
+     * claimed, but the database went away before the rotation could
+     * start: the caller hears it now; the row still says running, and is
+     * ended by the finish, which is tried again until it is written
+     */
+
+    if (rt->done != NULL && !rt->detached) {
+        rt->done(rt, rt->data);
+    }
+
+    rt->detached = 1;
+    rt->aborted = 1;
+
+    (void) ngx_snprintf((u_char *) rt->status_detail,
+                        sizeof(rt->status_detail) - 1,
+                        "the rotation could not start: %s%Z", rt->err);
+    ngx_segura_ssh_printable(rt->status_detail, sizeof(rt->status_detail),
+                             rt->status_detail);
+
+    for (i = 0; i < rt->n; i++) {
+        for (k = 0; k < NGX_SEGURA_ROT_KEYS; k++) {
+            ssh_key_free(rt->devices[i].keys[k]);
+        }
+    }
+
+    free(rt->devices);
+    rt->devices = NULL;
+    rt->n = 0;
+
+    ngx_segura_rotate_post(rt, ngx_segura_rotate_finish,
+                           ngx_segura_rotate_over);
+    return;
+
+run:
 
     ngx_log_error(NGX_LOG_INFO, &rt->log, 0,
                   "segura rotate: key %s: rotation %L %sto %s on %ui "
@@ -1713,7 +1757,7 @@ ngx_segura_rotate_finish(ngx_segura_rotate_t *rt, PGconn **conn)
         }
     }
 
-    if (rt->replaced || (rt->n > 0 && switched == 0)
+    if (rt->replaced || rt->aborted || (rt->n > 0 && switched == 0)
         || (rt->n == 0 && rt->to_version == 0 && !rt->conf.retry))
     {
         status = "failed";
@@ -1745,9 +1789,9 @@ ngx_segura_rotate_finish(ngx_segura_rotate_t *rt, PGconn **conn)
     p[2] = total;
     p[3] = nrot;
     p[4] = items;
-    p[5] = rt->replaced ? rt->status_detail : "";
+    p[5] = (rt->replaced || rt->aborted) ? rt->status_detail : "";
     p[6] = rt->key_id;
-    p[7] = rt->conf.retry ? NULL : rt->new_type;
+    p[7] = (rt->conf.retry || rt->new_type[0] == '\0') ? NULL : rt->new_type;
     p[8] = rt->conf.user_id > 0 ? user : NULL;
 
     res = ngx_segura_rotate_query(rt, conn, "begin", 0, NULL,
